@@ -1,0 +1,28 @@
+# One venv for everything; torch is pinned and installed first so that pip
+# takes the CPU wheel instead of pulling CUDA packages.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup  ## encode and restore sample images end to end
+	$(PY) -m codec.demo
+
+test: setup  ## the test suite (CI runs this)
+	$(PY) -m pytest -q
+
+bench: setup  ## Kodak RD curves, BD-rates, speed, seams, 100 MP memory
+	$(PY) bench/kodak_rd.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,146 @@
+"""``codec``: encode, decode and inspect TLIC streams from the shell.
+
+    codec encode IN.png OUT.tlic --target-psnr 38     (or --quality 0.6, --target-bpp 0.3)
+    codec decode IN.tlic OUT.png [--region x,y,w,h]
+    codec info IN.tlic [--json]
+
+Exit codes: 0 ok, 2 bad arguments, 3 unreadable or unsupported input image,
+4 corrupt or truncated stream, 5 model not found or wrong model, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import api
+from .errors import CodecError, CorruptStreamError, ModelMismatchError, ModelNotFoundError, UnsupportedImageError
+from .imageio import read_image, write_image
+
+EXIT_USAGE, EXIT_INPUT, EXIT_CORRUPT, EXIT_MODEL, EXIT_OTHER = 2, 3, 4, 5, 1
+
+
+def _region(text: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"region must be x,y,w,h integers, got {text!r}") from None
+    return x, y, w, h
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="codec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    enc = sub.add_parser("encode", help="image file → stream")
+    enc.add_argument("input", type=Path)
+    enc.add_argument("output", type=Path)
+    mode = enc.add_mutually_exclusive_group()
+    mode.add_argument("--target-psnr", type=float, help="dB each tile must reach (default 38)")
+    mode.add_argument("--quality", type=float, help="one quality in [0, 1] for all tiles")
+    mode.add_argument("--target-bpp", type=float, help="byte budget in bits per pixel")
+    enc.add_argument("--model", default="default", help="NAME or NAME@VERSION")
+    enc.add_argument("--tile-size", type=int, default=api.DEFAULT_TILE)
+    enc.add_argument("--device", default="cpu")
+    dec = sub.add_parser("decode", help="stream → image file (format from the extension)")
+    dec.add_argument("input", type=Path)
+    dec.add_argument("output", type=Path)
+    dec.add_argument("--region", type=_region, help="x,y,w,h: decode only this box")
+    dec.add_argument("--device", default="cpu")
+    info = sub.add_parser("info", help="print header, tile grid, per-tile quality and bytes")
+    info.add_argument("input", type=Path)
+    info.add_argument("--json", action="store_true")
+    return ap
+
+
+def _read_stream(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UnsupportedImageError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _cmd_encode(a) -> None:
+    image = read_image(a.input)
+    t = time.perf_counter()
+    r = api.encode(image, a.model, target_psnr=a.target_psnr, quality=a.quality, target_bpp=a.target_bpp,
+                   tile_size=a.tile_size, device=a.device, name=str(a.input))
+    dt = time.perf_counter() - t
+    a.output.write_bytes(r.data)
+    psnr = f"{r.psnr:.2f} dB" if r.psnr is not None else "not measured"
+    print(f"{a.input} → {a.output}: {len(r.data)} bytes, {r.bpp:.4f} bpp, PSNR {psnr}, "
+          f"{len(r.header.tiles)} tiles ({r.missed_tiles} missed the target), {image.shape[0] * image.shape[1] / dt / 1e6:.2f} MP/s")
+
+
+def _cmd_decode(a) -> None:
+    data = _read_stream(a.input)
+    if a.region:
+        out = api.decode_region(data, a.region, device=a.device)
+    else:
+        out = api.decode(data, device=a.device)
+    write_image(a.output, out)
+    print(f"{a.input} → {a.output}: {out.shape[1]}×{out.shape[0]}")
+
+
+def header_summary(h) -> dict:
+    return {
+        "format_version": h.version, "model_id": h.model_id, "model_sha256": h.model_hash.hex(),
+        "width": h.width, "height": h.height, "channels": h.channels, "tile_size": h.tile_size,
+        "grid": list(h.grid), "mode": h.mode, "target": h.target, "header_bytes": h.header_len,
+        "tiles": [{"index": i, "box": list(h.tile_box(i)), "quality": round(t.quality, 4), "bytes": t.length,
+                   "missed_target": t.missed_target, "crc32": f"{t.crc:08x}"} for i, t in enumerate(h.tiles)],
+    }
+
+
+def _cmd_info(a) -> None:
+    data = _read_stream(a.input)
+    h = api.read_header(data)
+    s = header_summary(h)
+    if a.json:
+        print(json.dumps(s, indent=1))
+        return
+    total = len(data)
+    print(f"{a.input}: TLIC v{h.version}, {h.width}×{h.height}×{h.channels}, {total} bytes, {total * 8 / (h.width * h.height):.4f} bpp")
+    print(f"model {h.model_id} (sha256 {h.model_hash.hex()[:16]}…), mode {h.mode} {h.target:g}")
+    rows, cols = h.grid
+    print(f"tiles {rows}×{cols} of {h.tile_size}px, header {h.header_len} bytes")
+    q = np.array([t.quality for t in h.tiles]).reshape(rows, cols)
+    b = np.array([t.length for t in h.tiles]).reshape(rows, cols)
+    print("quality per tile:")
+    for r in range(rows):
+        print("  " + " ".join(f"{v:.2f}{'*' if h.tiles[r * cols + c].missed_target else ' '}" for c, v in enumerate(q[r])))
+    print("bytes per tile:")
+    for r in range(rows):
+        print("  " + " ".join(f"{v:6d}" for v in b[r]))
+    if any(t.missed_target for t in h.tiles):
+        print("* tile could not reach the target at the highest quality")
+
+
+def main(argv=None) -> int:
+    a = _parser().parse_args(argv)
+    try:
+        {"encode": _cmd_encode, "decode": _cmd_decode, "info": _cmd_info}[a.command](a)
+    except UnsupportedImageError as exc:
+        print(f"codec: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except CorruptStreamError as exc:
+        print(f"codec: error: corrupt stream {a.input}: {exc}", file=sys.stderr)
+        return EXIT_CORRUPT
+    except (ModelNotFoundError, ModelMismatchError) as exc:
+        print(f"codec: error: {exc}", file=sys.stderr)
+        return EXIT_MODEL
+    except ValueError as exc:  # arguments out of range: region outside the image, quality > 1, ...
+        print(f"codec: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (CodecError, OSError) as exc:
+        print(f"codec: error: {exc}", file=sys.stderr)
+        return EXIT_OTHER
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The container: a self-describing, versioned header with a tile index, then tile payloads.
+
+Layout (little-endian)::
+
+    magic "TLIC" | version u16 | header_len u32
+    model_id (u8 length + UTF-8) | model sha256 (32 bytes)
+    width u32 | height u32 | channels u8 | tile_size u16 | mode u8 | target f32 | tile count u32
+    tile index: per tile (row-major) offset u64 | length u32 | quality u16 | flags u8 | crc32 u32
+    header crc32 u32   (over every header byte before it)
+    payload: tile blobs at their offsets (relative to the end of the header)
+
+A tile blob is ``z_len u32 | y_len u32 | z bytes | y bytes`` followed, for RGBA
+images, by the tile's alpha plane deflated (lossless). Random access needs only the header.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from .errors import CorruptStreamError
+
+MAGIC = b"TLIC"
+FORMAT_VERSION = 1
+MODES = ("quality", "target_psnr", "target_bpp")
+FLAG_MISSED_TARGET = 1
+FLAG_ALPHA = 2
+
+_PREFIX = struct.Struct("<4sHI")
+_IMAGE = struct.Struct("<IIBHBfI")
+_TILE = struct.Struct("<QIHBI")
+_CRC = struct.Struct("<I")
+QUALITY_STEPS = 65535  # quality is stored as a u16 fraction of [0, 1]
+
+
+@dataclass
+class TileEntry:
+    offset: int
+    length: int
+    quality_code: int
+    flags: int
+    crc: int
+
+    @property
+    def quality(self) -> float:
+        return self.quality_code / QUALITY_STEPS
+
+    @property
+    def missed_target(self) -> bool:
+        return bool(self.flags & FLAG_MISSED_TARGET)
+
+
+@dataclass
+class Header:
+    model_id: str
+    model_hash: bytes
+    width: int
+    height: int
+    channels: int
+    tile_size: int
+    mode: str
+    target: float
+    tiles: list[TileEntry] = field(default_factory=list)
+    version: int = FORMAT_VERSION
+    header_len: int = 0
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(rows, cols) of the tile grid."""
+        return -(-self.height // self.tile_size), -(-self.width // self.tile_size)
+
+    def tile_box(self, i: int) -> tuple[int, int, int, int]:
+        """(x, y, w, h) of tile ``i`` in image pixels."""
+        rows, cols = self.grid
+        r, c = divmod(i, cols)
+        x, y = c * self.tile_size, r * self.tile_size
+        return x, y, min(self.tile_size, self.width - x), min(self.tile_size, self.height - y)
+
+
+def quality_code(q: float) -> int:
+    return int(round(min(max(q, 0.0), 1.0) * QUALITY_STEPS))
+
+
+_LENGTHS = struct.Struct("<II")
+
+
+def tile_blob(z_bytes: bytes, y_bytes: bytes, alpha: bytes | None = None) -> bytes:
+    blob = _LENGTHS.pack(len(z_bytes), len(y_bytes)) + z_bytes + y_bytes
+    return blob + zlib.compress(alpha, 6) if alpha is not None else blob
+
+
+def split_tile_blob(blob: bytes) -> tuple[bytes, bytes, bytes | None]:
+    """(z bytes, y bytes, raw alpha plane or None) of a verified tile blob."""
+    if len(blob) < _LENGTHS.size:
+        raise CorruptStreamError("tile blob shorter than its length fields")
+    z_len, y_len = _LENGTHS.unpack_from(blob, 0)
+    end = _LENGTHS.size + z_len + y_len
+    if end > len(blob):
+        raise CorruptStreamError("tile blob shorter than its latent lengths")
+    z, y = blob[_LENGTHS.size : _LENGTHS.size + z_len], blob[_LENGTHS.size + z_len : end]
+    alpha = None
+    if end < len(blob):
+        try:
+            alpha = zlib.decompress(blob[end:])
+        except zlib.error as exc:
+            raise CorruptStreamError(f"alpha plane does not inflate: {exc}") from exc
+    return z, y, alpha
+
+
+def pack(header: Header, blobs: list[bytes]) -> bytes:
+    """Serialise header + payload; fills in offsets, lengths and CRCs from ``blobs``."""
+    if len(header.tiles) != len(blobs):
+        raise ValueError("one tile entry per blob")
+    offset = 0
+    for entry, blob in zip(header.tiles, blobs):
+        entry.offset, entry.length, entry.crc = offset, len(blob), zlib.crc32(blob)
+        offset += len(blob)
+    mid = _model_part(header) + _IMAGE.pack(
+        header.width, header.height, header.channels, header.tile_size,
+        MODES.index(header.mode), header.target, len(header.tiles),
+    ) + b"".join(_TILE.pack(t.offset, t.length, t.quality_code, t.flags, t.crc) for t in header.tiles)
+    header_len = _PREFIX.size + len(mid) + _CRC.size
+    head = _PREFIX.pack(MAGIC, header.version, header_len) + mid
+    header.header_len = header_len
+    return head + _CRC.pack(zlib.crc32(head)) + b"".join(blobs)
+
+
+def _model_part(h: Header) -> bytes:
+    mid = h.model_id.encode()
+    if len(mid) > 255 or len(h.model_hash) != 32:
+        raise ValueError("model id must be ≤255 bytes and the hash 32 bytes")
+    return bytes([len(mid)]) + mid + h.model_hash
+
+
+def read_header(data: bytes) -> Header:
+    """Parse and verify the header (magic, version, CRC, tile index consistency)."""
+    if len(data) < _PREFIX.size:
+        raise CorruptStreamError(f"stream of {len(data)} bytes is too short to hold a header")
+    magic, version, header_len = _PREFIX.unpack_from(data, 0)
+    if magic != MAGIC:
+        raise CorruptStreamError(f"not a TLIC stream (magic {magic!r}, expected {MAGIC!r})")
+    if version != FORMAT_VERSION:
+        raise CorruptStreamError(f"unsupported format version {version} (this decoder reads {FORMAT_VERSION})")
+    if header_len > len(data):
+        raise CorruptStreamError(f"truncated header: needs {header_len} bytes, stream has {len(data)}")
+    head = data[: header_len - _CRC.size]
+    (crc,) = _CRC.unpack_from(data, header_len - _CRC.size)
+    if zlib.crc32(head) != crc:
+        raise CorruptStreamError("header checksum mismatch: the header is corrupted")
+    pos = _PREFIX.size
+    id_len = data[pos]
+    model_id = data[pos + 1 : pos + 1 + id_len].decode()
+    pos += 1 + id_len
+    model_hash = data[pos : pos + 32]
+    pos += 32
+    width, height, channels, tile_size, mode, target, n_tiles = _IMAGE.unpack_from(data, pos)
+    pos += _IMAGE.size
+    tiles = []
+    for _ in range(n_tiles):
+        tiles.append(TileEntry(*_TILE.unpack_from(data, pos)))
+        pos += _TILE.size
+    h = Header(model_id, model_hash, width, height, channels, tile_size, MODES[mode], target, tiles,
+               version, header_len)
+    rows, cols = h.grid
+    if rows * cols != n_tiles:
+        raise CorruptStreamError(f"tile index lists {n_tiles} tiles, a {width}×{height} image in {tile_size}px tiles has {rows * cols}")
+    return h
+
+
+def tile_payload(data: bytes, header: Header, i: int) -> bytes:
+    """The verified payload of tile ``i``; raises if it is truncated or its CRC fails."""
+    t = header.tiles[i]
+    start = header.header_len + t.offset
+    end = start + t.length
+    if end > len(data):
+        raise CorruptStreamError(f"truncated stream: tile {i} needs bytes up to {end}, stream has {len(data)}")
+    blob = data[start:end]
+    if zlib.crc32(blob) != t.crc:
+        r, c = divmod(i, header.grid[1])
+        raise CorruptStreamError(f"tile {i} (row {r}, col {c}) checksum mismatch: payload corrupted")
+    return blob
+
+
+def check_length(data: bytes, header: Header) -> None:
+    expected = header.header_len + sum(t.length for t in header.tiles)
+    if len(data) < expected:
+        raise CorruptStreamError(f"truncated stream: {len(data)} bytes, header describes {expected}")
+    if len(data) > expected:
+        raise CorruptStreamError(f"{len(data) - expected} unexpected trailing bytes after the last tile")

@@ -1,0 +1,58 @@
+"""Building blocks of the transforms: convolutions and (inverse) simplified GDN.
+
+Simplified GDN (Johnston et al. 2019) normalises each channel by a learned
+weighted sum of absolute activations: ``y = x / (beta + gamma * |x|)``. It is
+cheaper than the square-root GDN and works as well for small models.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LowerBound(torch.autograd.Function):
+    """``max(x, bound)`` whose gradient still pushes values back up from below the bound."""
+
+    @staticmethod
+    def forward(ctx, x, bound):
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return x.clamp_min(bound)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        passes = (x >= ctx.bound) | (grad < 0)
+        return grad * passes, None
+
+
+def lower_bound(x: torch.Tensor, bound: float) -> torch.Tensor:
+    return LowerBound.apply(x, bound)
+
+
+class SimplifiedGDN(nn.Module):
+    """Per-pixel divisive normalisation; ``inverse=True`` multiplies instead (IGDN)."""
+
+    def __init__(self, channels: int, inverse: bool = False):
+        super().__init__()
+        self.inverse = inverse
+        self.beta_raw = nn.Parameter(torch.ones(channels))
+        self.gamma_raw = nn.Parameter(0.1 * torch.eye(channels).view(channels, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        beta = lower_bound(self.beta_raw, 1e-4)
+        gamma = lower_bound(self.gamma_raw, 0.0)
+        norm = F.conv2d(x.abs(), gamma.to(x.dtype), beta.to(x.dtype))
+        return x * norm if self.inverse else x / norm
+
+
+def conv(cin: int, cout: int, kernel: int = 5, stride: int = 2) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2)
+
+
+def deconv(cin: int, cout: int, kernel: int = 5, stride: int = 2) -> nn.ConvTranspose2d:
+    return nn.ConvTranspose2d(
+        cin, cout, kernel, stride=stride, padding=kernel // 2, output_padding=stride - 1
+    )

@@ -1,0 +1,158 @@
+"""Range coding of integer symbols with fixed probability tables (constriction).
+
+Every symbol is coded with one table out of a :class:`TableSet`; which table is
+known to both sides before coding (a channel for the hyper-latent, a scale index
+for the main latent). Symbols are coded grouped by table, in raster order inside
+a group, so each group is a single vectorised constriction call. Values outside a
+table's support are coded as the table's escape bin followed by an Elias-gamma
+style payload, so nothing is ever clipped.
+
+    values, table_index ──group by table──▶ Categorical(pmf[t]) ──▶ RangeEncoder ──▶ bytes
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import constriction
+
+_Categorical = constriction.stream.model.Categorical
+_Uniform = constriction.stream.model.Uniform
+_BITLEN_MODEL = _Uniform(33)
+
+
+class RangeCodingError(ValueError):
+    """The bytes do not decode as a valid range-coded stream."""
+
+
+class TableSet:
+    """Discrete distributions over integer supports, with an escape bin each.
+
+    Table ``t`` covers the values ``offsets[t] .. offsets[t] + lengths[t] - 2``;
+    its last bin (``lengths[t] - 1``) is the escape symbol.
+    """
+
+    def __init__(self, pmfs: np.ndarray, lengths: np.ndarray, offsets: np.ndarray):
+        self.pmfs = np.asarray(pmfs, dtype=np.float64)
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self._models: dict[int, object] = {}
+        self._log2: np.ndarray | None = None
+
+    def __getstate__(self) -> dict:  # constriction models don't pickle: rebuild them lazily
+        return {"pmfs": self.pmfs, "lengths": self.lengths, "offsets": self.offsets}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["pmfs"], state["lengths"], state["offsets"])
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def model(self, t: int):
+        m = self._models.get(t)
+        if m is None:
+            m = _Categorical(self.pmfs[t, : self.lengths[t]], perfect=False)
+            self._models[t] = m
+        return m
+
+    def to_dict(self) -> dict:
+        """Tensors only, so weights files load with ``torch.load(weights_only=True)``."""
+        import torch
+
+        return {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k))) for k in ("pmfs", "lengths", "offsets")}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TableSet":
+        return cls(*(np.asarray(d[k]) for k in ("pmfs", "lengths", "offsets")))
+
+    def bin_index(self, values: np.ndarray, table_index: np.ndarray) -> np.ndarray:
+        """Bin of each value in its table; escapes map to the table's last bin."""
+        idx = values.astype(np.int64) - self.offsets[table_index]
+        esc = self.lengths[table_index] - 1
+        return np.where((idx < 0) | (idx >= esc), esc, idx)
+
+    def estimate_bits(self, values: np.ndarray, table_index: np.ndarray) -> float:
+        """Ideal code length in bits (escape payloads counted roughly), for rate control."""
+        if self._log2 is None:
+            norm = self.pmfs / self.pmfs.sum(axis=1, keepdims=True)
+            self._log2 = -np.log2(np.maximum(norm, 2.0**-24))
+        bins = self.bin_index(values, table_index)
+        bits = float(self._log2[table_index, bins].sum())
+        n_esc = int((bins == self.lengths[table_index] - 1).sum())
+        return bits + 24.0 * n_esc
+
+
+def _groups(table_index: np.ndarray):
+    order = np.argsort(table_index, kind="stable")
+    sorted_t = table_index[order]
+    cuts = np.flatnonzero(np.diff(sorted_t)) + 1
+    starts = np.concatenate([[0], cuts])
+    ends = np.concatenate([cuts, [len(order)]])
+    for s, e in zip(starts, ends):
+        yield int(sorted_t[s]), order[s:e]
+
+
+def encode(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -> bytes:
+    """Range-code ``values`` (any int shape), each with table ``table_index`` (same shape)."""
+    values = np.asarray(values, dtype=np.int64).ravel()
+    table_index = np.asarray(table_index, dtype=np.int64).ravel()
+    enc = constriction.stream.queue.RangeEncoder()
+    if values.size == 0:
+        return b""
+    bins = tables.bin_index(values, table_index)
+    for t, positions in _groups(table_index):
+        enc.encode(bins[positions].astype(np.int32), tables.model(t))
+    escaped = np.flatnonzero(bins == tables.lengths[table_index] - 1)
+    for p in escaped:
+        _encode_escape(enc, int(values[p]), int(table_index[p]), tables)
+    return enc.get_compressed().astype("<u4").tobytes()
+
+
+def decode(data: bytes, table_index: np.ndarray, tables: TableSet) -> np.ndarray:
+    """Inverse of :func:`encode`; returns int64 values shaped like ``table_index``."""
+    shape = np.shape(table_index)
+    table_index = np.asarray(table_index, dtype=np.int64).ravel()
+    if table_index.size == 0:
+        return np.zeros(shape, dtype=np.int64)
+    if len(data) % 4 or not data:
+        raise RangeCodingError(f"range-coded payload of {len(data)} bytes is not a whole number of 32-bit words")
+    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    try:
+        dec = constriction.stream.queue.RangeDecoder(words)
+        bins = np.empty(table_index.size, dtype=np.int64)
+        for t, positions in _groups(table_index):
+            bins[positions] = dec.decode(tables.model(t), len(positions))
+        values = bins + tables.offsets[table_index]
+        for p in np.flatnonzero(bins == tables.lengths[table_index] - 1):
+            values[p] = _decode_escape(dec, int(table_index[p]), tables)
+    except (ValueError, RuntimeError, OverflowError) as exc:  # constriction reports bad input this way
+        raise RangeCodingError(f"range decoder failed: {exc}") from exc
+    return values.reshape(shape)
+
+
+def _encode_escape(enc, value: int, t: int, tables: TableSet) -> None:
+    lo = int(tables.offsets[t])
+    hi = lo + int(tables.lengths[t]) - 2
+    above = value > hi
+    dist = value - hi - 1 if above else lo - 1 - value
+    nbits = dist.bit_length()
+    enc.encode(np.array([int(above)], dtype=np.int32), _Uniform(2))
+    enc.encode(np.array([nbits], dtype=np.int32), _BITLEN_MODEL)
+    if nbits > 1:
+        rest = dist - (1 << (nbits - 1))
+        enc.encode(np.array([rest], dtype=np.int32), _Uniform(1 << (nbits - 1)))
+
+
+def _decode_escape(dec, t: int, tables: TableSet) -> int:
+    lo = int(tables.offsets[t])
+    hi = lo + int(tables.lengths[t]) - 2
+    above = int(dec.decode(_Uniform(2), 1)[0])
+    nbits = int(dec.decode(_BITLEN_MODEL, 1)[0])
+    if nbits > 31:
+        raise RangeCodingError("escape payload out of range")
+    if nbits == 0:
+        dist = 0
+    elif nbits == 1:
+        dist = 1
+    else:
+        dist = (1 << (nbits - 1)) + int(dec.decode(_Uniform(1 << (nbits - 1)), 1)[0])
+    return hi + 1 + dist if above else lo - 1 - dist

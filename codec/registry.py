@@ -1,0 +1,135 @@
+"""Named, versioned models: ``load_model("default")``, ``load_model("default@1")``.
+
+The registry is a JSON file beside the weights (``codec/weights/registry.json``)::
+
+    {"models": {"default": {"versions": {"1": {"file": "default-v1.pt", "sha256": "…", ...}}}}}
+
+``NAME`` alone means the highest version. Every load checks the file's SHA-256
+against the registry, and a stream's model id (``NAME@VERSION``) plus hash tells
+the decoder exactly which weights it needs, so old records keep decoding after
+the default moves on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import ModelNotFoundError
+from .model import HyperpriorCodec, ModelConfig
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_FORMAT = "tlic-weights-1"
+
+
+@dataclass
+class LoadedModel:
+    model: HyperpriorCodec
+    model_id: str  # NAME@VERSION, written into every stream
+    sha256: bytes
+
+    @property
+    def hash_hex(self) -> str:
+        return self.sha256.hex()
+
+
+def parse_spec(spec: str) -> tuple[str, int | None]:
+    name, _, version = spec.partition("@")
+    if not name:
+        raise ModelNotFoundError(f"empty model name in {spec!r}")
+    if version and not version.isdigit():
+        raise ModelNotFoundError(f"model version must be a number: {spec!r}")
+    return name, int(version) if version else None
+
+
+class Registry:
+    """A folder of weights files and the registry.json that names them."""
+
+    def __init__(self, root: Path | str = WEIGHTS_DIR):
+        self.root = Path(root)
+        self._cache: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def index_path(self) -> Path:
+        return self.root / "registry.json"
+
+    def index(self) -> dict:
+        if not self.index_path.exists():
+            return {"models": {}}
+        return json.loads(self.index_path.read_text())
+
+    def resolve(self, spec: str) -> tuple[str, int, dict]:
+        name, version = parse_spec(spec)
+        models = self.index()["models"]
+        if name not in models:
+            known = ", ".join(sorted(models)) or "none"
+            raise ModelNotFoundError(f"no model named {name!r} in {self.index_path} (known: {known})")
+        versions = models[name]["versions"]
+        if version is None:
+            version = max(int(v) for v in versions)
+        if str(version) not in versions:
+            raise ModelNotFoundError(f"model {name!r} has no version {version} (has {', '.join(sorted(versions))})")
+        return name, version, versions[str(version)]
+
+    def load(self, spec: str = "default") -> LoadedModel:
+        name, version, entry = self.resolve(spec)
+        model_id = f"{name}@{version}"
+        with self._lock:
+            if model_id not in self._cache:
+                self._cache[model_id] = self._load_file(model_id, self.root / entry["file"], entry["sha256"])
+            return self._cache[model_id]
+
+    @staticmethod
+    def _load_file(model_id: str, path: Path, sha256: str) -> LoadedModel:
+        if not path.exists():
+            raise ModelNotFoundError(f"weights of {model_id} missing: {path}")
+        blob = path.read_bytes()
+        digest = hashlib.sha256(blob).digest()
+        if digest.hex() != sha256:
+            raise ModelNotFoundError(
+                f"weights file {path} does not match the registry (sha256 {digest.hex()[:16]}…, expected {sha256[:16]}…)"
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("format") != WEIGHTS_FORMAT:
+            raise ModelNotFoundError(f"{path} is not a {WEIGHTS_FORMAT} file")
+        model = HyperpriorCodec(ModelConfig(**state["config"]))
+        model.load_state_dict(state["state_dict"])
+        model.load_coding_state(state["coding"])
+        return LoadedModel(model.eval(), model_id, digest)
+
+    def register(self, name: str, model: HyperpriorCodec, **metadata) -> str:
+        """Save a finalised model as the next version of ``name``; returns ``NAME@VERSION``."""
+        index = self.index()
+        versions = index["models"].setdefault(name, {"versions": {}})["versions"]
+        version = max((int(v) for v in versions), default=0) + 1
+        file = f"{name}-v{version}.pt"
+        self.root.mkdir(parents=True, exist_ok=True)
+        save_weights(model, self.root / file)
+        digest = hashlib.sha256((self.root / file).read_bytes()).hexdigest()
+        versions[str(version)] = {"file": file, "sha256": digest, "config": model.config.model_dump(), **metadata}
+        self.index_path.write_text(json.dumps(index, indent=2) + "\n")
+        return f"{name}@{version}"
+
+
+def save_weights(model: HyperpriorCodec, path: Path) -> None:
+    state = {
+        "format": WEIGHTS_FORMAT,
+        "config": model.config.model_dump(),
+        "state_dict": {k: v.detach().float().contiguous() for k, v in model.state_dict().items()},
+        "coding": model.coding_state(),
+    }
+    torch.save(state, path)
+
+
+DEFAULT_REGISTRY = Registry()
+
+
+def load_model(spec: str = "default") -> LoadedModel:
+    """Load a registered model by ``NAME`` or ``NAME@VERSION`` (cached per process)."""
+    return DEFAULT_REGISTRY.load(spec)

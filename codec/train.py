@@ -1,0 +1,231 @@
+"""Training loop for the variable-rate model: R + λ(q)·D with q drawn per image.
+
+Plain PyTorch so that a Ray Train job can call :func:`train_step` and the data
+helpers from its workers. Checkpoints are written atomically and resumed from.
+
+    python -m codec.train --data ../shared/data/train-natural --out runs/default
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, field_validator
+from tqdm import tqdm
+
+from .model import HyperpriorCodec, ModelConfig
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".ppm"}
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: list[Path]
+    out: Path
+    model: ModelConfig = ModelConfig()
+    steps: int = 20000
+    batch_size: int = 8
+    crop: int = 128
+    lr: float = 3e-4
+    lr_decay_at: tuple[float, ...] = (0.7, 0.9)  # fractions of ``steps``; ×0.3 at each
+    max_minutes: float | None = None
+    validation_fraction: float = 0.05
+    eval_every: int = 1000
+    checkpoint_every: int = 250
+    threads: int | None = None
+    seed: int = 0
+    channels_last: bool = True
+
+    @field_validator("data")
+    @classmethod
+    def _dirs_exist(cls, v: list[Path]) -> list[Path]:
+        missing = [str(p) for p in v if not p.exists()]
+        if missing:
+            raise ValueError(f"training data not found: {', '.join(missing)}")
+        return v
+
+
+def list_images(dirs: list[Path]) -> list[Path]:
+    files = [p for d in dirs for p in sorted(Path(d).rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if any("kodak" in str(p).lower() for p in files):
+        raise ValueError("Kodak is the evaluation set: never train on it")
+    return files
+
+
+def split_validation(files: list[Path], fraction: float) -> tuple[list[Path], list[Path]]:
+    """Deterministic split by a hash of the file name (stable as folders grow)."""
+    def is_val(p: Path) -> bool:
+        return int(hashlib.sha1(p.name.encode()).hexdigest(), 16) % 1000 < fraction * 1000
+
+    return [p for p in files if not is_val(p)], [p for p in files if is_val(p)]
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+class CropSampler:
+    """Random crops with flips from images held in memory as uint8."""
+
+    def __init__(self, images: list[np.ndarray], crop: int, seed: int):
+        self.images = [im for im in images if min(im.shape[:2]) >= crop]
+        if not self.images:
+            raise ValueError(f"no training image is at least {crop}×{crop}")
+        self.crop = crop
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, n: int) -> torch.Tensor:
+        out = np.empty((n, self.crop, self.crop, 3), dtype=np.uint8)
+        for i in range(n):
+            im = self.images[self.rng.integers(len(self.images))]
+            y = self.rng.integers(im.shape[0] - self.crop + 1)
+            x = self.rng.integers(im.shape[1] - self.crop + 1)
+            c = im[y : y + self.crop, x : x + self.crop]
+            if self.rng.random() < 0.5:
+                c = c[:, ::-1]
+            if self.rng.random() < 0.5:
+                c = c[::-1]
+            out[i] = c
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def rd_loss(model: HyperpriorCodec, x: torch.Tensor, q: torch.Tensor):
+    """Rate–distortion loss; returns (loss, bpp, mse) with per-image λ(q)."""
+    out = model(x, q)
+    mse = (out.x_hat - x).pow(2).flatten(1).mean(1)
+    bpp = out.bpp()
+    loss = (model.lmbda(q) * 255.0**2 * mse + bpp).mean()
+    return loss, bpp, mse
+
+
+def train_step(model, optimizer, x: torch.Tensor) -> dict:
+    q = torch.rand(x.shape[0])
+    loss, bpp, mse = rd_loss(model, x, q)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    psnr = 10 * torch.log10(1.0 / mse.detach().clamp_min(1e-10))
+    return {"loss": float(loss), "bpp": float(bpp.mean()), "psnr": float(psnr.mean())}
+
+
+@torch.no_grad()
+def evaluate(model: HyperpriorCodec, images: list[np.ndarray], qualities=(0.0, 0.5, 1.0)) -> list[dict]:
+    """Estimated bpp/PSNR per quality on held-out images (center crops, multiple of 64)."""
+    model.eval()
+    rows = []
+    for q in qualities:
+        bpps, psnrs = [], []
+        for im in images:
+            h, w = (min(s, 512) // 64 * 64 for s in im.shape[:2])
+            x = torch.from_numpy(im[:h, :w].copy()).permute(2, 0, 1)[None].float() / 255
+            out = model(x, torch.tensor([q]))
+            mse = (out.x_hat.clamp(0, 1) - x).pow(2).mean()
+            bpps.append(float(out.bpp()[0]))
+            psnrs.append(float(10 * torch.log10(1 / mse)))
+        rows.append({"q": q, "bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))})
+    model.train()
+    return rows
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig) -> HyperpriorCodec:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    train_files, val_files = split_validation(list_images(cfg.data), cfg.validation_fraction)
+    print(f"training on {len(train_files)} images, validating on {len(val_files)}")
+    sampler = CropSampler([load_rgb(p) for p in train_files], cfg.crop, cfg.seed)
+    val_images = [load_rgb(p) for p in val_files]
+
+    model = HyperpriorCodec(cfg.model)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    ckpt_path = cfg.out / "checkpoint.pt"
+    step, log = 0, []
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, log = state["step"], state["log"]
+        sampler.rng = np.random.default_rng(cfg.seed + step)
+        print(f"resumed from step {step}")
+    model.train()
+    start = time.time()
+
+    def lr_at(s: int) -> float:
+        progress = s / cfg.steps
+        if cfg.max_minutes:  # a time-limited run decays on schedule too
+            progress = max(progress, (time.time() - start) / (cfg.max_minutes * 60))
+        return cfg.lr * 0.3 ** sum(progress >= f for f in cfg.lr_decay_at)
+
+    def checkpoint():
+        save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "step": step, "log": log, "config": cfg.model_dump(mode="json")})
+
+    running = None
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", mininterval=5)
+    while step < cfg.steps:
+        if cfg.max_minutes and time.time() - start > cfg.max_minutes * 60:
+            print(f"time budget of {cfg.max_minutes} min reached at step {step}")
+            break
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(step)
+        x = sampler.batch(cfg.batch_size)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        stats = train_step(model, optimizer, x)
+        running = stats if running is None else {k: 0.98 * running[k] + 0.02 * v for k, v in stats.items()}
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{running['loss']:.3f}", bpp=f"{running['bpp']:.3f}", psnr=f"{running['psnr']:.2f}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            log.append({"step": step, "time": time.time(), **running})
+        if step % cfg.eval_every == 0 and val_images:
+            ev = evaluate(model, val_images)
+            log.append({"step": step, "eval": ev})
+            tqdm.write(f"step {step} eval " + "  ".join(f"q={r['q']:.1f}: {r['bpp']:.3f} bpp {r['psnr']:.2f} dB" for r in ev))
+        if step % cfg.checkpoint_every == 0:
+            checkpoint()
+    bar.close()
+    checkpoint()
+    (cfg.out / "train_log.json").write_text(json.dumps(log, indent=1))
+    return model
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", nargs="+", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--steps", type=int, default=20000)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--max-minutes", type=float)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--eval-every", type=int, default=1000)
+    a = ap.parse_args(argv)
+    train(TrainConfig(data=a.data, out=a.out, steps=a.steps, batch_size=a.batch_size, crop=a.crop, lr=a.lr,
+                      max_minutes=a.max_minutes, threads=a.threads, eval_every=a.eval_every))
+
+
+if __name__ == "__main__":
+    main()
