@@ -19,9 +19,17 @@ from .registry import DEFAULT_REGISTRY, Registry
 from .train import list_images, load_rgb
 
 
-def calibration_batch(dirs: list[Path], n: int = 16, size: int = 256, seed: int = 0) -> torch.Tensor:
-    rng = np.random.default_rng(seed)
+def calibration_batch(dirs: list[Path], n: int = 16, sizes=(256, 128, 64), seed: int = 0) -> torch.Tensor:
+    """Random training crops that set the integer hyper-synthesis' activation ranges."""
     files = list_images(dirs)
+    for size in sizes:
+        crops = _crops(files, n, size, np.random.default_rng(seed))
+        if crops:
+            return torch.stack(crops)
+    raise ValueError(f"no calibration image of at least {sizes[-1]}×{sizes[-1]} in {dirs}")
+
+
+def _crops(files, n: int, size: int, rng) -> list[torch.Tensor]:
     crops = []
     for i in rng.permutation(len(files)):
         im = load_rgb(files[i])
@@ -31,7 +39,7 @@ def calibration_batch(dirs: list[Path], n: int = 16, size: int = 256, seed: int 
         crops.append(torch.from_numpy(im[y : y + size, x : x + size].copy()).permute(2, 0, 1).float() / 255)
         if len(crops) == n:
             break
-    return torch.stack(crops)
+    return crops
 
 
 def model_from_checkpoint(path: Path) -> HyperpriorCodec:

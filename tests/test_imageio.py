@@ -1,0 +1,42 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from codec import UnsupportedImageError
+from codec.imageio import read_image
+
+
+def encoded(im: Image.Image, fmt="PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_palette_becomes_rgb():
+    im = Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)).convert("P")
+    arr = read_image(encoded(im))
+    assert arr.shape == (20, 30, 3) and arr.dtype == np.uint8
+
+
+def test_gray_alpha_becomes_rgba():
+    im = Image.new("LA", (5, 4), (100, 7))
+    arr = read_image(encoded(im))
+    assert arr.shape == (4, 5, 4) and (arr[..., 3] == 7).all()
+
+
+def test_16_bit_is_rejected_with_name():
+    im = Image.fromarray(np.zeros((4, 4), dtype=np.uint16))
+    with pytest.raises(UnsupportedImageError, match="scene.png.*16-bit"):
+        read_image(encoded(im), name="scene.png")
+
+
+def test_truncated_and_garbage_and_bomb():
+    data = encoded(Image.new("RGB", (64, 64), (1, 2, 3)), "JPEG")
+    with pytest.raises(UnsupportedImageError, match="cannot decode|not a recognised"):
+        read_image(data[: len(data) // 3])
+    with pytest.raises(UnsupportedImageError, match="not a recognised image"):
+        read_image(b"hello world" * 10)
+    with pytest.raises(UnsupportedImageError, match="exceeds the limit"):
+        read_image(encoded(Image.new("RGB", (100, 100))), max_pixels=5000)
