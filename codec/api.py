@@ -20,10 +20,11 @@ from .errors import CodecError, CorruptStreamError, ModelMismatchError
 from .imageprep import PreparedImage, finish, prepare
 from .rangecoder import RangeCodingError
 from .registry import LoadedModel, load_model
-from .tiling import batches, grid_boxes, intersecting, pad_tile
+from .tiling import batches, context_window, grid_boxes, intersecting
 
 DEFAULT_TILE = 256
 DEFAULT_TARGET_PSNR = 38.0
+ANALYSIS_MARGIN = 32  # px of neighbouring pixels the analysis sees around each tile (multiple of 16)
 
 
 @dataclass
@@ -42,16 +43,17 @@ class EncodeResult:
         return sum(t.missed_target for t in self.header.tiles)
 
 
-_CODERS: dict[tuple[str, str, bool], TileCoder] = {}
+_CODERS: dict[tuple[str, str, bool, int], TileCoder] = {}
 
 
-def get_coder(model: str | LoadedModel | None = None, device: str = "cpu", half: bool = False) -> tuple[LoadedModel, TileCoder]:
+def get_coder(model: str | LoadedModel | None = None, device: str = "cpu", half: bool = False,
+              entropy_workers: int = 0) -> tuple[LoadedModel, TileCoder]:
     """The cached :class:`TileCoder` for a model on a device (the model is loaded once)."""
     loaded = model if isinstance(model, LoadedModel) else load_model(model or "default")
-    key = (loaded.model_id + loaded.hash_hex, str(device), half)
+    key = (loaded.model_id + loaded.hash_hex, str(device), half, entropy_workers)
     if key not in _CODERS:
         net = loaded.model if str(device) == "cpu" and not half else copy.deepcopy(loaded.model)
-        _CODERS[key] = TileCoder(net, device, half)
+        _CODERS[key] = TileCoder(net, device, half, entropy_workers)
     return loaded, _CODERS[key]
 
 
@@ -66,9 +68,14 @@ def encode(
     device: str = "cpu",
     half: bool = False,
     batch_size: int = 8,
+    entropy_workers: int = 0,
     name: str = "image",
 ) -> EncodeResult:
-    """Encode an 8-bit image. Exactly one of ``target_psnr`` (default 38 dB), ``quality`` or ``target_bpp``."""
+    """Encode an 8-bit image. Exactly one of ``target_psnr`` (default 38 dB), ``quality`` or ``target_bpp``.
+
+    ``device``/``half`` run the transforms on a GPU (float16); ``entropy_workers`` range-codes
+    tiles in that many CPU processes. Neither changes the bits' meaning: any device decodes.
+    """
     chosen = [v is not None for v in (target_psnr, quality, target_bpp)]
     if sum(chosen) > 1:
         raise ValueError("give only one of target_psnr, quality, target_bpp")
@@ -81,7 +88,7 @@ def encode(
     if tile_size % 64 or not 64 <= tile_size <= 4096:
         raise ValueError(f"tile_size must be a multiple of 64 in [64, 4096], got {tile_size}")
     img = prepare(image, name)
-    loaded, coder = get_coder(model, device, half)
+    loaded, coder = get_coder(model, device, half, entropy_workers)
     boxes = grid_boxes(img.width, img.height, tile_size)
     mode = "quality" if quality is not None else "target_psnr" if target_psnr is not None else "target_bpp"
     target = {"quality": quality, "target_psnr": target_psnr, "target_bpp": target_bpp}[mode]
@@ -128,16 +135,18 @@ class _Batch:
     npix: np.ndarray  # valid pixels per tile
 
 
-def _iter_batches(coder: TileCoder, img: PreparedImage, boxes, batch_size: int):
+def _iter_batches(coder: TileCoder, img: PreparedImage, boxes, batch_size: int, margin: int = ANALYSIS_MARGIN):
+    m, lm = margin, margin // 16
     for (pw, ph), ids in batches(boxes, range(len(boxes)), batch_size):
-        tiles = np.empty((len(ids), ph, pw, 3), dtype=np.uint8)
+        windows = np.empty((len(ids), ph + 2 * m, pw + 2 * m, 3), dtype=np.uint8)
         masks = np.zeros((len(ids), ph, pw), dtype=np.float32)
         for k, i in enumerate(ids):
-            x, y, w, h = boxes[i]
-            tiles[k] = pad_tile(img.tile_rgb(x, y, w, h), pw, ph)
-            masks[k, :h, :w] = 1.0
-        y = coder.analyse(coder.to_tensor(tiles))
-        originals = torch.from_numpy(tiles).to(coder.device).permute(0, 3, 1, 2)
+            windows[k] = context_window(img.tile_rgb, img.width, img.height, boxes[i], pw, ph, m)
+            masks[k, : boxes[i][3], : boxes[i][2]] = 1.0
+        y = coder.analyse(coder.to_tensor(windows))
+        y = y[:, :, lm : lm + ph // 16, lm : lm + pw // 16].contiguous()
+        tiles = windows[:, m : m + ph, m : m + pw]
+        originals = torch.from_numpy(np.ascontiguousarray(tiles)).to(coder.device).permute(0, 3, 1, 2)
         yield _Batch(ids, y, originals, torch.from_numpy(masks).to(coder.device), masks.reshape(len(ids), -1).sum(1))
 
 
@@ -166,9 +175,7 @@ def _psnr_to_sse(psnr: np.ndarray, npix: np.ndarray) -> np.ndarray:
 
 def _emit(coder: TileCoder, img: PreparedImage, boxes, ids, quant: Quantized, missed, blobs, entries) -> None:
     """Entropy-code a batch and record its tile index entries."""
-    m = coder.model
-    z_streams = m.hyper.compress(quant.z_hat)
-    y_streams = m.gaussian.compress(quant.symbols, quant.index)
+    z_streams, y_streams = coder.entropy_encode(quant)
     q = quant.q.cpu().numpy()
     for k, i in enumerate(ids):
         x, y, w, h = boxes[i]
@@ -239,23 +246,24 @@ def _check_model(header: Header, model: str | LoadedModel | None) -> str | Loade
 
 
 def decode(data: bytes, model: str | LoadedModel | None = None, *, device: str = "cpu", half: bool = False,
-           batch_size: int = 8) -> np.ndarray:
+           batch_size: int = 8, entropy_workers: int = 0) -> np.ndarray:
     """Decode a whole image; verifies every checksum first."""
     header = read_header(data)
     container.check_length(data, header)
     return decode_region(data, (0, 0, header.width, header.height), model, device=device, half=half,
-                         batch_size=batch_size, header=header)
+                         batch_size=batch_size, entropy_workers=entropy_workers, header=header)
 
 
 def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | LoadedModel | None = None, *,
-                  device: str = "cpu", half: bool = False, batch_size: int = 8, header: Header | None = None) -> np.ndarray:
+                  device: str = "cpu", half: bool = False, batch_size: int = 8, entropy_workers: int = 0,
+                  header: Header | None = None) -> np.ndarray:
     """Decode only the tiles covering ``box = (x, y, w, h)`` and return that crop."""
     data = bytes(data)
     header = header or read_header(data)
     x0, y0, bw, bh = (int(v) for v in box)
     if bw <= 0 or bh <= 0 or x0 < 0 or y0 < 0 or x0 + bw > header.width or y0 + bh > header.height:
         raise ValueError(f"region {box} is not inside the {header.width}×{header.height} image")
-    loaded, coder = get_coder(_check_model(header, model), device, half)
+    loaded, coder = get_coder(_check_model(header, model), device, half, entropy_workers)
     if loaded.sha256 != header.model_hash:
         raise ModelMismatchError(
             f"registry model {loaded.model_id} has sha256 {loaded.hash_hex[:16]}…, the stream needs {header.model_hash.hex()[:16]}…"
@@ -282,12 +290,9 @@ def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | Load
 
 
 def _decode_batch(coder: TileCoder, header: Header, chunk, shape, payloads) -> np.ndarray:
-    m = coder.model
     pw, ph = shape
     try:
-        z_hat = m.hyper.decompress([payloads[i][0] for i in chunk], (ph // 64, pw // 64)).to(coder.device)
-        mean_q, index = m.int_hs(z_hat)
-        y_hat = m.gaussian.decompress([payloads[i][1] for i in chunk], mean_q, index)
+        y_hat = coder.entropy_decode([payloads[i][0] for i in chunk], [payloads[i][1] for i in chunk], (ph // 64, pw // 64))
     except RangeCodingError as exc:
         raise CorruptStreamError(f"tiles {chunk}: {exc}") from exc
     q = torch.tensor([header.tiles[i].quality for i in chunk], dtype=torch.float32)

@@ -61,8 +61,11 @@ def psnr_from_mse(mse: np.ndarray) -> np.ndarray:
 class TileCoder:
     """One model on one device; tiles in, quantised latents and reconstructions out."""
 
-    def __init__(self, model: HyperpriorCodec, device: str | torch.device = "cpu", half: bool = False):
+    def __init__(self, model: HyperpriorCodec, device: str | torch.device = "cpu", half: bool = False,
+                 entropy_workers: int = 0):
         self.device = torch.device(device)
+        self.entropy_workers = entropy_workers
+        self._pool = None
         self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
         self.model = model.to(self.device).eval()
         self._transforms = [model.g_a, model.g_s, model.h_a]
@@ -106,6 +109,34 @@ class TileCoder:
         err = (recon.float() - originals.float()).pow_(2).sum(1) * masks
         mse = (err.flatten(1).sum(1) / (3 * masks.flatten(1).sum(1))).cpu().numpy()
         return Candidate(quant, psnr_from_mse(mse), mse)
+
+    # --- entropy coding (in process, or over a pool of CPU processes) ---------------------
+    @property
+    def pool(self):
+        if self.entropy_workers and self._pool is None:
+            from .parallel import EntropyPool
+
+            self._pool = EntropyPool(self.model.hyper.tables, self.model.gaussian.tables, self.entropy_workers)
+        return self._pool
+
+    def entropy_encode(self, quant: Quantized) -> tuple[list[bytes], list[bytes]]:
+        """(z streams, y streams), one of each per tile."""
+        if self.pool:
+            return self.pool.encode(*(t.cpu().numpy() for t in (quant.z_hat, quant.symbols, quant.index)))
+        return self.model.hyper.compress(quant.z_hat), self.model.gaussian.compress(quant.symbols, quant.index)
+
+    def entropy_decode(self, z_streams: list[bytes], y_streams: list[bytes], spatial: tuple[int, int]) -> torch.Tensor:
+        """ŷ_s of a batch of tiles: ẑ → integer h_s (on the device) → main-latent symbols + μ."""
+        m = self.model
+        if self.pool:
+            z_hat = torch.from_numpy(self.pool.decode_z(z_streams, (m.config.hyper_channels, *spatial)))
+        else:
+            z_hat = m.hyper.decompress(z_streams, spatial)
+        mean_q, index = m.int_hs(z_hat.to(self.device))
+        if self.pool:
+            symbols = torch.from_numpy(self.pool.decode_y(y_streams, index.cpu().numpy()))
+            return symbols.to(mean_q.dtype) + mean_q.cpu()
+        return m.gaussian.decompress(y_streams, mean_q, index)
 
     # --- quality choice ----------------------------------------------------------------
     def search_target_psnr(self, y, originals, masks, target: float) -> tuple[Quantized, np.ndarray, np.ndarray]:

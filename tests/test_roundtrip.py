@@ -117,3 +117,10 @@ def test_invalid_options(model, image):
         codec.encode(image, model, quality=0.5, target_psnr=30)
     with pytest.raises(ValueError, match="multiple of 64"):
         codec.encode(image, model, quality=0.5, tile_size=100)
+
+
+def test_entropy_workers_give_identical_bytes(model, image):
+    serial = codec.encode(image, model, quality=0.4, tile_size=128)
+    pooled = codec.encode(image, model, quality=0.4, tile_size=128, entropy_workers=2)
+    assert pooled.data == serial.data
+    assert np.array_equal(codec.decode(serial.data, model, entropy_workers=2), codec.decode(serial.data, model))
