@@ -1,0 +1,79 @@
+"""Archive a bucket of imagery: ``ray job submit --working-dir . -- python jobs/compress_bucket.py ...``
+
+    python jobs/compress_bucket.py --input s3://raw/2026-11/ --output s3://archive/ --target-psnr 38
+    python jobs/compress_bucket.py --config job.yaml [--run-id ...]
+
+Locally it starts Ray in-process; under ``ray job submit`` it joins the cluster.
+Endpoint and credentials come from the AWS_* variables (or ``storage:`` in the config file).
+Exit codes: 0 ok, 2 invalid options, 3 error fraction above --max-error-fraction,
+4 storage unreachable or access denied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pydantic import ValidationError  # noqa: E402
+
+from pipeline.config import CompressJobConfig  # noqa: E402
+from pipeline.storage import StorageAccessError  # noqa: E402
+
+FLAGS = {  # flag → config field; every field is settable from the command line
+    "input": str, "output": str, "target_psnr": float, "quality": float, "target_bpp": float, "model": str,
+    "tile_size": int, "replicas": int, "gpus_per_replica": float, "batch_size": int, "max_error_fraction": float,
+    "max_pixels": int, "segment_rows": int, "run_id": str,
+}
+
+
+def parse_args(argv=None) -> CompressJobConfig:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", type=Path, help="YAML or JSON file with the same option names")
+    for name, typ in FLAGS.items():
+        ap.add_argument("--" + name.replace("_", "-"), dest=name, type=typ)
+    ap.add_argument("--verify", dest="verify", action=argparse.BooleanOptionalAction, default=None,
+                    help="decode every record before commit (default on)")
+    ap.add_argument("--retry-errors", dest="retry_errors", action="store_true", default=None)
+    ap.add_argument("--endpoint-url", help="S3 endpoint (default $AWS_ENDPOINT_URL)")
+    a = vars(ap.parse_args(argv))
+    config_file, endpoint = a.pop("config"), a.pop("endpoint_url")
+    given = {k: v for k, v in a.items() if v is not None}
+    if endpoint:
+        given["storage"] = {"endpoint_url": endpoint}
+    if config_file:
+        return CompressJobConfig.from_file(config_file, **given)
+    return CompressJobConfig(**given)
+
+
+def main(argv=None) -> int:
+    try:
+        cfg = parse_args(argv)
+    except ValidationError as exc:
+        print("compress_bucket: invalid options:", file=sys.stderr)
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e["loc"]) or "options"
+            print(f"  {loc}: {e['msg']}", file=sys.stderr)
+        return 2
+    from pipeline.run import run_job
+
+    mode, target = cfg.mode
+    print(f"archiving {cfg.input} → {cfg.output} ({mode} {target:g}, model {cfg.model}, run {cfg.run_id})", flush=True)
+    try:
+        summary = run_job(cfg)
+    except StorageAccessError as exc:
+        print(f"compress_bucket: {exc}", file=sys.stderr)
+        return 4
+    print(summary.table())
+    print(f"records: {cfg.output.rstrip('/')}/records/   stats: {cfg.output.rstrip('/')}/stats/")
+    if summary.error_fraction > cfg.max_error_fraction:
+        print(f"compress_bucket: error fraction {summary.error_fraction:.1%} exceeds --max-error-fraction "
+              f"{cfg.max_error_fraction:.1%}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

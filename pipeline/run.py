@@ -1,0 +1,205 @@
+"""The archival job: list → fetch → decode/encode/verify on codec replicas → commit segments.
+
+    listing (driver, streamed, skips committed keys) ─▶ _runs/RUN/listing/*.parquet
+    ray.data.read_parquet ─▶ map_batches(fetch_objects)            CPU tasks
+                          ─▶ map_batches(CodecReplica, ActorPool)  one replica per GPU, or CPU replicas
+                          ─▶ driver: dedupe by key ─▶ Archive.commit_segment (records + stats + manifest)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from .archive import RECORD_SCHEMA, STATS_SCHEMA, Archive
+from .config import CompressJobConfig
+from .storage import check_readable, check_writable, iter_objects
+
+LISTING_SCHEMA = pa.schema([("key", pa.string()), ("version", pa.string()), ("size", pa.int64()),
+                            ("etag", pa.string()), ("mtime", pa.string())])
+LISTING_SHARD_ROWS = 50_000
+
+
+@dataclass
+class JobSummary:
+    run_id: str
+    listed: int = 0
+    skipped_committed: int = 0
+    processed: int = 0
+    ok: int = 0
+    errors: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    pixels: int = 0
+    psnr_sum: float = 0.0
+    psnr_n: int = 0
+    segments: int = 0
+    orphans_removed: int = 0
+    seconds: float = 0.0
+    errors_by_kind: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.bytes_in / self.bytes_out if self.bytes_out else float("nan")
+
+    @property
+    def mean_bpp(self) -> float:
+        return self.bytes_out * 8 / self.pixels if self.pixels else float("nan")
+
+    @property
+    def mean_psnr(self) -> float:
+        return self.psnr_sum / self.psnr_n if self.psnr_n else float("nan")
+
+    @property
+    def error_fraction(self) -> float:
+        return self.errors / self.processed if self.processed else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio, "mean_bpp": self.mean_bpp, "mean_psnr": self.mean_psnr,
+                "error_fraction": self.error_fraction}
+
+    def table(self) -> str:
+        mp = self.pixels / 1e6
+        s = max(self.seconds, 1e-9)
+        lines = [
+            f"run {self.run_id}",
+            f"  images      {self.processed} processed ({self.ok} ok, {self.errors} errors), "
+            f"{self.skipped_committed} already archived, {self.listed} listed",
+            f"  data        {self.bytes_in / 1e9:.3f} GB in → {self.bytes_out / 1e9:.3f} GB out, ratio {self.ratio:.1f}×",
+            f"  quality     mean {self.mean_bpp:.3f} bpp, mean PSNR {self.mean_psnr:.2f} dB",
+            f"  throughput  {self.processed / s:.2f} images/s, {mp / s:.2f} MP/s over {self.seconds:.1f} s",
+            f"  commits     {self.segments} segments" + (f", {self.orphans_removed} orphaned files removed" if self.orphans_removed else ""),
+        ]
+        if self.errors_by_kind:
+            lines.append("  errors      " + ", ".join(f"{k}: {v}" for k, v in sorted(self.errors_by_kind.items())))
+        return "\n".join(lines)
+
+
+def write_listing(cfg: CompressJobConfig, archive: Archive, summary: JobSummary) -> list[str]:
+    """Stream the input listing, keep what is not committed yet, write it as Parquet shards."""
+    committed = archive.committed_versions()
+    shards, rows = [], []
+    base = f"{archive.root}/_runs/{cfg.run_id}/listing"
+
+    def flush():
+        if rows:
+            path = f"{base}/part-{len(shards):05d}.parquet"
+            buf = io.BytesIO()
+            pq.write_table(pa.Table.from_pylist(rows, schema=LISTING_SCHEMA), buf)
+            archive.put(path, buf.getvalue())
+            shards.append(path)
+            rows.clear()
+
+    for obj in iter_objects(cfg.input, cfg.storage, cfg.extensions):
+        summary.listed += 1
+        prev = committed.get(obj.key)
+        if prev and prev[0] == obj.version and not (cfg.retry_errors and prev[1] == "error"):
+            summary.skipped_committed += 1
+            continue
+        rows.append({"key": obj.key, "version": obj.version, "size": obj.size, "etag": obj.etag, "mtime": obj.mtime})
+        if len(rows) >= LISTING_SHARD_ROWS:
+            flush()
+    flush()
+    return shards
+
+
+def replica_plan(cfg: CompressJobConfig) -> tuple[int, dict, int]:
+    """(replicas, resources per replica, CPU threads per replica) from the cluster's resources."""
+    import ray
+
+    res = ray.cluster_resources()
+    gpus, cpus = res.get("GPU", 0), int(res.get("CPU", 1))
+    if gpus >= cfg.gpus_per_replica:
+        n = cfg.replicas or max(1, int(gpus / cfg.gpus_per_replica))
+        return n, {"num_gpus": cfg.gpus_per_replica}, max(1, cpus // n)
+    n = cfg.replicas or max(1, cpus // 4)
+    return n, {"num_cpus": 1}, max(1, cpus // n)
+
+
+def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
+    import ray
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    from .replica import CodecReplica, fetch_objects
+
+    t0 = time.time()
+    summary = JobSummary(cfg.run_id)
+    check_readable(cfg.input, cfg.storage)
+    check_writable(cfg.output, cfg.storage)
+    archive = Archive(cfg.output, cfg.storage)
+    summary.orphans_removed = len(archive.recover())
+    shards = write_listing(cfg, archive, summary)
+    todo = summary.listed - summary.skipped_committed
+    if not shards:
+        summary.seconds = time.time() - t0
+        return summary
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=False, include_dashboard=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    n, resources, threads = replica_plan(cfg)
+    ds = ray.data.read_parquet(shards, filesystem=PyFileSystem(FSSpecHandler(archive.fs)), schema=LISTING_SCHEMA)
+    ds = ds.map_batches(fetch_objects, fn_kwargs={"storage": cfg.storage}, batch_size=cfg.batch_size,
+                        batch_format="pyarrow", num_cpus=0.5)
+    ds = ds.map_batches(
+        CodecReplica,
+        fn_constructor_kwargs={"config_json": cfg.model_dump_json(), "cpu_threads": threads},
+        batch_size=cfg.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(min_size=n, max_size=n),
+        **resources,
+    )
+
+    seen: set[str] = set()
+    pending: list[dict] = []
+    bar = tqdm(total=todo, desc="archive", unit="img", disable=not progress, mininterval=1)
+
+    def commit():
+        if pending:
+            records = [r for r in pending if r["status"] == "ok"]
+            archive.commit_segment(
+                cfg.run_id, summary.segments,
+                pa.Table.from_pylist(records, schema=RECORD_SCHEMA),
+                pa.Table.from_pylist(pending, schema=STATS_SCHEMA),
+            )
+            summary.segments += 1
+            pending.clear()
+
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for row in batch.to_pylist():
+            if row["key"] in seen:  # a retried task re-emitted it
+                continue
+            seen.add(row["key"])
+            pending.append(row)
+            _account(summary, row)
+            bar.update(1)
+        if len(pending) >= cfg.segment_rows:
+            commit()
+    commit()
+    bar.close()
+    summary.seconds = time.time() - t0
+    archive.put(f"{archive.root}/_runs/{cfg.run_id}/summary.json", json.dumps(summary.to_dict(), indent=1).encode())
+    return summary
+
+
+def _account(s: JobSummary, row: dict) -> None:
+    s.processed += 1
+    if row["status"] == "ok":
+        s.ok += 1
+        s.bytes_in += row["original_bytes"] or 0
+        s.bytes_out += row["compressed_bytes"] or 0
+        s.pixels += (row["width"] or 0) * (row["height"] or 0)
+        if row["psnr"] is not None and math.isfinite(row["psnr"]):
+            s.psnr_sum += row["psnr"]
+            s.psnr_n += 1
+    else:
+        s.errors += 1
+        s.errors_by_kind[row["error_kind"]] = s.errors_by_kind.get(row["error_kind"], 0) + 1
