@@ -100,6 +100,13 @@ class CropSampler:
         return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def sample_blocks(sampler: CropSampler, crops: int = 128) -> torch.Tensor:
+    """16×16 blocks cut from random training crops: (N, 3, 16, 16)."""
+    x = sampler.batch(crops)
+    blocks = x.unfold(2, 16, 16).unfold(3, 16, 16)  # (B, 3, h, w, 16, 16)
+    return blocks.permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, 16, 16)
+
+
 def rd_loss(model: HyperpriorCodec, x: torch.Tensor, q: torch.Tensor):
     """Rate–distortion loss; returns (loss, bpp, mse) with per-image λ(q)."""
     out = model(x, q)
@@ -156,6 +163,7 @@ def train(cfg: TrainConfig) -> HyperpriorCodec:
     val_images = [load_rgb(p) for p in val_files]
 
     model = HyperpriorCodec(cfg.model)
+    model.init_block_transform(sample_blocks(sampler))
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)

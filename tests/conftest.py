@@ -27,3 +27,42 @@ def image():
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real SeaweedFS S3 server on free loopback ports, for the whole session."""
+    from pipeline.localstack import LocalS3
+
+    with LocalS3(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture()
+def bucket(s3_server, request):
+    """A fresh bucket per test (named after the test)."""
+    import re
+    import uuid
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + "-" + uuid.uuid4().hex[:6]
+    s3_server.make_bucket(name)
+    return name
+
+
+@pytest.fixture()
+def s3_env(s3_server, monkeypatch):
+    """Point the standard AWS variables at the test server (as a user's environment would)."""
+    for k, v in s3_server.env.items():
+        monkeypatch.setenv(k, v)
+    return s3_server.env
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """Local Ray (CPU only) for one test module."""
+    import ray
+
+    ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

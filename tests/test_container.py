@@ -86,7 +86,7 @@ def test_wrong_model_names_the_needed_one(stream, model, tmp_path):
 
     clone = copy.deepcopy(net)
     with __import__("torch").no_grad():
-        clone.g_s[0].bias.add_(0.01)
+        clone.g_s.linear.bias.add_(0.01)
     other_reg.register("aerial", clone)
     other = other_reg.load("aerial")
     with pytest.raises(codec.ModelMismatchError, match=f"encoded with model {model.model_id}"):

@@ -1,0 +1,90 @@
+"""The archival job against a real S3 server (SeaweedFS) and local Ray."""
+
+import json
+
+import duckdb
+import numpy as np
+import pytest
+
+import codec
+from codec.metrics import psnr
+from pipeline.archive import Archive
+from pipeline.config import CompressJobConfig
+from pipeline.imagedecode import decode_image
+from pipeline.run import run_job
+from pipeline.storage import StorageAccessError
+from pipeline_fixtures import EPSG, bad_objects, good_objects, upload
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def config(bucket, **kw) -> CompressJobConfig:
+    return CompressJobConfig(input=f"s3://{bucket}/raw/", output=f"s3://{bucket}/archive/", quality=0.5,
+                             max_pixels=50_000, **kw)
+
+
+def test_bucket_to_parquet_with_every_input_accounted_for(s3_server, s3_env, bucket):
+    fs = s3_server.filesystem()
+    good, bad = good_objects(), bad_objects()
+    upload(fs, bucket, "raw", {**good, **bad})
+    summary = run_job(config(bucket), progress=False)
+    assert (summary.listed, summary.processed, summary.ok, summary.errors) == (10, 10, 5, 5)
+
+    archive = Archive(f"s3://{bucket}/archive/")
+    stats = archive.committed_table("stats").to_pylist()
+    by_key = {r["key"].split("/raw/")[1]: r for r in stats}
+    assert sorted(by_key) == sorted([*good, *bad])
+    kinds = {k: r["error_kind"] for k, r in by_key.items() if r["status"] == "error"}
+    assert kinds == {"bad/zero.png": "decode", "bad/truncated.png": "decode", "bad/not-an-image.png": "decode",
+                     "bad/deep16.png": "unsupported", "bad/huge.png": "too_large"}
+    assert all(r["error"] and k.split("/")[-1] in r["error"] for k, r in by_key.items() if r["status"] == "error")
+
+    records = archive.committed_table("records").to_pylist()
+    assert len(records) == 5
+    for rec in records:
+        name = rec["key"].split("/raw/")[1]
+        st = by_key[name]
+        original, _ = decode_image(good[name], name, 10**9)
+        restored = codec.decode(rec["bitstream"])
+        assert restored.shape == original.shape
+        assert psnr(original, restored) == pytest.approx(st["psnr"], abs=0.01)
+        assert st["compressed_bytes"] == len(rec["bitstream"]) and st["bpp"] > 0 and 0 < st["ms_ssim"] <= 1
+        assert rec["model_id"] == codec.load_model("default").model_id and rec["format_version"] == 1
+    geo = json.loads(next(r for r in records if r["key"].endswith("d.tif"))["geo"])
+    assert geo["crs"] == f"EPSG:{EPSG}" and geo["geotransform"] == [500000.0, 10.0, 0.0, 4000000.0, 0.0, -10.0]
+    rgba = next(r for r in records if r["key"].endswith("e-rgba.png"))
+    assert rgba["channels"] == 4 and codec.decode(rgba["bitstream"])[..., 3].min() == 200
+
+    # the layout reads directly with DuckDB (through the s3fs filesystem) and pyarrow.dataset
+    con = duckdb.connect()
+    con.register_filesystem(fs)
+    n_ok, = con.execute(f"select count(*) from read_parquet('s3://{bucket}/archive/stats/*/*.parquet') where status='ok'").fetchone()
+    assert n_ok == 5
+
+
+def test_rerun_processes_only_new_and_changed_objects(s3_server, s3_env, bucket):
+    fs = s3_server.filesystem()
+    good = good_objects()
+    upload(fs, bucket, "raw", good)
+    first = run_job(config(bucket), progress=False)
+    assert first.processed == 5
+    again = run_job(config(bucket), progress=False)
+    assert (again.listed, again.skipped_committed, again.processed) == (5, 5, 0)
+
+    upload(fs, bucket, "raw", {"scenes/new.png": good["scenes/a.png"], "scenes/b.jpg": good_objects(7)["scenes/b.jpg"]})
+    third = run_job(config(bucket), progress=False)
+    assert (third.listed, third.skipped_committed, third.processed) == (6, 4, 2)
+
+    stats = Archive(f"s3://{bucket}/archive/").committed_table("stats").to_pylist()
+    versions = [(r["key"], r["version"]) for r in stats]
+    assert len(versions) == len(set(versions)) == 7  # every (key, version) exactly once
+
+
+def test_wrong_credentials_and_missing_bucket_fail_fast_without_secrets(s3_server, s3_env, bucket, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "definitely-wrong-secret")
+    with pytest.raises(StorageAccessError) as exc:
+        run_job(config(bucket), progress=False)
+    assert "definitely-wrong-secret" not in str(exc.value) and "access denied" in str(exc.value)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
+    with pytest.raises(StorageAccessError, match="does not exist"):
+        run_job(config("no-such-bucket-xyz"), progress=False)
