@@ -15,8 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-demo: setup  ## encode and restore sample images end to end
-	$(PY) -m codec.demo
+demo: setup  ## local S3 + sample images + the archival job end to end
+	$(PY) jobs/demo.py
 
 test: setup  ## the test suite (CI runs this)
 	$(PY) -m pytest -q

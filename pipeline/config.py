@@ -58,6 +58,7 @@ class CompressJobConfig(BaseModel):
     replicas: int | None = Field(default=None, description="codec replicas; default one per GPU, else 1 per 2 CPUs")
     gpus_per_replica: float = 1.0
     batch_size: int = Field(default=4, ge=1, description="images per replica call")
+    replica_start_timeout_s: int = Field(default=900, ge=1, description="wait this long for all replicas (GPU nodes may autoscale)")
     verify: bool = True
     max_error_fraction: float = Field(default=1.0, ge=0.0, le=1.0)
     max_pixels: int = Field(default=1 << 31, ge=1, description="decompression-bomb limit per image")

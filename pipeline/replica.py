@@ -44,13 +44,13 @@ class CodecReplica:
     otherwise on the CPU.
     """
 
-    def __init__(self, config_json: str, cpu_threads: int | None = None):
+    def __init__(self, config: CompressJobConfig, cpu_threads: int | None = None):
         import ray
         import torch
 
         import codec
 
-        self.cfg = CompressJobConfig.model_validate_json(config_json)
+        self.cfg = config  # passed as an object: its SecretStr credentials survive pickling, not JSON
         self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
         self.device = "cuda" if self.gpu_ids and torch.cuda.is_available() else "cpu"
         if self.device == "cpu" and cpu_threads:
@@ -59,6 +59,18 @@ class CodecReplica:
         gpu = f"/gpu{','.join(self.gpu_ids)}" if self.gpu_ids else "/cpu"
         self.replica = f"{socket.gethostname()}:{os.getpid()}{gpu}"
         self.done = 0
+        self._announce()
+
+    def _announce(self) -> None:
+        """Record this replica (host, GPU, device, model) under the run, for audits and tests."""
+        import json
+
+        from .archive import Archive
+
+        archive = Archive(self.cfg.output, self.cfg.storage)
+        info = {"replica": self.replica, "gpu_ids": self.gpu_ids, "device": self.device, "model_id": self.model.model_id}
+        name = f"{socket.gethostname()}-{os.getpid()}.json"
+        archive.put(f"{archive.root}/_runs/{self.cfg.run_id}/replicas/{name}", json.dumps(info).encode())
 
     def __call__(self, batch):
         import pyarrow as pa

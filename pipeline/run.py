@@ -72,7 +72,7 @@ class JobSummary:
             f"run {self.run_id}",
             f"  images      {self.processed} processed ({self.ok} ok, {self.errors} errors), "
             f"{self.skipped_committed} already archived, {self.listed} listed",
-            f"  data        {self.bytes_in / 1e9:.3f} GB in → {self.bytes_out / 1e9:.3f} GB out, ratio {self.ratio:.1f}×",
+            f"  data        {_size(self.bytes_in)} in → {_size(self.bytes_out)} out, ratio {self.ratio:.1f}×",
             f"  quality     mean {self.mean_bpp:.3f} bpp, mean PSNR {self.mean_psnr:.2f} dB",
             f"  throughput  {self.processed / s:.2f} images/s, {mp / s:.2f} MP/s over {self.seconds:.1f} s",
             f"  commits     {self.segments} segments" + (f", {self.orphans_removed} orphaned files removed" if self.orphans_removed else ""),
@@ -80,6 +80,14 @@ class JobSummary:
         if self.errors_by_kind:
             lines.append("  errors      " + ", ".join(f"{k}: {v}" for k, v in sorted(self.errors_by_kind.items())))
         return "\n".join(lines)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return ""
 
 
 def write_listing(cfg: CompressJobConfig, archive: Archive, summary: JobSummary) -> list[str]:
@@ -118,7 +126,8 @@ def replica_plan(cfg: CompressJobConfig) -> tuple[int, dict, int]:
     gpus, cpus = res.get("GPU", 0), int(res.get("CPU", 1))
     if gpus >= cfg.gpus_per_replica:
         n = cfg.replicas or max(1, int(gpus / cfg.gpus_per_replica))
-        return n, {"num_gpus": cfg.gpus_per_replica}, max(1, cpus // n)
+        # a CPU share for decoding and entropy coding, leaving half the CPUs to the fetch tasks
+        return n, {"num_gpus": cfg.gpus_per_replica, "num_cpus": min(1.0, cpus / (2 * n))}, max(1, cpus // n)
     n = cfg.replicas or max(1, cpus // 4)
     return n, {"num_cpus": 1}, max(1, cpus // n)
 
@@ -145,16 +154,18 @@ def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
         ray.init(log_to_driver=False, include_dashboard=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
+    # start every replica before dispatching work (and fail loudly if the cluster can't host them)
+    ctx.wait_for_min_actors_s = cfg.replica_start_timeout_s
     n, resources, threads = replica_plan(cfg)
     ds = ray.data.read_parquet(shards, filesystem=PyFileSystem(FSSpecHandler(archive.fs)), schema=LISTING_SCHEMA)
     ds = ds.map_batches(fetch_objects, fn_kwargs={"storage": cfg.storage}, batch_size=cfg.batch_size,
                         batch_format="pyarrow", num_cpus=0.5)
     ds = ds.map_batches(
         CodecReplica,
-        fn_constructor_kwargs={"config_json": cfg.model_dump_json(), "cpu_threads": threads},
+        fn_constructor_kwargs={"config": cfg, "cpu_threads": threads},
         batch_size=cfg.batch_size,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=n, max_size=n),
+        compute=ray.data.ActorPoolStrategy(min_size=n, max_size=n, max_tasks_in_flight_per_actor=2),
         **resources,
     )
 
@@ -181,8 +192,8 @@ def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
             pending.append(row)
             _account(summary, row)
             bar.update(1)
-        if len(pending) >= cfg.segment_rows:
-            commit()
+            if len(pending) >= cfg.segment_rows:
+                commit()
     commit()
     bar.close()
     summary.seconds = time.time() - t0

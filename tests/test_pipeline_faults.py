@@ -1,0 +1,91 @@
+"""Exactly-once under failure: a replica dies mid-run; the driver dies mid-run and the job is rerun.
+
+The job runs as a subprocess (`python jobs/compress_bucket.py`), as a user would run it.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from pipeline.archive import Archive
+from pipeline.replica import FAULT_ENV
+from pipeline_fixtures import good_objects, upload
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def many_objects(n_sets: int) -> dict[str, bytes]:
+    out = {}
+    for s in range(n_sets):
+        out.update({f"set{s}/{k}": v for k, v in good_objects(s).items()})
+    return out
+
+
+def job_args(bucket: str, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "jobs" / "compress_bucket.py"), "--input", f"s3://{bucket}/raw/",
+            "--output", f"s3://{bucket}/archive/", "--quality", "0.4", "--batch-size", "1", *extra]
+
+
+def assert_exactly_once(s3_server, bucket: str, expected: set[str]) -> None:
+    archive = Archive(f"s3://{bucket}/archive/", None)
+    stats = archive.committed_table("stats", ["key", "status"]).to_pylist()
+    records = archive.committed_table("records", ["key"]).to_pylist()
+    counts = Counter(r["key"] for r in stats)
+    assert set(counts) == expected, "every input has a stats row"
+    assert max(counts.values()) == 1, "no duplicates in stats"
+    assert all(r["status"] == "ok" for r in stats), archive.committed_table("stats", ["key", "error"]).filter(__import__("pyarrow.compute").compute.field("status") == "error").to_pylist()[:3]
+    rec_counts = Counter(r["key"] for r in records)
+    assert set(rec_counts) == expected and max(rec_counts.values()) == 1, "one record per input"
+    # nothing outside the manifests
+    fs = s3_server.filesystem()
+    committed = {f for m in archive.manifests() for f in m["files"].values()}
+    on_disk = {p for p in fs.find(f"{bucket}/archive") if p.endswith(".parquet") and "/_runs/" not in p}
+    assert on_disk == committed
+
+
+def test_killed_replica_is_restarted_and_nothing_is_lost_or_doubled(s3_server, bucket, tmp_path, monkeypatch):
+    objects = many_objects(2)
+    upload(s3_server.filesystem(), bucket, "raw", objects)
+    marker = tmp_path / "replica-died"
+    env = {**os.environ, **s3_server.env, FAULT_ENV: f"3:{marker}"}
+    r = subprocess.run(job_args(bucket), env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert marker.exists(), "the replica was killed mid-run"
+    for k, v in s3_server.env.items():
+        monkeypatch.setenv(k, v)
+    assert_exactly_once(s3_server, bucket, {f"s3://{bucket}/raw/{k}" for k in objects})
+
+
+def test_driver_killed_mid_run_then_rerun_completes_exactly_once(s3_server, bucket, monkeypatch, tmp_path):
+    objects = many_objects(3)
+    fs = s3_server.filesystem()
+    upload(fs, bucket, "raw", objects)
+    env = {**os.environ, **s3_server.env}
+    log = open(tmp_path / "job.log", "w")
+    args = job_args(bucket, "--segment-rows", "1")
+    args[args.index("--quality") : args.index("--quality") + 2] = ["--target-psnr", "33"]  # slower: rows trickle in
+    proc = subprocess.Popen(args, env=env, stdout=log, stderr=log,
+                            start_new_session=True)
+    deadline = time.time() + 600
+    manifests = []
+    while time.time() < deadline and proc.poll() is None:
+        fs.invalidate_cache()
+        manifests = fs.glob(f"{bucket}/archive/_manifests/*.json")
+        if len(manifests) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, (tmp_path / "job.log").read_text()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= len(manifests) < len(objects), "killed after some but not all segments committed"
+
+    r = subprocess.run(job_args(bucket), env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "already archived" in r.stdout
+    for k, v in s3_server.env.items():
+        monkeypatch.setenv(k, v)
+    assert_exactly_once(s3_server, bucket, {f"s3://{bucket}/raw/{k}" for k in objects})
