@@ -110,7 +110,6 @@ class CodecReplica:
 
     def _encode(self, pixels: np.ndarray, key: str) -> dict:
         import codec
-        from codec.metrics import ms_ssim, psnr
 
         mode, target = self.cfg.mode
         t = time.perf_counter()
@@ -126,14 +125,27 @@ class CodecReplica:
             "format_version": r.header.version, "encode_seconds": seconds, "psnr": r.psnr,
         }
         if self.cfg.verify:
-            decoded = codec.decode(r.data, self.model, device=self.device, half=self.device == "cuda")
-            if decoded.shape != pixels.shape:
-                raise codec.CodecError(f"verification failed: decoded shape {decoded.shape} != {pixels.shape}")
-            res["psnr"] = psnr(pixels, decoded)
-            res["ms_ssim"] = ms_ssim(pixels, decoded)
-            if r.psnr is not None and abs(res["psnr"] - r.psnr) > 0.05 and np.isfinite(r.psnr):
-                raise codec.CodecError(f"verification failed: decoded PSNR {res['psnr']:.3f} dB, encoder measured {r.psnr:.3f} dB")
+            res.update(self._verify(r, pixels))
         return res
+
+    def _verify(self, r, pixels: np.ndarray) -> dict:
+        """Decode the record as a restore would; measure it; refuse it if it is not what was encoded.
+
+        PSNR and MS-SSIM are over the colour channels (an alpha plane is checked to be exact).
+        """
+        import codec
+        from codec.metrics import ms_ssim, psnr
+
+        decoded = codec.decode(r.data, self.model, device=self.device, half=self.device == "cuda")
+        if decoded.shape != pixels.shape:
+            raise codec.CodecError(f"verification failed: decoded shape {decoded.shape} != {pixels.shape}")
+        colour, decoded_colour = (pixels[..., :3], decoded[..., :3]) if pixels.ndim == 3 else (pixels, decoded)
+        if pixels.ndim == 3 and pixels.shape[2] == 4 and not np.array_equal(pixels[..., 3], decoded[..., 3]):
+            raise codec.CodecError("verification failed: the alpha plane did not come back exactly")
+        measured = psnr(colour, decoded_colour)
+        if r.psnr is not None and np.isfinite(r.psnr) and r.header.channels != 1 and abs(measured - r.psnr) > 0.05:
+            raise codec.CodecError(f"verification failed: decoded PSNR {measured:.3f} dB, encoder measured {r.psnr:.3f} dB")
+        return {"psnr": measured, "ms_ssim": ms_ssim(colour, decoded_colour)}
 
     def _maybe_fault(self) -> None:
         spec = os.environ.get(FAULT_ENV)
