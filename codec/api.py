@@ -20,11 +20,10 @@ from .errors import CodecError, CorruptStreamError, ModelMismatchError
 from .imageprep import PreparedImage, finish, prepare
 from .rangecoder import RangeCodingError
 from .registry import LoadedModel, load_model
-from .tiling import batches, context_window, grid_boxes, intersecting
+from .tiling import batches, grid_boxes, intersecting, pad_tile
 
 DEFAULT_TILE = 256
 DEFAULT_TARGET_PSNR = 38.0
-ANALYSIS_MARGIN = 32  # px of neighbouring pixels the analysis sees around each tile (multiple of 16)
 
 
 @dataclass
@@ -135,17 +134,15 @@ class _Batch:
     npix: np.ndarray  # valid pixels per tile
 
 
-def _iter_batches(coder: TileCoder, img: PreparedImage, boxes, batch_size: int, margin: int = ANALYSIS_MARGIN):
-    m, lm = margin, margin // 16
+def _iter_batches(coder: TileCoder, img: PreparedImage, boxes, batch_size: int):
     for (pw, ph), ids in batches(boxes, range(len(boxes)), batch_size):
-        windows = np.empty((len(ids), ph + 2 * m, pw + 2 * m, 3), dtype=np.uint8)
+        tiles = np.empty((len(ids), ph, pw, 3), dtype=np.uint8)
         masks = np.zeros((len(ids), ph, pw), dtype=np.float32)
         for k, i in enumerate(ids):
-            windows[k] = context_window(img.tile_rgb, img.width, img.height, boxes[i], pw, ph, m)
-            masks[k, : boxes[i][3], : boxes[i][2]] = 1.0
-        y = coder.analyse(coder.to_tensor(windows))
-        y = y[:, :, lm : lm + ph // 16, lm : lm + pw // 16].contiguous()
-        tiles = windows[:, m : m + ph, m : m + pw]
+            x, y, w, h = boxes[i]
+            tiles[k] = pad_tile(img.tile_rgb(x, y, w, h), pw, ph)
+            masks[k, :h, :w] = 1.0
+        y = coder.analyse(coder.to_tensor(tiles))
         originals = torch.from_numpy(np.ascontiguousarray(tiles)).to(coder.device).permute(0, 3, 1, 2)
         yield _Batch(ids, y, originals, torch.from_numpy(masks).to(coder.device), masks.reshape(len(ids), -1).sum(1))
 

@@ -22,19 +22,12 @@ def padded_size(w: int, h: int) -> tuple[int, int]:
     return -(-w // DOWNSAMPLING) * DOWNSAMPLING, -(-h // DOWNSAMPLING) * DOWNSAMPLING
 
 
-def context_window(read, width: int, height: int, box, pw: int, ph: int, margin: int) -> np.ndarray:
-    """The tile padded to (ph, pw) plus ``margin`` pixels of real neighbours on each side.
-
-    ``read(x, y, w, h)`` returns image pixels; outside the image, edges are replicated.
-    Analysing a tile with its neighbours' pixels gives latents near the tile border that
-    know what lies beyond it, at no cost in bits.
-    """
-    x, y, _, _ = box
-    x0, y0 = max(x - margin, 0), max(y - margin, 0)
-    x1, y1 = min(x + pw + margin, width), min(y + ph + margin, height)
-    crop = read(x0, y0, x1 - x0, y1 - y0)
-    pad = ((y0 - (y - margin), (y + ph + margin) - y1), (x0 - (x - margin), (x + pw + margin) - x1), (0, 0))
-    return np.pad(crop, pad, mode="edge") if any(a or b for a, b in pad[:2]) else crop
+def pad_tile(tile: np.ndarray, pw: int, ph: int) -> np.ndarray:
+    """Edge-replicate a (h, w, C) tile to (ph, pw, C); replication keeps borders cheap to code."""
+    h, w = tile.shape[:2]
+    if (h, w) == (ph, pw):
+        return tile
+    return np.pad(tile, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
 
 
 def batches(boxes: list[tuple[int, int, int, int]], ids, batch_size: int):

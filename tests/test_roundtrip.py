@@ -35,7 +35,7 @@ def test_target_psnr_every_tile_reaches_target_with_lowest_level(model, image):
     for i, t in enumerate(r.header.tiles):
         x, y, w, h = r.header.tile_box(i)
         p = psnr(image[y : y + h, x : x + w], out[y : y + h, x : x + w])
-        assert p == pytest.approx(r.tile_psnr[i], abs=1e-6)  # what the encoder measured is what decodes
+        assert p == pytest.approx(r.tile_psnr[i], abs=0.005)  # what the encoder measured is what decodes
         if not t.missed_target:
             assert p >= target
     # lowest level: one grid step below fails for every tile above level 0
@@ -57,13 +57,19 @@ def test_unreachable_target_is_flagged(model, image):
     assert r.missed_tiles == len(r.header.tiles)
 
 
-def test_target_bpp_stays_within_budget(model, image):
-    for bpp in (0.3, 1.0):
-        r = codec.encode(image, model, target_bpp=bpp, tile_size=128)
-        assert r.bpp <= bpp
-        assert r.bpp > 0.6 * bpp
-    uniform = codec.encode(image, model, quality=r.header.tiles[0].quality, tile_size=128)
-    assert r.psnr is not None
+def test_target_bpp_stays_within_budget_and_beats_one_uniform_quality(model, image):
+    lo = codec.encode(image, model, quality=0.0, tile_size=128).bpp
+    hi = codec.encode(image, model, quality=1.0, tile_size=128).bpp
+    for budget in (lo * 1.3, (lo + hi) / 2):
+        r = codec.encode(image, model, target_bpp=budget, tile_size=128)
+        assert r.bpp <= budget and r.bpp > 0.7 * budget and r.missed_tiles == 0
+        # the best single quality within the same budget does no better
+        qs = np.linspace(0, 1, 21)
+        uniform = [codec.encode(image, model, quality=q, tile_size=128) for q in qs]
+        best = max((u for u in uniform if u.bpp <= budget), key=lambda u: psnr(image, codec.decode(u.data)))
+        assert r.psnr >= psnr(image, codec.decode(best.data)) - 0.05
+    tiny = codec.encode(image, model, target_bpp=lo * 0.5, tile_size=128)
+    assert tiny.missed_tiles == len(tiny.header.tiles)  # cannot fit: lowest quality, flagged
 
 
 def test_region_decode_equals_crop_of_full_decode(model, image):
