@@ -158,6 +158,9 @@ def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
     ctx.wait_for_min_actors_s = cfg.replica_start_timeout_s
     n, resources, threads = replica_plan(cfg)
     ds = ray.data.read_parquet(shards, filesystem=PyFileSystem(FSSpecHandler(archive.fs)), schema=LISTING_SCHEMA)
+    # one listing shard is one block of up to 50k keys: split it (streaming) so that every
+    # replica gets work and each fetch holds only a batch of objects in memory
+    ds = ds.repartition(target_num_rows_per_block=cfg.batch_size)
     ds = ds.map_batches(fetch_objects, fn_kwargs={"storage": cfg.storage}, batch_size=cfg.batch_size,
                         batch_format="pyarrow", num_cpus=0.5)
     ds = ds.map_batches(
