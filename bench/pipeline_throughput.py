@@ -27,16 +27,22 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 
+_BASES: dict[int, list[np.ndarray]] = {}
+
+
 def scene(side: int, seed: int) -> bytes:
+    """A distinct side×side scene: a random crop of an upscaled sample with a brightness shift."""
     import tifffile
     from skimage import data
     from skimage.transform import rescale
 
-    base = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()][seed % 4]
+    if side not in _BASES:
+        _BASES[side] = [rescale(b, 1.6 * side / min(b.shape[:2]), channel_axis=2, preserve_range=True).astype(np.uint8)
+                        for b in (data.astronaut(), data.coffee(), data.chelsea(), data.rocket())]
+    big = _BASES[side][seed % 4]
     rng = np.random.default_rng(seed)
-    big = rescale(base, side / min(base.shape[:2]) * rng.uniform(1.0, 1.5), channel_axis=2, preserve_range=True)
     y, x = rng.integers(0, big.shape[0] - side + 1), rng.integers(0, big.shape[1] - side + 1)
-    img = np.clip(big[y : y + side, x : x + side] + rng.normal(0, 2, (side, side, 3)), 0, 255).astype(np.uint8)
+    img = np.clip(big[y : y + side, x : x + side].astype(np.int16) + int(rng.integers(-20, 21)), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
     tifffile.imwrite(buf, img, photometric="rgb")
     return buf.getvalue()
