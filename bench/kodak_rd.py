@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import codec  # noqa: E402
-from codec.coder import QUALITY_LEVELS  # noqa: E402
 from rd import KODAK, bd_rate, classical, load_anchor, load_folder, psnr  # noqa: E402
 
 QUALITIES = [0.0, 0.12, 0.25, 0.37, 0.5, 0.62, 0.75, 0.87, 1.0]

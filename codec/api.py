@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -230,10 +229,9 @@ def read_header(data: bytes) -> Header:
     return container.read_header(bytes(data))
 
 
-def _check_model(header: Header, model: str | LoadedModel | None) -> str | LoadedModel:
-    if model is None:
-        return header.model_id
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+def _model_for(header: Header, model: str | LoadedModel | None) -> LoadedModel:
+    """The model a stream needs: the one given, or the one its header names; its hash must match."""
+    loaded = model if isinstance(model, LoadedModel) else load_model(model or header.model_id)
     if loaded.sha256 != header.model_hash:
         raise ModelMismatchError(
             f"stream was encoded with model {header.model_id} (sha256 {header.model_hash.hex()[:16]}…); "
@@ -260,11 +258,7 @@ def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | Load
     x0, y0, bw, bh = (int(v) for v in box)
     if bw <= 0 or bh <= 0 or x0 < 0 or y0 < 0 or x0 + bw > header.width or y0 + bh > header.height:
         raise ValueError(f"region {box} is not inside the {header.width}×{header.height} image")
-    loaded, coder = get_coder(_check_model(header, model), device, half, entropy_workers)
-    if loaded.sha256 != header.model_hash:
-        raise ModelMismatchError(
-            f"registry model {loaded.model_id} has sha256 {loaded.hash_hex[:16]}…, the stream needs {header.model_hash.hex()[:16]}…"
-        )
+    _, coder = get_coder(_model_for(header, model), device, half, entropy_workers)
     boxes = grid_boxes(header.width, header.height, header.tile_size)
     ids = intersecting(boxes, (x0, y0, bw, bh))
     payloads = {i: container.split_tile_blob(container.tile_payload(data, header, i)) for i in ids}

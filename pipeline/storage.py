@@ -36,10 +36,6 @@ def filesystem(url: str, storage: StorageOptions | None = None) -> tuple[fsspec.
     return fs, p
 
 
-def join(url: str, *parts: str) -> str:
-    return "/".join([url.rstrip("/"), *(p.strip("/") for p in parts)])
-
-
 def to_url(fs, path: str) -> str:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return path if protocol in ("file", "local") else f"{protocol}://{path}"

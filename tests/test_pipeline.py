@@ -3,7 +3,6 @@
 import json
 
 import duckdb
-import numpy as np
 import pytest
 
 import codec

@@ -1,5 +1,4 @@
 import copy
-import shutil
 
 import numpy as np
 import pytest
