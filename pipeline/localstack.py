@@ -116,3 +116,34 @@ class LocalS3:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def main(argv=None) -> int:
+    """Serve until SIGTERM/SIGINT, writing the AWS_* exports to --env-file (used by infra/local/up.sh)."""
+    import argparse
+    import signal
+
+    ap = argparse.ArgumentParser(description="Run a local SeaweedFS S3 server bound to 127.0.0.1.")
+    ap.add_argument("--dir", type=Path, required=True, help="data directory")
+    ap.add_argument("--buckets", default="raw,archive", help="comma-separated buckets to create")
+    ap.add_argument("--port", type=int, default=None, help="S3 port (default: a free one)")
+    ap.add_argument("--env-file", type=Path, required=True, help="where to write the AWS_* exports (mode 600)")
+    a = ap.parse_args(argv)
+    s3 = LocalS3(a.dir, [b for b in a.buckets.split(",") if b], port=a.port).start()
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    try:
+        a.env_file.touch(mode=0o600)
+        a.env_file.write_text("".join(f"export {k}={v}\n" for k, v in s3.env.items()))
+        print(f"S3 at {s3.endpoint_url}; exports in {a.env_file}", flush=True)
+        while not stop and s3.proc.poll() is None:
+            time.sleep(0.5)
+    finally:
+        s3.stop()
+        a.env_file.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

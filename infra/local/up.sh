@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Start the local stack the way the demo does: SeaweedFS S3 on 127.0.0.1 (fresh keys,
+# buckets raw and archive) and a Ray head with its dashboard for `ray job submit`.
+#
+#   infra/local/up.sh [STATE_DIR]        # default .local-stack/
+#   source .local-stack/env.sh           # AWS_* for the S3 server, RAY_API_SERVER_ADDRESS
+#   ray job submit --working-dir . -- python jobs/compress_bucket.py --input s3://raw/ --output s3://archive/
+#   infra/local/down.sh [STATE_DIR]
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+STATE=$(mkdir -p "${1:-$ROOT/.local-stack}" && cd "${1:-$ROOT/.local-stack}" && pwd)
+PY=${PYTHON:-$ROOT/.venv/bin/python}
+BIN=$(dirname "$PY")
+cd "$ROOT"
+
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+  local deadline=$((SECONDS + $1)) what=$2; shift 2
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS > deadline)); then echo "up.sh: $what did not start; logs in $STATE" >&2; exit 1; fi
+    sleep 0.5
+  done
+}
+
+if [[ -f "$STATE/s3.pid" ]] && kill -0 "$(cat "$STATE/s3.pid")" 2>/dev/null; then
+  echo "up.sh: already running (state in $STATE); infra/local/down.sh first" >&2; exit 1
+fi
+
+setsid "$PY" -m pipeline.localstack --dir "$STATE/s3" --env-file "$STATE/s3.env" >"$STATE/s3.log" 2>&1 &
+echo $! >"$STATE/s3.pid"
+wait_for 60 "SeaweedFS" test -s "$STATE/s3.env"
+# shellcheck disable=SC1091
+source "$STATE/s3.env"  # the Ray head (and so every submitted job) gets the S3 endpoint and keys
+
+GCS_PORT=$("$PY" -c 'from pipeline.localstack import free_port; print(free_port())')
+DASH_PORT=$("$PY" -c 'from pipeline.localstack import free_port; print(free_port())')
+setsid "$BIN/ray" start --head --block --node-ip-address=127.0.0.1 --port="$GCS_PORT" \
+  --dashboard-host=127.0.0.1 --dashboard-port="$DASH_PORT" --include-dashboard=true \
+  --disable-usage-stats >"$STATE/ray.log" 2>&1 &
+echo $! >"$STATE/ray.pid"
+wait_for 120 "the Ray dashboard" "$PY" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$DASH_PORT/api/version', timeout=2)"
+
+{ cat "$STATE/s3.env"; echo "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:$DASH_PORT"; } >"$STATE/env.sh"
+chmod 600 "$STATE/env.sh"
+echo "S3 at $AWS_ENDPOINT_URL, Ray dashboard at http://127.0.0.1:$DASH_PORT"
+echo "source $STATE/env.sh   # then: ray job submit --working-dir . -- python jobs/compress_bucket.py ..."
