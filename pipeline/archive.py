@@ -105,17 +105,73 @@ class Archive:
             out[k] = (v, s)  # segments are read in commit order, so later rows win
         return out
 
+    def record_index(self, keys: list[str] | None = None, prefix: str | None = None) -> pa.Table:
+        """The latest committed record of each key (no bitstreams), with the file that holds it.
+
+        Columns: key, version, model_id, width, height, channels, geo, run_id, file.
+        """
+        import pyarrow.compute as pc
+        import pyarrow.dataset as ds
+
+        cols = ["key", "version", "model_id", "width", "height", "channels", "geo", "run_id"]
+        wanted = set(keys) if keys is not None else None
+        latest: dict[str, dict] = {}
+        for m in self.manifests():  # commit order: a later record of a key replaces an earlier one
+            lo_hi = m.get("record_keys")
+            if not m.get("records") or (wanted is not None and lo_hi and not any(lo_hi[0] <= k <= lo_hi[1] for k in wanted)):
+                continue
+            filt = None
+            if wanted is not None:
+                filt = pc.field("key").isin(sorted(wanted))
+            elif prefix:
+                filt = pc.starts_with(pc.field("key"), prefix)
+            f = m["files"][RECORDS]
+            t = ds.dataset(f, schema=RECORD_SCHEMA, format="parquet", filesystem=self.fs).to_table(columns=cols, filter=filt)
+            for row in t.to_pylist():
+                latest[row["key"]] = {**row, "file": f}
+        rows = [latest[k] for k in sorted(latest)]
+        schema = pa.schema([RECORD_SCHEMA.field(c) for c in cols] + [("file", pa.string())])
+        return pa.Table.from_pylist(rows, schema=schema)
+
+    def read_records(self, file: str, keys: list[str], columns: list[str] | None = None) -> pa.Table:
+        """Rows of ``keys`` from one records file; row-group statistics skip the rest of the file."""
+        import pyarrow.compute as pc
+        import pyarrow.dataset as ds
+
+        dset = ds.dataset(file, schema=RECORD_SCHEMA, format="parquet", filesystem=self.fs)
+        return dset.to_table(columns=columns, filter=pc.field("key").isin(keys))
+
+    def find_record(self, key: str) -> dict | None:
+        """The latest committed record of one key, bitstream included, or None.
+
+        Walks the manifests newest first; their key ranges pick the segments that can
+        hold the key, and of such a file only the row groups whose statistics admit it
+        are read, so one image comes back without scanning the archive.
+        """
+        for m in reversed(self.manifests()):
+            lo_hi = m.get("record_keys")
+            if not m.get("records") or (lo_hi and not lo_hi[0] <= key <= lo_hi[1]):
+                continue
+            rows = self.read_records(m["files"][RECORDS], [key]).to_pylist()
+            if rows:
+                return {**rows[-1], "file": m["files"][RECORDS]}
+        return None
+
     # --- writing -------------------------------------------------------------------------
     def commit_segment(self, run_id: str, seq: int, records: pa.Table, stats: pa.Table) -> Segment:
+        """Write a segment's files sorted by key (so row-group statistics find one key fast), then its manifest."""
         name = f"part-{seq:06d}.parquet"
         rec_path = self._path(RECORDS, f"run={run_id}", name)
         st_path = self._path(STATS, f"run={run_id}", name)
-        self._write_parquet(rec_path, records.cast(RECORD_SCHEMA))
-        self._write_parquet(st_path, stats.cast(STATS_SCHEMA))
+        records = records.cast(RECORD_SCHEMA).sort_by("key")
+        self._write_parquet(rec_path, records)
+        self._write_parquet(st_path, stats.cast(STATS_SCHEMA).sort_by("key"))
+        keys = records["key"]
         manifest = {
             "run_id": run_id, "segment": seq, "committed_at": datetime.now(timezone.utc).isoformat(),
             "rows": stats.num_rows, "records": records.num_rows,
             "files": {RECORDS: rec_path, STATS: st_path},
+            "record_keys": [keys[0].as_py(), keys[-1].as_py()] if len(keys) else None,
         }
         self.put(self._path(MANIFESTS, f"{run_id}-{seq:06d}.json"), json.dumps(manifest, indent=1).encode())
         return Segment(run_id, seq, rec_path, st_path, stats.num_rows)

@@ -7,6 +7,7 @@ import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -43,10 +44,25 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
-class CompressJobConfig(BaseModel):
-    """Options of ``jobs/compress_bucket.py`` (flags, or a YAML/JSON file with the same names)."""
+class JobConfig(BaseModel):
+    """A job's options: unknown names are errors; a YAML/JSON file gives defaults that flags override."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> "JobConfig":
+        text = Path(path).read_text()
+        if str(path).endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        return cls(**{**data, **overrides})
+
+
+class CompressJobConfig(JobConfig):
+    """Options of ``jobs/compress_bucket.py`` (flags, or a YAML/JSON file with the same names)."""
 
     input: str = Field(description="URL prefix or glob of the images: s3://bucket/prefix/, /local/dir, ...")
     output: str = Field(description="URL prefix of the archive (records/, stats/, _manifests/ go below)")
@@ -102,13 +118,40 @@ class CompressJobConfig(BaseModel):
                 return n, getattr(self, n)
         raise AssertionError
 
-    @classmethod
-    def from_file(cls, path: str | Path, **overrides) -> "CompressJobConfig":
-        text = Path(path).read_text()
-        if str(path).endswith((".yaml", ".yml")):
-            import yaml
 
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-        return cls(**{**data, **overrides})
+class RestoreJobConfig(JobConfig):
+    """Options of ``jobs/restore.py``: which committed records to decode, and where to write the images."""
+
+    archive: str = Field(description="URL of the archive (the compress job's --output)")
+    output: str = Field(description="URL prefix for the restored images (a key's path below it, new suffix)")
+    keys: list[str] | None = Field(default=None, description="restore exactly these source keys")
+    prefix: str | None = Field(default=None, description="restore every committed key that starts with this")
+    region: tuple[int, int, int, int] | None = Field(default=None, description="x,y,w,h: restore only this crop")
+    format: Literal["auto", "png", "tiff"] = Field(
+        default="auto", description="auto: GeoTIFF for georeferenced records, PNG otherwise")
+    replicas: int | None = None
+    gpus_per_replica: float = Field(default=1.0, gt=0, le=8)
+    batch_size: int = Field(default=4, ge=1)
+    replica_start_timeout_s: int = Field(default=900, ge=1)
+    restore_id: str = Field(default_factory=new_run_id)
+    storage: StorageOptions = Field(default_factory=StorageOptions)
+
+    @field_validator("region", mode="before")
+    @classmethod
+    def _region(cls, v):
+        if isinstance(v, str):
+            parts = v.split(",")
+            if len(parts) != 4:
+                raise ValueError(f"region must be x,y,w,h, got {v!r}")
+            v = tuple(int(p) for p in parts)
+        if v is not None and (min(v[:2]) < 0 or min(v[2:]) <= 0):
+            raise ValueError(f"region {tuple(v)}: x, y must be ≥ 0 and w, h > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _selection(self) -> "RestoreJobConfig":
+        if self.keys is not None and self.prefix is not None:
+            raise ValueError("give --keys or --prefix, not both")
+        if self.archive.rstrip("/") == self.output.rstrip("/"):
+            raise ValueError("output must differ from the archive")
+        return self
