@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from codec.metrics import bd_rate  # noqa: F401  (re-exported for the benchmarks)
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 KODAK = SHARED / "data" / "kodak"
 ANCHORS = SHARED / "anchors" / "compressai-kodak"
@@ -47,31 +49,3 @@ def load_anchor(name: str) -> dict | None:
     d = json.loads(p.read_text())
     return {"name": d.get("name", name), "bpp": d["results"]["bpp"], "psnr": d["results"]["psnr-rgb"]}
 
-
-def bd_rate(ref_bpp, ref_psnr, test_bpp, test_psnr, bpp_range=(0.1, 1.5)) -> float | None:
-    """Bjøntegaard delta rate (%) of test vs ref; negative = fewer bits at equal PSNR.
-
-    Both curves are restricted to ``bpp_range``, interpolated as log-rate over PSNR
-    with monotone cubic (PCHIP) pieces and integrated over their common PSNR span.
-    """
-    from scipy.interpolate import PchipInterpolator
-
-    def prep(bpp, p):
-        bpp, p = np.asarray(bpp, float), np.asarray(p, float)
-        keep = (bpp >= bpp_range[0]) & (bpp <= bpp_range[1])
-        bpp, p = bpp[keep], p[keep]
-        order = np.argsort(p)
-        p, lr = p[order], np.log(bpp[order])
-        _, unique = np.unique(p, return_index=True)
-        return p[unique], lr[unique]
-
-    p1, r1 = prep(ref_bpp, ref_psnr)
-    p2, r2 = prep(test_bpp, test_psnr)
-    if len(p1) < 2 or len(p2) < 2:
-        return None
-    lo, hi = max(p1.min(), p2.min()), min(p1.max(), p2.max())
-    if hi <= lo:
-        return None
-    grid = np.linspace(lo, hi, 200)
-    d = PchipInterpolator(p2, r2)(grid) - PchipInterpolator(p1, r1)(grid)
-    return float((np.exp(np.trapezoid(d, grid) / (hi - lo)) - 1) * 100)

@@ -92,3 +92,32 @@ def _ssim_cs(x, y, g, c1, c2):
     cs = (2 * sxy + c2) / (sxx + syy + c2)
     ssim = ((2 * mx * my + c1) / (mx * mx + my * my + c1)) * cs
     return float(ssim.mean(dtype=np.float64)), float(cs.mean(dtype=np.float64))
+
+
+def bd_rate(ref_bpp, ref_psnr, test_bpp, test_psnr, bpp_range=(0.1, 1.5)) -> float | None:
+    """Bjøntegaard delta rate (%) of test vs ref; negative = fewer bits at equal PSNR.
+
+    Both curves are restricted to ``bpp_range``, interpolated as log-rate over PSNR
+    with monotone cubic (PCHIP) pieces and integrated over their common PSNR span.
+    """
+    from scipy.interpolate import PchipInterpolator
+
+    def prep(bpp, p):
+        bpp, p = np.asarray(bpp, float), np.asarray(p, float)
+        keep = (bpp >= bpp_range[0]) & (bpp <= bpp_range[1])
+        bpp, p = bpp[keep], p[keep]
+        order = np.argsort(p)
+        p, lr = p[order], np.log(bpp[order])
+        _, unique = np.unique(p, return_index=True)
+        return p[unique], lr[unique]
+
+    p1, r1 = prep(ref_bpp, ref_psnr)
+    p2, r2 = prep(test_bpp, test_psnr)
+    if len(p1) < 2 or len(p2) < 2:
+        return None
+    lo, hi = max(p1.min(), p2.min()), min(p1.max(), p2.max())
+    if hi <= lo:
+        return None
+    grid = np.linspace(lo, hi, 200)
+    d = PchipInterpolator(p2, r2)(grid) - PchipInterpolator(p1, r1)(grid)
+    return float((np.exp(np.trapezoid(d, grid) / (hi - lo)) - 1) * 100)

@@ -117,6 +117,31 @@ class Registry:
         return f"{name}@{version}"
 
 
+    def add_version(self, name: str, version: int, blob: bytes, **metadata) -> str:
+        """Put weights made elsewhere into this folder as ``NAME@VERSION`` (kept as given, not renumbered).
+
+        Safe for several processes on one machine (a file lock around the index; files
+        are written to a temporary name first).
+        """
+        import fcntl
+        import os
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        file = f"{name}-v{version}.pt"
+        tmp = self.root / f".{file}.{os.getpid()}.tmp"
+        tmp.write_bytes(blob)
+        os.replace(tmp, self.root / file)
+        with open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            index = self.index()
+            versions = index["models"].setdefault(name, {"versions": {}})["versions"]
+            versions[str(version)] = {"file": file, "sha256": hashlib.sha256(blob).hexdigest(), **metadata}
+            tmp_index = self.root / f".registry.{os.getpid()}.tmp"
+            tmp_index.write_text(json.dumps(index, indent=2) + "\n")
+            os.replace(tmp_index, self.index_path)
+        return f"{name}@{version}"
+
+
 def save_weights(model: HyperpriorCodec, path: Path) -> None:
     state = {
         "format": WEIGHTS_FORMAT,
@@ -128,8 +153,29 @@ def save_weights(model: HyperpriorCodec, path: Path) -> None:
 
 
 DEFAULT_REGISTRY = Registry()
+_EXTRA_REGISTRIES: list[Registry] = []
+
+
+def add_registry(registry: Registry) -> None:
+    """Search this registry folder too (after the built-in one): how models trained elsewhere
+    (a domain model fetched from object storage, say) become loadable by id."""
+    if all(r.root != registry.root for r in _EXTRA_REGISTRIES):
+        _EXTRA_REGISTRIES.append(registry)
 
 
 def load_model(spec: str = "default") -> LoadedModel:
-    """Load a registered model by ``NAME`` or ``NAME@VERSION`` (cached per process)."""
-    return DEFAULT_REGISTRY.load(spec)
+    """Load a registered model by ``NAME`` or ``NAME@VERSION`` (cached per process).
+
+    The built-in registry is searched first, then those added with ``add_registry``.
+    """
+    try:
+        return DEFAULT_REGISTRY.load(spec)
+    except ModelNotFoundError as exc:
+        for registry in _EXTRA_REGISTRIES:
+            try:
+                return registry.load(spec)
+            except ModelNotFoundError:
+                continue
+        if _EXTRA_REGISTRIES:
+            raise ModelNotFoundError(f"{exc} (also searched {', '.join(str(r.root) for r in _EXTRA_REGISTRIES)})") from None
+        raise

@@ -19,11 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pydantic import ValidationError  # noqa: E402
 
-from pipeline.config import CompressJobConfig  # noqa: E402
+from codec.errors import ModelNotFoundError  # noqa: E402
+from pipeline.config import CompressJobConfig, describe_errors  # noqa: E402
 from pipeline.storage import StorageAccessError  # noqa: E402
 
 FLAGS = {  # flag → config field; every field is settable from the command line
-    "input": str, "output": str, "target_psnr": float, "quality": float, "target_bpp": float, "model": str,
+    "input": str, "output": str, "target_psnr": float, "quality": float, "target_bpp": float, "model": str, "model_registry": str,
     "tile_size": int, "replicas": int, "gpus_per_replica": float, "batch_size": int, "max_error_fraction": float,
     "max_pixels": int, "segment_rows": int, "run_id": str,
 }
@@ -39,23 +40,14 @@ def parse_args(argv=None) -> CompressJobConfig:
     ap.add_argument("--retry-errors", dest="retry_errors", action="store_true", default=None)
     ap.add_argument("--endpoint-url", help="S3 endpoint (default $AWS_ENDPOINT_URL)")
     a = vars(ap.parse_args(argv))
-    config_file, endpoint = a.pop("config"), a.pop("endpoint_url")
-    given = {k: v for k, v in a.items() if v is not None}
-    if endpoint:
-        given["storage"] = {"endpoint_url": endpoint}
-    if config_file:
-        return CompressJobConfig.from_file(config_file, **given)
-    return CompressJobConfig(**given)
+    return CompressJobConfig.from_cli(a, a.pop("config"), a.pop("endpoint_url"))
 
 
 def main(argv=None) -> int:
     try:
         cfg = parse_args(argv)
     except ValidationError as exc:
-        print("compress_bucket: invalid options:", file=sys.stderr)
-        for e in exc.errors():
-            loc = ".".join(str(p) for p in e["loc"]) or "options"
-            print(f"  {loc}: {e['msg']}", file=sys.stderr)
+        print("compress_bucket: invalid options:\n" + describe_errors(exc), file=sys.stderr)
         return 2
     from pipeline.run import run_job
 
@@ -66,6 +58,9 @@ def main(argv=None) -> int:
     except StorageAccessError as exc:
         print(f"compress_bucket: {exc}", file=sys.stderr)
         return 4
+    except ModelNotFoundError as exc:
+        print(f"compress_bucket: {exc}", file=sys.stderr)
+        return 2
     print(summary.table())
     print(f"records: {cfg.output.rstrip('/')}/records/   stats: {cfg.output.rstrip('/')}/stats/")
     if summary.error_fraction > cfg.max_error_fraction:

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pydantic import ValidationError  # noqa: E402
 
-from pipeline.config import RestoreJobConfig  # noqa: E402
+from pipeline.config import RestoreJobConfig, describe_errors  # noqa: E402
 from pipeline.storage import StorageAccessError  # noqa: E402
 
 
@@ -37,30 +37,25 @@ def parse_args(argv=None) -> tuple[RestoreJobConfig, str | None]:
     ap.add_argument("--prefix")
     ap.add_argument("--region", help="x,y,w,h")
     ap.add_argument("--format", choices=["auto", "png", "tiff"])
+    ap.add_argument("--model-registry", dest="model_registry", help="URL of the model registry (non-built-in models)")
     ap.add_argument("--replicas", type=int)
     ap.add_argument("--gpus-per-replica", dest="gpus_per_replica", type=float)
     ap.add_argument("--batch-size", dest="batch_size", type=int)
     ap.add_argument("--restore-id", dest="restore_id")
     ap.add_argument("--endpoint-url", help="S3 endpoint (default $AWS_ENDPOINT_URL)")
     a = vars(ap.parse_args(argv))
-    config_file, endpoint, key = a.pop("config"), a.pop("endpoint_url"), a.pop("key")
-    given = {k: v for k, v in a.items() if v is not None}
-    if endpoint:
-        given["storage"] = {"endpoint_url": endpoint}
-    if key and "format" not in given:
-        suffix = Path(given.get("output", "")).suffix.lower()
-        given["format"] = {".png": "png", ".tif": "tiff", ".tiff": "tiff"}.get(suffix, "auto")
-    cfg = RestoreJobConfig.from_file(config_file, **given) if config_file else RestoreJobConfig(**given)
-    return cfg, key
+    key = a.pop("key")
+    if key and a["format"] is None:  # one image: the output file's suffix says the format
+        suffix = Path(a["output"] or "").suffix.lower()
+        a["format"] = {".png": "png", ".tif": "tiff", ".tiff": "tiff"}.get(suffix, "auto")
+    return RestoreJobConfig.from_cli(a, a.pop("config"), a.pop("endpoint_url")), key
 
 
 def main(argv=None) -> int:
     try:
         cfg, key = parse_args(argv)
     except ValidationError as exc:
-        print("restore: invalid options:", file=sys.stderr)
-        for e in exc.errors():
-            print(f"  {'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}", file=sys.stderr)
+        print("restore: invalid options:\n" + describe_errors(exc), file=sys.stderr)
         return 2
     from pipeline.restore import restore_one, run_restore
     from pipeline.storage import check_readable
@@ -68,7 +63,8 @@ def main(argv=None) -> int:
     try:
         check_readable(cfg.archive, cfg.storage)
         if key:
-            row = restore_one(cfg.archive, key, cfg.output, cfg.region, cfg.format, cfg.storage)
+            row = restore_one(cfg.archive, key, cfg.output, cfg.region, cfg.format, cfg.storage,
+                              cfg.model_registry)
             if row["status"] != "ok":
                 print(f"restore: {row['error']}", file=sys.stderr)
                 return 3

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 
 class StorageOptions(BaseModel):
@@ -40,6 +40,11 @@ def _secret(name: str) -> SecretStr | None:
     return SecretStr(v) if v else None
 
 
+def describe_errors(exc: ValidationError) -> str:
+    """One line per invalid option, for a job's stderr."""
+    return "\n".join(f"  {'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors())
+
+
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
@@ -48,6 +53,14 @@ class JobConfig(BaseModel):
     """A job's options: unknown names are errors; a YAML/JSON file gives defaults that flags override."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def from_cli(cls, flags: dict, config_file: str | Path | None = None, endpoint_url: str | None = None):
+        """From parsed flags (None = not given), an optional config file and ``--endpoint-url``."""
+        given = {k: v for k, v in flags.items() if v is not None}
+        if endpoint_url:
+            given["storage"] = {"endpoint_url": endpoint_url}
+        return cls.from_file(config_file, **given) if config_file else cls(**given)
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> "JobConfig":
@@ -70,6 +83,8 @@ class CompressJobConfig(JobConfig):
     quality: float | None = None
     target_bpp: float | None = None
     model: str = "default"
+    model_registry: str | None = Field(default=None, description="URL of a model registry on object storage "
+                                       "(models trained by jobs/train_codec.py); built-in names are found without it")
     tile_size: int = 256
     replicas: int | None = Field(default=None, description="codec replicas; default one per GPU, else 1 per 2 CPUs")
     gpus_per_replica: float = 1.0
@@ -129,6 +144,7 @@ class RestoreJobConfig(JobConfig):
     region: tuple[int, int, int, int] | None = Field(default=None, description="x,y,w,h: restore only this crop")
     format: Literal["auto", "png", "tiff"] = Field(
         default="auto", description="auto: GeoTIFF for georeferenced records, PNG otherwise")
+    model_registry: str | None = Field(default=None, description="where to find models that are not built in")
     replicas: int | None = None
     gpus_per_replica: float = Field(default=1.0, gt=0, le=8)
     batch_size: int = Field(default=4, ge=1)
@@ -155,3 +171,48 @@ class RestoreJobConfig(JobConfig):
         if self.archive.rstrip("/") == self.output.rstrip("/"):
             raise ValueError("output must differ from the archive")
         return self
+
+
+class ReportJobConfig(JobConfig):
+    """Options of ``jobs/report.py``."""
+
+    stats: str = Field(description="URL of the archive's stats/ (or of the archive itself)")
+    since: date | None = Field(default=None, description="only rows archived on or after this day")
+    group_by: Literal["prefix", "day", "model", "run"] | None = None
+    html: str | None = Field(default=None, description="write the HTML report here (a path or URL)")
+    image: str | None = Field(default=None, description="key whose bit allocation the HTML shows (default: the most tiles)")
+    storage: StorageOptions = Field(default_factory=StorageOptions)
+
+
+class TrainJobConfig(JobConfig):
+    """Options of ``jobs/train_codec.py``: domain (re)training with Ray Train."""
+
+    data: str = Field(description="URL prefix of the training images")
+    holdout: str | None = Field(default=None, description="URL prefix of held-out images; default: a split of --data")
+    holdout_fraction: float = Field(default=0.15, gt=0, lt=1, description="share of --data held out (by file hash)")
+    name: str = Field(description="registry name of the new model, e.g. aerial")
+    base: str | None = Field(default="default", description="model to fine-tune; None trains from scratch")
+    registry: str = Field(description="URL of the model registry on object storage")
+    storage_path: str = Field(description="URL where Ray Train keeps the run's checkpoints (resume = same run_name)")
+    run_name: str = Field(default_factory=lambda: "train-" + new_run_id())
+    num_workers: int = Field(default=2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=1, gt=0)
+    steps: int = Field(default=2000, ge=1)
+    batch_size: int = Field(default=8, ge=1, description="crops per worker per step")
+    crop: int = Field(default=256, ge=64)
+    crops_per_image: int = Field(default=4, ge=1, description="random crops cut from an image per pass")
+    lr: float = Field(default=1e-4, gt=0)
+    lr_decay_at: tuple[float, ...] = (0.8,)
+    checkpoint_every: int = Field(default=100, ge=1)
+    max_failures: int = Field(default=3, ge=0, description="worker failures the run survives (resuming from the last checkpoint)")
+    eval_images: int | None = Field(default=None, ge=1, description="cap on held-out images evaluated")
+    extensions: list[str] = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"]
+    storage: StorageOptions = Field(default_factory=StorageOptions)
+
+    @field_validator("crop")
+    @classmethod
+    def _crop(cls, v: int) -> int:
+        if v % 64:
+            raise ValueError(f"crop must be a multiple of 64, got {v}")
+        return v

@@ -55,7 +55,10 @@ class CodecReplica:
         self.device = "cuda" if self.gpu_ids and torch.cuda.is_available() else "cpu"
         if self.device == "cpu" and cpu_threads:
             torch.set_num_threads(cpu_threads)
-        self.model, _ = codec.get_coder(self.cfg.model, self.device, half=self.device == "cuda")
+        from .model_store import install_model
+
+        model_id = install_model(self.cfg.model, self.cfg.model_registry, self.cfg.storage)
+        self.model, _ = codec.get_coder(model_id, self.device, half=self.device == "cuda")
         gpu = f"/gpu{','.join(self.gpu_ids)}" if self.gpu_ids else "/cpu"
         self.replica = f"{socket.gethostname()}:{os.getpid()}{gpu}"
         self.done = 0

@@ -116,12 +116,16 @@ def encode_image(arr: np.ndarray, fmt: str, geo_tags: dict | None = None) -> byt
     return buf.getvalue()
 
 
-def restore_record(record: dict, fs, out_path: str, region=None, fmt: str = "auto") -> dict:
+def restore_record(record: dict, fs, out_path: str, region=None, fmt: str = "auto",
+                   model_registry: str | None = None, storage: StorageOptions | None = None) -> dict:
     """Decode one record and write its image to ``out_path``; returns a result row (error rows instead of raising)."""
+    from .model_store import install_model
+
     t0 = time.time()
     row = {"key": record["key"], "status": "ok", "error": None, "output": None, "width": None, "height": None,
            "model_id": record.get("model_id"), "seconds": None}
     try:
+        install_model(record["model_id"], model_registry, storage)  # whatever model the record names
         arr = decode_record(record, region)
         kind = image_format(fmt, record.get("geo"))
         data = encode_image(arr, kind, shifted_geo(record.get("geo"), region) if kind == "tiff" else None)
@@ -135,7 +139,7 @@ def restore_record(record: dict, fs, out_path: str, region=None, fmt: str = "aut
 
 
 def restore_one(archive_url: str, key: str, out: str, region=None, fmt: str = "auto",
-                storage: StorageOptions | None = None) -> dict:
+                storage: StorageOptions | None = None, model_registry: str | None = None) -> dict:
     """One key, no Ray: find its latest committed record without scanning the archive, decode, write."""
     archive = Archive(archive_url, storage)
     record = archive.find_record(key)
@@ -143,7 +147,7 @@ def restore_one(archive_url: str, key: str, out: str, region=None, fmt: str = "a
         return {"key": key, "status": "error", "error": f"{key}: no committed record in {archive_url}",
                 "output": None, "width": None, "height": None, "model_id": None, "seconds": 0.0}
     fs, path = filesystem(out, storage)
-    return restore_record(record, fs, path, region, fmt)
+    return restore_record(record, fs, path, region, fmt, model_registry, storage)
 
 
 # --- the Ray Data job ------------------------------------------------------------------------
@@ -182,7 +186,8 @@ class RestoreReplica:
                 record = found[key]
                 fmt = image_format(self.cfg.format, record.get("geo"))
                 path = f"{self.out_root}/{output_name(key, fmt)}"
-                rows.append(restore_record(record, self.out_fs, path, self.cfg.region, fmt))
+                rows.append(restore_record(record, self.out_fs, path, self.cfg.region, fmt, self.cfg.model_registry,
+                                           self.cfg.storage))
         for r in rows:
             r["restore_id"] = self.cfg.restore_id
         return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from .archive import RECORD_SCHEMA, STATS_SCHEMA, Archive
 from .config import CompressJobConfig
+from .model_store import install_model
 from .storage import check_readable, check_writable, iter_objects
 
 LISTING_SCHEMA = pa.schema([("key", pa.string()), ("version", pa.string()), ("size", pa.int64()),
@@ -142,6 +143,9 @@ def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
     summary = JobSummary(cfg.run_id)
     check_readable(cfg.input, cfg.storage)
     check_writable(cfg.output, cfg.storage)
+    # pin NAME to NAME@VERSION once, so every replica uses the same weights even if a new
+    # version is registered mid-run (and a missing model fails here, not in every replica)
+    cfg = cfg.model_copy(update={"model": install_model(cfg.model, cfg.model_registry, cfg.storage)})
     archive = Archive(cfg.output, cfg.storage)
     summary.orphans_removed = len(archive.recover())
     shards = write_listing(cfg, archive, summary)

@@ -36,6 +36,28 @@ def filesystem(url: str, storage: StorageOptions | None = None) -> tuple[fsspec.
     return fs, p
 
 
+def pyarrow_filesystem(url: str, storage: StorageOptions | None = None):
+    """A pyarrow filesystem and path for ``url`` (what Ray Train's storage_filesystem takes)."""
+    protocol, path = split_url(url)
+    if protocol in ("s3", "s3a"):
+        from pyarrow.fs import S3FileSystem
+
+        st = storage or StorageOptions()
+        kw = {}
+        if st.access_key and st.secret_key:
+            kw.update(access_key=st.access_key.get_secret_value(), secret_key=st.secret_key.get_secret_value())
+        if st.endpoint_url:
+            scheme, _, host = st.endpoint_url.partition("://")
+            kw.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+        if st.region:
+            kw["region"] = st.region
+        return S3FileSystem(anonymous=st.anonymous, **kw), path
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, p = filesystem(url, storage)
+    return PyFileSystem(FSSpecHandler(fs)), p
+
+
 def to_url(fs, path: str) -> str:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return path if protocol in ("file", "local") else f"{protocol}://{path}"

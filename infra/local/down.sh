@@ -15,5 +15,6 @@ stop_group() {  # stop_group PIDFILE: TERM the process group, KILL what is left 
 }
 stop_group "$STATE/ray.pid"
 stop_group "$STATE/s3.pid"
+[[ -f "$STATE/ray.tmp" ]] && rm -rf "$(cat "$STATE/ray.tmp")" "$STATE/ray.tmp"
 rm -f "$STATE/env.sh" "$STATE/s3.env"
 echo "local stack stopped (data kept in $STATE/s3)"

@@ -31,11 +31,14 @@ wait_for 60 "SeaweedFS" test -s "$STATE/s3.env"
 # shellcheck disable=SC1091
 source "$STATE/s3.env"  # the Ray head (and so every submitted job) gets the S3 endpoint and keys
 
+export PATH="$BIN:$PATH"  # the jobs' drivers run this environment's python
+RAY_TMP=$(mktemp -d /tmp/tlic-ray.XXXXXX)  # short (socket paths) and private: other Ray clusters never see it
+echo "$RAY_TMP" >"$STATE/ray.tmp"
 GCS_PORT=$("$PY" -c 'from pipeline.localstack import free_port; print(free_port())')
 DASH_PORT=$("$PY" -c 'from pipeline.localstack import free_port; print(free_port())')
 setsid "$BIN/ray" start --head --block --node-ip-address=127.0.0.1 --port="$GCS_PORT" \
   --dashboard-host=127.0.0.1 --dashboard-port="$DASH_PORT" --include-dashboard=true \
-  --disable-usage-stats >"$STATE/ray.log" 2>&1 &
+  --temp-dir="$RAY_TMP" --disable-usage-stats >"$STATE/ray.log" 2>&1 &
 echo $! >"$STATE/ray.pid"
 wait_for 120 "the Ray dashboard" "$PY" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$DASH_PORT/api/version', timeout=2)"
 

@@ -1,0 +1,133 @@
+"""What the archive did: DuckDB queries over the committed stats.
+
+    manifests ─▶ committed stats files ─▶ DuckDB views
+        stats_all   every committed stats row (a key archived twice, e.g. changed, has two)
+        stats       the latest row of each key: the archive as it stands
+
+DuckDB reads object storage through the job's own s3fs filesystem (endpoint, keys,
+path-style addressing from StorageOptions), registered with ``register_filesystem``:
+the DuckDB wheel has no httpfs here, and this way one set of storage options serves
+the jobs and the reports alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import duckdb
+import pyarrow as pa
+
+from .archive import STATS, STATS_SCHEMA, Archive
+from .config import StorageOptions
+from .storage import to_url
+
+GROUPS = {
+    "prefix": "regexp_replace(key, '/[^/]*$', '/')",  # the folder holding the object
+    "day": "cast(timestamp as date)",
+    "model": "model_id",
+    "run": "run_id",
+}
+
+
+def archive_of(stats_url: str) -> str:
+    """``s3://archive/stats/`` → ``s3://archive/`` (the report takes either)."""
+    url = stats_url.rstrip("/")
+    return url[: -len("/" + STATS)] + "/" if url.endswith("/" + STATS) else url + "/"
+
+
+def connect(stats_url: str, storage: StorageOptions | None = None, since: date | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the views ``stats_all`` and ``stats`` over the committed stats."""
+    archive = Archive(archive_of(stats_url), storage)
+    con = duckdb.connect()
+    files = [to_url(archive.fs, f) for f in archive.committed_files(STATS)]
+    if files and files[0].startswith(("s3://", "gs://", "az://", "memory://")):
+        con.register_filesystem(archive.fs)
+    if files:
+        con.execute(f"create view stats_committed as select * from read_parquet({files!r})")
+    else:  # an empty archive still answers every query, with no rows
+        con.register("stats_empty", STATS_SCHEMA.empty_table())
+        con.execute("create view stats_committed as select * from stats_empty")
+    where = f"where timestamp >= '{since.isoformat()}'" if since else ""
+    con.execute(f"create view stats_all as select * from stats_committed {where}")
+    con.execute("""create view stats as select * from stats_all
+                   qualify row_number() over (partition by key order by timestamp desc, run_id desc) = 1""")
+    return con
+
+
+def summary_sql(group_by: str | None) -> str:
+    if group_by is not None and group_by not in GROUPS:
+        raise ValueError(f"group_by must be one of {', '.join(GROUPS)}, got {group_by!r}")
+    group = GROUPS[group_by] if group_by else "'all'"
+    return f"""
+        select {group} as "group",
+               count(*) as images,
+               count(*) filter (where status = 'error') as errors,
+               coalesce(sum(original_bytes) filter (where status = 'ok'), 0) as bytes_in,
+               coalesce(sum(compressed_bytes) filter (where status = 'ok'), 0) as bytes_out,
+               sum(original_bytes) filter (where status = 'ok') / nullif(sum(compressed_bytes), 0) as ratio,
+               avg(bpp) as mean_bpp,
+               quantile_cont(bpp, 0.5) as p50_bpp,
+               quantile_cont(bpp, 0.9) as p90_bpp,
+               avg(psnr) filter (where isfinite(psnr)) as mean_psnr,
+               quantile_cont(psnr, 0.1) filter (where isfinite(psnr)) as p10_psnr,
+               sum(tiles_missed) / nullif(sum(tiles), 0) as missed_tile_share,
+               sum(width::bigint * height) filter (where status = 'ok') / 1e6
+                   / nullif(sum(encode_seconds) filter (where status = 'ok'), 0) as mp_per_replica_s
+        from stats group by 1 order by 1"""
+
+
+ERRORS_SQL = """
+    select error_kind as cause, count(*) as images, min(error) as example
+    from stats where status = 'error' group by 1 order by 2 desc, 1"""
+
+RUNS_SQL = """
+    select run_id, count(*) as images, count(*) filter (where status = 'error') as errors,
+           min(timestamp) as first_row, max(timestamp) as last_row,
+           sum(width::bigint * height) filter (where status = 'ok') / 1e6 as megapixels,
+           sum(original_bytes) filter (where status = 'ok') / nullif(sum(compressed_bytes), 0) as ratio
+    from stats_all group by 1 order by min(timestamp)"""
+
+
+@dataclass
+class Report:
+    summary: pa.Table
+    errors: pa.Table
+    runs: pa.Table
+    group_by: str | None
+
+    def text(self) -> str:
+        parts = [format_table(self.summary, title=f"archive by {self.group_by or 'all'}"),
+                 format_table(self.errors, title="errors by cause") if self.errors.num_rows else "no errors",
+                 format_table(self.runs, title="runs")]
+        return "\n\n".join(parts)
+
+
+def build_report(con: duckdb.DuckDBPyConnection, group_by: str | None = None) -> Report:
+    return Report(con.execute(summary_sql(group_by)).fetch_arrow_table(), con.execute(ERRORS_SQL).fetch_arrow_table(),
+                  con.execute(RUNS_SQL).fetch_arrow_table(), group_by)
+
+
+def _cell(v, name: str) -> str:
+    if v is None:
+        return "-"
+    if name.startswith("bytes"):
+        from .run import _size
+
+        return _size(v)
+    if isinstance(v, float):
+        return f"{v:.1%}" if name.endswith("share") else f"{v:.3f}" if "bpp" in name else f"{v:.2f}"
+    if hasattr(v, "strftime"):
+        return v.strftime("%Y-%m-%d %H:%M:%S")
+    s = str(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def format_table(t: pa.Table, title: str = "") -> str:
+    """A plain fixed-width table (what a terminal and a log file show alike)."""
+    names = t.column_names
+    rows = [[_cell(v, n) for n, v in zip(names, r.values())] for r in t.to_pylist()]
+    widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
+    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    out = ([title] if title else []) + [line(names), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    return "\n".join(out)

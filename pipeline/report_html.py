@@ -1,0 +1,145 @@
+"""The HTML compression report: one self-contained file (plots inlined as PNG, no network).
+
+    stats (DuckDB) ─▶ bpp and PSNR distributions, ratio over time, bytes saved per prefix
+    one record     ─▶ the image beside its per-tile bit-allocation map (bits per pixel of each tile,
+                      read from the stream's tile index: no decoding needed for the map)
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from datetime import datetime, timezone
+
+import duckdb
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .report import Report  # noqa: E402
+
+PLOT_IDS = ("bpp-distribution", "psnr-distribution", "ratio-over-time", "bytes-saved-per-prefix", "bit-allocation")
+
+
+def tile_bpp_map(bitstream: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Per-tile bits per pixel and per-tile quality, as (rows, cols) grids, from the stream's header."""
+    import codec
+    from codec.tiling import grid_boxes
+
+    header = codec.read_header(bitstream)
+    boxes = grid_boxes(header.width, header.height, header.tile_size)
+    cols = -(-header.width // header.tile_size)
+    bpp = np.array([t.length * 8 / (w * h) for t, (_, _, w, h) in zip(header.tiles, boxes)]).reshape(-1, cols)
+    quality = np.array([t.quality for t in header.tiles]).reshape(-1, cols)
+    return bpp, quality
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _figure(plot_id: str, title: str, fig) -> str:
+    return (f'<figure id="{plot_id}"><img alt="{html.escape(title)}" src="data:image/png;base64,{_png(fig)}">'
+            f"<figcaption>{html.escape(title)}</figcaption></figure>")
+
+
+def distribution_plots(con: duckdb.DuckDBPyConnection) -> list[str]:
+    ok = con.execute("select bpp, psnr, target, mode from stats where status = 'ok'").fetchnumpy()
+    out = []
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.hist(ok["bpp"], bins=30, color="C0")
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("images")
+    out.append(_figure("bpp-distribution", "Bits per pixel per image", fig))
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    psnr = ok["psnr"][np.isfinite(ok["psnr"])] if len(ok["psnr"]) else ok["psnr"]
+    ax.hist(psnr, bins=30, color="C2")
+    targets = {float(t) for t, m in zip(ok["target"], ok["mode"]) if m == "target_psnr"}
+    for t in sorted(targets):
+        ax.axvline(t, color="k", ls="--", lw=1)
+    ax.set_xlabel("PSNR of the reconstruction (dB)" + (" — dashed: target" if targets else ""))
+    ax.set_ylabel("images")
+    out.append(_figure("psnr-distribution", "PSNR per image", fig))
+    return out
+
+
+def time_and_prefix_plots(con: duckdb.DuckDBPyConnection) -> list[str]:
+    days = con.execute("""select cast(timestamp as date) as day,
+                                 sum(original_bytes) / nullif(sum(compressed_bytes), 0) as ratio, count(*) as n
+                          from stats_all where status = 'ok' group by 1 order by 1""").fetchnumpy()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.plot(days["day"], days["ratio"], marker="o", color="C1")
+    ax.set_ylabel("compression ratio (×)")
+    ax.set_ylim(bottom=0)
+    fig.autofmt_xdate()
+    out = [_figure("ratio-over-time", "Compression ratio per day archived", fig)]
+    saved = con.execute("""select regexp_replace(key, '/[^/]*$', '/') as prefix,
+                                  sum(original_bytes - compressed_bytes) as saved
+                           from stats where status = 'ok' group by 1 order by 2 desc limit 15""").fetchnumpy()
+    fig, ax = plt.subplots(figsize=(7, 0.4 * max(3, len(saved["prefix"])) + 1))
+    ax.barh([_short(p) for p in saved["prefix"]][::-1], np.asarray(saved["saved"], float)[::-1] / 1e6, color="C0")
+    ax.set_xlabel("MB saved")
+    out.append(_figure("bytes-saved-per-prefix", "Bytes saved per prefix (largest 15)", fig))
+    return out
+
+
+def _short(prefix: str, n: int = 48) -> str:
+    return prefix if len(prefix) <= n else "…" + prefix[-(n - 1):]
+
+
+def bit_allocation_plot(key: str, record: dict) -> str:
+    """The image beside its per-tile bpp map (as in the tiled-codec paper's bit-rate masks)."""
+    import codec
+
+    bpp, quality = tile_bpp_map(record["bitstream"])
+    img = codec.decode(record["bitstream"])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1, 1]})
+    axes[0].imshow(img[..., :3] if img.ndim == 3 else img, cmap=None if img.ndim == 3 else "gray")
+    axes[0].set_title("reconstruction")
+    h, w = img.shape[:2]
+    for ax, grid, label, cmap in ((axes[1], bpp, "bits per pixel", "magma"), (axes[2], quality, "tile quality (0–1)", "viridis")):
+        im = ax.imshow(grid, cmap=cmap, extent=(0, w, h, 0), interpolation="nearest")
+        ax.set_title(label)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _figure("bit-allocation", f"Per-tile bit allocation of {key}", fig)
+
+
+def _table_html(t) -> str:
+    from .report import _cell
+
+    names = t.column_names
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v, n))}</td>" for n, v in zip(names, r.values())) + "</tr>"
+                   for r in t.to_pylist())
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
+table{border-collapse:collapse;margin:8px 0 20px;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}figure{display:inline-block;margin:8px 16px 8px 0}
+figcaption{font-size:13px;color:#555}h2{margin-top:28px;border-bottom:1px solid #ddd}"""
+
+
+def render_html(report: Report, con: duckdb.DuckDBPyConnection, source: str,
+                allocation: tuple[str, dict] | None = None) -> str:
+    """The whole report as one HTML string."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Compression report</title><style>{CSS}</style>"
+             f"</head><body><h1>Compression report</h1><p>{html.escape(source)} · generated {now}</p>",
+             f"<h2>Archive by {html.escape(report.group_by or 'all')}</h2>", _table_html(report.summary),
+             "<h2>Distributions</h2>", *distribution_plots(con),
+             "<h2>Over time and by prefix</h2>", *time_and_prefix_plots(con)]
+    if allocation:
+        parts += ["<h2>Bit allocation</h2>", bit_allocation_plot(*allocation)]
+    parts += ["<h2>Errors by cause</h2>", _table_html(report.errors) if report.errors.num_rows else "<p>No errors.</p>",
+              "<h2>Runs</h2>", _table_html(report.runs), "</body></html>"]
+    return "\n".join(parts)

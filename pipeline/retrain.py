@@ -1,0 +1,305 @@
+"""Domain retraining with Ray Train: fine-tune the codec on a bucket of imagery, evaluate, register.
+
+    listing (driver) ─▶ train keys / held-out keys (by file hash, or --holdout)
+    ray.data.from_items(train keys) ─▶ map_batches(load_crops)         random crops + flips, uint8
+    TorchTrainer(train_loop, num_workers, use_gpu)                     DDP; a checkpoint every N steps
+        in the run's storage path; a killed worker restarts the group from the last checkpoint
+    driver: finalise (coding tables, integer hyper-synthesis) ─▶ real-stream RD on held-out images,
+        new vs base (BD-rate, per image) ─▶ ModelStore.register (weights, hash, config, data, metrics)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from .config import StorageOptions, TrainJobConfig
+from .storage import filesystem, iter_objects, pyarrow_filesystem, split_url
+
+FAULT_ENV = "TLIC_FAULT_KILL_TRAIN_WORKER"  # "STEP:/path/marker": the last worker dies once at STEP (tests)
+
+
+def split_keys(keys: list[str], fraction: float) -> tuple[list[str], list[str]]:
+    """(train, held out) by a hash of each file's name: stable as the bucket grows, never mixing a file."""
+    from codec.train import split_validation
+
+    train, held = split_validation([PurePosixPath(k) for k in keys], fraction)
+    by_path = {PurePosixPath(k): k for k in keys}
+    return [by_path[p] for p in train], [by_path[p] for p in held]
+
+
+def read_rgb(key: str, storage: StorageOptions | None) -> np.ndarray:
+    """An image from storage as uint8 RGB (alpha dropped, gray expanded)."""
+    from pipeline.imagedecode import decode_image
+
+    fs, path = filesystem(key, storage)
+    arr, _ = decode_image(fs.cat_file(path), key, 1 << 31)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def load_crops(batch: dict, storage: StorageOptions | None, crop: int, crops_per_image: int) -> dict:
+    """Ray Data UDF: keys → random crops (with flips) of each image; images smaller than a crop are skipped."""
+    rng = np.random.default_rng(int.from_bytes(os.urandom(8), "little"))
+    crops = []
+    for key in batch["key"]:
+        try:
+            im = read_rgb(str(key), storage)
+        except Exception as exc:  # a bad training image is logged and skipped, not fatal
+            print(f"load_crops: skipping {key}: {exc}", flush=True)
+            continue
+        if min(im.shape[:2]) < crop:
+            continue
+        for _ in range(crops_per_image):
+            y, x = rng.integers(im.shape[0] - crop + 1), rng.integers(im.shape[1] - crop + 1)
+            c = im[y : y + crop, x : x + crop]
+            c = c[:, ::-1] if rng.random() < 0.5 else c
+            crops.append(c[::-1] if rng.random() < 0.5 else c)
+    return {"crop": np.stack(crops) if crops else np.empty((0, crop, crop, 3), np.uint8)}
+
+
+def _base_model(spec: str | None, registry: str, storage):
+    from codec.model import HyperpriorCodec, ModelConfig
+    from codec.registry import load_model
+
+    from .model_store import install_model
+
+    if spec is None:
+        return HyperpriorCodec(ModelConfig()), None
+    loaded = load_model(install_model(spec, registry, storage))
+    model = HyperpriorCodec(loaded.model.config)
+    model.load_state_dict(loaded.model.state_dict())
+    return model, loaded.model_id
+
+
+def train_loop(config: dict) -> None:
+    """One Ray Train worker: (re)start from the last checkpoint, train to ``steps``, checkpoint on the way."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from codec.train import train_step
+
+    cfg: TrainJobConfig = config["cfg"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    torch.manual_seed(1234 + rank)
+    model, _ = _base_model(cfg.base, cfg.registry, cfg.storage)
+    optimizer_state, step, log = None, 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer_state, step, log = state["optimizer"], state["step"], state["log"]
+        log.append({"event": "resumed", "step": step, "time": time.time()})
+        print(f"worker {rank}: resumed from step {step}", flush=True)
+    shard = ray.train.get_dataset_shard("train")
+    batches = _endless(shard, cfg.batch_size)
+    if cfg.base is None and not checkpoint:  # from scratch: the block transform starts as PCA of real blocks
+        from codec.train import sample_blocks
+
+        first = next(batches)
+        model.init_block_transform(sample_blocks(_Crops(first), crops=len(first)))
+    model = ray.train.torch.prepare_model(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if optimizer_state:
+        optimizer.load_state_dict(optimizer_state)
+    fault_step, fault_marker = _fault(config.get("fault"))
+    running, t0 = None, time.time()
+    while step < cfg.steps:
+        for g in optimizer.param_groups:
+            g["lr"] = cfg.lr * 0.3 ** sum(step / cfg.steps >= f for f in cfg.lr_decay_at)
+        x = next(batches).to(ray.train.torch.get_device())
+        stats = train_step(_Unwrapped(model), optimizer, x)
+        running = stats if running is None else {k: 0.9 * running[k] + 0.1 * v for k, v in stats.items()}
+        step += 1
+        if fault_step == step and rank == world - 1 and not Path(fault_marker).exists():
+            Path(fault_marker).write_text(str(step))
+            os._exit(1)  # a worker dies mid-run (fault-tolerance test)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            log.append({"step": step, "time": time.time(), **running})
+            metrics = {"step": step, "steps_per_s": step / max(time.time() - t0, 1e-9), **running}
+            with tempfile.TemporaryDirectory() as d:
+                ckpt = None
+                if rank == 0:
+                    raw = model.module if hasattr(model, "module") else model
+                    torch.save({"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                                "log": log, "model_config": raw.config.model_dump()}, Path(d) / "state.pt")
+                    ckpt = ray.train.Checkpoint.from_directory(d)
+                ray.train.report(metrics, checkpoint=ckpt)
+
+
+class _Unwrapped:
+    """``train_step`` calls ``model(x, q)`` and ``model.lmbda(q)``: route both through DDP's wrapper."""
+
+    def __init__(self, ddp):
+        self.ddp, self.raw = ddp, (ddp.module if hasattr(ddp, "module") else ddp)
+
+    def __call__(self, *a):
+        return self.ddp(*a)
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
+
+
+class _Crops:
+    """Adapts a tensor batch to ``sample_blocks``' sampler interface."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def batch(self, n):
+        return self.x[:n]
+
+
+def _endless(shard, batch_size: int):
+    """Batches of float crops in [0, 1], (N, 3, H, W), pass after pass over the shard."""
+    import torch
+
+    while True:
+        got = False
+        for b in shard.iter_torch_batches(batch_size=batch_size, drop_last=True, dtypes={"crop": torch.uint8}):
+            got = True
+            yield b["crop"].permute(0, 3, 1, 2).float().div_(255.0)
+        if not got:
+            raise RuntimeError("no training crops: are the images at least --crop pixels on each side?")
+
+
+def _fault(spec: str | None) -> tuple[int | None, str | None]:
+    if not spec:
+        return None, None
+    step, marker = spec.split(":", 1)
+    return int(step), marker
+
+
+@dataclass
+class TrainOutcome:
+    model_id: str
+    steps: int
+    resumed_at: list[int]
+    train_images: int
+    holdout_images: int
+    bd_rate_vs_base: float | None
+    table: str
+    seconds: float
+
+
+def _calibration(keys: list[str], storage, crop: int, n: int = 16) -> "torch.Tensor":  # noqa: F821
+    import torch
+
+    rng = np.random.default_rng(0)
+    crops = []
+    for key in keys[:n]:
+        im = read_rgb(key, storage)
+        size = min(crop, min(im.shape[:2]) // 64 * 64)
+        if size < 64:
+            continue
+        y, x = rng.integers(im.shape[0] - size + 1), rng.integers(im.shape[1] - size + 1)
+        crops.append(torch.from_numpy(im[y : y + size, x : x + size].copy()).permute(2, 0, 1).float() / 255)
+    size = min(c.shape[-1] for c in crops)
+    return torch.stack([c[:, :size, :size] for c in crops])
+
+
+def run_training(cfg: TrainJobConfig, progress: bool = True) -> TrainOutcome:
+    import ray
+    import torch
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    import codec
+    from codec.evaluate import compare
+    from codec.model import HyperpriorCodec, ModelConfig
+    from codec.registry import LoadedModel, save_weights
+
+    from .model_store import ModelStore, install_model
+
+    t0 = time.time()
+    keys = [o.key for o in iter_objects(cfg.data, cfg.storage, cfg.extensions)]
+    if cfg.holdout:
+        train_keys, holdout = keys, [o.key for o in iter_objects(cfg.holdout, cfg.storage, cfg.extensions)]
+    else:
+        train_keys, holdout = split_keys(keys, cfg.holdout_fraction)
+    if not train_keys:
+        raise ValueError(f"no training images under {cfg.data}")
+    print(f"training {cfg.name} on {len(train_keys)} images, holding out {len(holdout)}", flush=True)
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=progress, include_dashboard=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ds = ray.data.from_items([{"key": k} for k in train_keys]).repartition(max(1, min(len(train_keys), 4 * cfg.num_workers)))
+    ds = ds.map_batches(load_crops, fn_kwargs={"storage": cfg.storage, "crop": cfg.crop, "crops_per_image": cfg.crops_per_image},
+                        batch_size=4, num_cpus=0.5)
+    fs, path = pyarrow_filesystem(cfg.storage_path, cfg.storage)
+    local = split_url(cfg.storage_path)[0] == "file"
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"cfg": cfg, "fault": os.environ.get(FAULT_ENV)},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}),
+        run_config=RunConfig(name=cfg.run_name, storage_path=os.path.abspath(path) if local else path,
+                             storage_filesystem=None if local else fs,
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        datasets={"train": ds},
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"training {cfg.run_name} produced no checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+    model = HyperpriorCodec(ModelConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    model.eval().finalize(_calibration(train_keys, cfg.storage, cfg.crop))
+    buf = io.BytesIO()
+    save_weights(model, buf)
+    blob = buf.getvalue()
+
+    import hashlib
+
+    candidate = LoadedModel(model, f"{cfg.name}@candidate", hashlib.sha256(blob).digest())
+    base_id = install_model(cfg.base or "default", cfg.registry, cfg.storage)
+    models = {"base": codec.load_model(base_id), "new": candidate}
+    eval_keys = holdout[: cfg.eval_images] if cfg.eval_images else holdout
+    images = {k: read_rgb(k, cfg.storage) for k in eval_keys}
+    metrics, table = {}, "no held-out images: not evaluated"
+    if images:
+        cmp = compare(models, images, reference="base")
+        metrics = {"bd_rate_vs_base_pct": cmp["bd_rate"]["new"],
+                   "per_image": {k: {"bd_rate_pct": cmp["bd_rate_per_image"][k]["new"],
+                                     "base": vars(cmp["per_image"][k]["base"]), "new": vars(cmp["per_image"][k]["new"])}
+                                 for k in images},
+                   "mean": {m: vars(c) for m, c in cmp["mean"].items()}}
+        table = evaluation_table(cfg.name, base_id, cmp)
+    resumed = [e["step"] for e in state["log"] if e.get("event") == "resumed"]
+    card = {"name": cfg.name, "base": base_id if cfg.base else None, "config": model.config.model_dump(),
+            "training": cfg.model_dump(mode="json", exclude={"storage"}) | {"steps_done": state["step"], "resumed_at": resumed,
+                                                                              "run_storage": f"{cfg.storage_path.rstrip('/')}/{cfg.run_name}"},
+            "data": {"train": cfg.data, "train_images": len(train_keys), "holdout": cfg.holdout or f"{cfg.holdout_fraction:.0%} of {cfg.data} by file hash",
+                     "holdout_keys": eval_keys},
+            "metrics": metrics, "train_log": state["log"]}
+    model_id = ModelStore(cfg.registry, cfg.storage).register(cfg.name, blob, **card)
+    return TrainOutcome(model_id, state["step"], resumed, len(train_keys), len(holdout), metrics.get("bd_rate_vs_base_pct"),
+                        table, time.time() - t0)
+
+
+def evaluation_table(name: str, base_id: str, cmp: dict) -> str:
+    lines = [f"held-out evaluation: {name} vs {base_id} (real streams; BD-rate < 0 = smaller files at equal PSNR)",
+             f"  {'image':<48} {'BD-rate':>9}"]
+    for k, v in cmp["bd_rate_per_image"].items():
+        bd = v["new"]
+        lines.append(f"  {k[-48:]:<48} {'n/a' if bd is None else f'{bd:+.1f}%':>9}")
+    bd = cmp["bd_rate"]["new"]
+    lines.append(f"  {'mean curve':<48} {'n/a' if bd is None else f'{bd:+.1f}%':>9}")
+    return "\n".join(lines)
+
+
+__all__ = ["run_training", "train_loop", "load_crops", "split_keys", "TrainOutcome"]
