@@ -35,6 +35,10 @@ def weed_binary() -> str:
     return found
 
 
+class _PortTaken(Exception):
+    """weed could not bind a port that was free a moment before."""
+
+
 class LocalS3:
     def __init__(self, data_dir: str | Path, buckets: list[str] = (), access_key: str | None = None,
                  secret_key: str | None = None, port: int | None = None):
@@ -42,6 +46,7 @@ class LocalS3:
         self.buckets = list(buckets)
         self.access_key = access_key or "tlic-" + secrets.token_hex(4)
         self.secret_key = secret_key or secrets.token_hex(16)
+        self._fixed_port = port is not None
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -55,7 +60,21 @@ class LocalS3:
         return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
                 "AWS_ENDPOINT_URL": self.endpoint_url, "AWS_DEFAULT_REGION": "us-east-1"}
 
-    def start(self, timeout: float = 30.0) -> "LocalS3":
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> "LocalS3":
+        """Start the server; a port taken between picking and binding it means a retry on fresh ports."""
+        for attempt in range(attempts):
+            try:
+                self._launch()
+                self._wait_ready(timeout)
+                return self
+            except _PortTaken:
+                self.stop()
+                if self._fixed_port or attempt == attempts - 1:
+                    raise RuntimeError(f"SeaweedFS could not bind its ports; see {self.data_dir / 'weed.log'}") from None
+                self.port = free_port()
+        return self
+
+    def _launch(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "s3.json"
         config.write_text(json.dumps({"identities": [{
@@ -70,14 +89,14 @@ class LocalS3:
         log = open(self.data_dir / "weed.log", "wb")
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        self._wait_ready(timeout)
-        return self
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.time() + timeout
         fs = None
         while time.time() < deadline:
             if self.proc.poll() is not None:
+                if b"is not available" in (self.data_dir / "weed.log").read_bytes():
+                    raise _PortTaken()
                 raise RuntimeError(f"weed exited with {self.proc.returncode}; see {self.data_dir / 'weed.log'}")
             try:
                 fs = fs or self.filesystem()

@@ -63,9 +63,9 @@ def summary_sql(group_by: str | None) -> str:
         select {group} as "group",
                count(*) as images,
                count(*) filter (where status = 'error') as errors,
-               coalesce(sum(original_bytes) filter (where status = 'ok'), 0) as bytes_in,
-               coalesce(sum(compressed_bytes) filter (where status = 'ok'), 0) as bytes_out,
-               sum(original_bytes) filter (where status = 'ok') / nullif(sum(compressed_bytes), 0) as ratio,
+               coalesce(sum(original_bytes) filter (where status = 'ok'), 0)::bigint as bytes_in,
+               coalesce(sum(compressed_bytes) filter (where status = 'ok'), 0)::bigint as bytes_out,
+               (sum(original_bytes) filter (where status = 'ok'))::double / nullif(sum(compressed_bytes), 0) as ratio,
                avg(bpp) as mean_bpp,
                quantile_cont(bpp, 0.5) as p50_bpp,
                quantile_cont(bpp, 0.9) as p90_bpp,
@@ -85,7 +85,7 @@ RUNS_SQL = """
     select run_id, count(*) as images, count(*) filter (where status = 'error') as errors,
            min(timestamp) as first_row, max(timestamp) as last_row,
            sum(width::bigint * height) filter (where status = 'ok') / 1e6 as megapixels,
-           sum(original_bytes) filter (where status = 'ok') / nullif(sum(compressed_bytes), 0) as ratio
+           (sum(original_bytes) filter (where status = 'ok'))::double / nullif(sum(compressed_bytes), 0) as ratio
     from stats_all group by 1 order by min(timestamp)"""
 
 
@@ -104,8 +104,8 @@ class Report:
 
 
 def build_report(con: duckdb.DuckDBPyConnection, group_by: str | None = None) -> Report:
-    return Report(con.execute(summary_sql(group_by)).fetch_arrow_table(), con.execute(ERRORS_SQL).fetch_arrow_table(),
-                  con.execute(RUNS_SQL).fetch_arrow_table(), group_by)
+    return Report(con.execute(summary_sql(group_by)).to_arrow_table(), con.execute(ERRORS_SQL).to_arrow_table(),
+                  con.execute(RUNS_SQL).to_arrow_table(), group_by)
 
 
 def _cell(v, name: str) -> str:

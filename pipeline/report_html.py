@@ -71,16 +71,22 @@ def distribution_plots(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 def time_and_prefix_plots(con: duckdb.DuckDBPyConnection) -> list[str]:
     days = con.execute("""select cast(timestamp as date) as day,
-                                 sum(original_bytes) / nullif(sum(compressed_bytes), 0) as ratio, count(*) as n
+                                 sum(original_bytes)::double / nullif(sum(compressed_bytes), 0) as ratio, count(*) as n
                           from stats_all where status = 'ok' group by 1 order by 1""").fetchnumpy()
+    import matplotlib.dates as mdates
+
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     ax.plot(days["day"], days["ratio"], marker="o", color="C1")
     ax.set_ylabel("compression ratio (×)")
     ax.set_ylim(bottom=0)
-    fig.autofmt_xdate()
+    if len(days["day"]):
+        lo, hi = np.min(days["day"]), np.max(days["day"])
+        ax.set_xlim(lo - np.timedelta64(1, "D"), hi + np.timedelta64(1, "D"))  # a single day stays readable
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=8))
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
     out = [_figure("ratio-over-time", "Compression ratio per day archived", fig)]
     saved = con.execute("""select regexp_replace(key, '/[^/]*$', '/') as prefix,
-                                  sum(original_bytes - compressed_bytes) as saved
+                                  sum(original_bytes - compressed_bytes)::double as saved
                            from stats where status = 'ok' group by 1 order by 2 desc limit 15""").fetchnumpy()
     fig, ax = plt.subplots(figsize=(7, 0.4 * max(3, len(saved["prefix"])) + 1))
     ax.barh([_short(p) for p in saved["prefix"]][::-1], np.asarray(saved["saved"], float)[::-1] / 1e6, color="C0")
@@ -118,14 +124,14 @@ def _table_html(t) -> str:
 
     names = t.column_names
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v, n))}</td>" for n, v in zip(names, r.values())) + "</tr>"
-                   for r in t.to_pylist())
+    body = "".join("<tr>" + "".join(f"<td{' class=t' if isinstance(v, str) else ''}>{html.escape(_cell(v, n))}</td>"
+                                    for n, v in zip(names, r.values())) + "</tr>" for r in t.to_pylist())
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:8px 0 20px;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f2f2f2}td:first-child,th:first-child{text-align:left}figure{display:inline-block;margin:8px 16px 8px 0}
+th{background:#f2f2f2}td.t{text-align:left}td:first-child,th:first-child{text-align:left}figure{display:inline-block;margin:8px 16px 8px 0}
 figcaption{font-size:13px;color:#555}h2{margin-top:28px;border-bottom:1px solid #ddd}"""
 
 

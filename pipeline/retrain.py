@@ -114,7 +114,7 @@ def train_loop(config: dict) -> None:
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
     fault_step, fault_marker = _fault(config.get("fault"))
-    running, t0 = None, time.time()
+    running, t0, start_step = None, time.time(), step
     while step < cfg.steps:
         for g in optimizer.param_groups:
             g["lr"] = cfg.lr * 0.3 ** sum(step / cfg.steps >= f for f in cfg.lr_decay_at)
@@ -127,7 +127,10 @@ def train_loop(config: dict) -> None:
             os._exit(1)  # a worker dies mid-run (fault-tolerance test)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             log.append({"step": step, "time": time.time(), **running})
-            metrics = {"step": step, "steps_per_s": step / max(time.time() - t0, 1e-9), **running}
+            metrics = {"step": step, "steps_per_s": (step - start_step) / max(time.time() - t0, 1e-9), **running}
+            if rank == 0:  # progress, in the job's log
+                print(f"step {step}/{cfg.steps}  loss {running['loss']:.3f}  bpp {running['bpp']:.3f}  "
+                      f"psnr {running['psnr']:.2f} dB  {metrics['steps_per_s']:.2f} steps/s", flush=True)
             with tempfile.TemporaryDirectory() as d:
                 ckpt = None
                 if rank == 0:
@@ -280,11 +283,11 @@ def run_training(cfg: TrainJobConfig, progress: bool = True) -> TrainOutcome:
                    "mean": {m: vars(c) for m, c in cmp["mean"].items()}}
         table = evaluation_table(cfg.name, base_id, cmp)
     resumed = [e["step"] for e in state["log"] if e.get("event") == "resumed"]
-    card = {"name": cfg.name, "base": base_id if cfg.base else None, "config": model.config.model_dump(),
+    card = {"base": base_id if cfg.base else None, "config": model.config.model_dump(),
             "training": cfg.model_dump(mode="json", exclude={"storage"}) | {"steps_done": state["step"], "resumed_at": resumed,
                                                                               "run_storage": f"{cfg.storage_path.rstrip('/')}/{cfg.run_name}"},
             "data": {"train": cfg.data, "train_images": len(train_keys), "holdout": cfg.holdout or f"{cfg.holdout_fraction:.0%} of {cfg.data} by file hash",
-                     "holdout_keys": eval_keys},
+                     "holdout_keys": holdout, "evaluated_keys": eval_keys},
             "metrics": metrics, "train_log": state["log"]}
     model_id = ModelStore(cfg.registry, cfg.storage).register(cfg.name, blob, **card)
     return TrainOutcome(model_id, state["step"], resumed, len(train_keys), len(holdout), metrics.get("bd_rate_vs_base_pct"),

@@ -32,6 +32,7 @@ wait_for 60 "SeaweedFS" test -s "$STATE/s3.env"
 source "$STATE/s3.env"  # the Ray head (and so every submitted job) gets the S3 endpoint and keys
 
 export PATH="$BIN:$PATH"  # the jobs' drivers run this environment's python
+export RAY_AUTH_MODE=token  # Ray's token auth, token in ~/.ray/auth_token (clients need the same mode)
 RAY_TMP=$(mktemp -d /tmp/tlic-ray.XXXXXX)  # short (socket paths) and private: other Ray clusters never see it
 echo "$RAY_TMP" >"$STATE/ray.tmp"
 GCS_PORT=$("$PY" -c 'from pipeline.localstack import free_port; print(free_port())')
@@ -40,9 +41,16 @@ setsid "$BIN/ray" start --head --block --node-ip-address=127.0.0.1 --port="$GCS_
   --dashboard-host=127.0.0.1 --dashboard-port="$DASH_PORT" --include-dashboard=true \
   --temp-dir="$RAY_TMP" --disable-usage-stats >"$STATE/ray.log" 2>&1 &
 echo $! >"$STATE/ray.pid"
-wait_for 120 "the Ray dashboard" "$PY" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$DASH_PORT/api/version', timeout=2)"
+# any HTTP answer means it is up (with Ray's token auth on, an unauthenticated probe gets 401;
+# `ray job submit` from this user finds the token in ~/.ray/auth_token)
+wait_for 120 "the Ray dashboard" "$PY" -c "
+import urllib.error, urllib.request
+try:
+    urllib.request.urlopen('http://127.0.0.1:$DASH_PORT/api/version', timeout=2)
+except urllib.error.HTTPError:
+    pass"
 
-{ cat "$STATE/s3.env"; echo "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:$DASH_PORT"; } >"$STATE/env.sh"
+{ cat "$STATE/s3.env"; echo "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:$DASH_PORT"; echo "export RAY_AUTH_MODE=token"; } >"$STATE/env.sh"
 chmod 600 "$STATE/env.sh"
 echo "S3 at $AWS_ENDPOINT_URL, Ray dashboard at http://127.0.0.1:$DASH_PORT"
 echo "source $STATE/env.sh   # then: ray job submit --working-dir . -- python jobs/compress_bucket.py ..."
