@@ -5,7 +5,8 @@
 Starts SeaweedFS on 127.0.0.1 (free port, fresh access keys), uploads sample
 images to s3://raw/samples/ (aerial scenes from ../shared/data/aerial when present,
 else scikit-image's samples), runs jobs/compress_bucket.py's job on local Ray,
-then queries the stats with DuckDB and restores one image from its record.
+then queries the stats with DuckDB, writes the HTML report (.demo/report.html) and restores
+one image and one region of it from its record.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import argparse
 import io
 import os
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +52,6 @@ def main(argv=None) -> int:
     from pipeline.localstack import LocalS3
     from pipeline.run import run_job
 
-    import codec
 
     with LocalS3(a.dir / "s3", buckets=["raw", "archive"]) as s3:
         os.environ.update(s3.env)
@@ -80,13 +79,19 @@ def main(argv=None) -> int:
             from read_parquet('s3://archive/demo/stats/*/*.parquet') where status = 'ok' group by 1 order by 1
         """))
 
-        rec = Archive("s3://archive/demo/").committed_table("records", ["key", "bitstream"]).slice(0, 1).to_pylist()
+        from jobs import report as report_job
+        from pipeline.restore import restore_one
+
+        print()
+        report_job.main(["--stats", "s3://archive/demo/stats/", "--html", str(a.dir / "report.html")])
+        rec = Archive("s3://archive/demo/").committed_table("records", ["key", "width", "height"]).slice(0, 1).to_pylist()
         if rec:
-            out = a.dir / "restored.png"
-            t = time.perf_counter()
-            img = codec.decode(rec[0]["bitstream"])
-            Image.fromarray(img).save(out)
-            print(f"\nrestored {rec[0]['key']} → {out} ({img.shape[1]}×{img.shape[0]}, {time.perf_counter() - t:.2f} s)")
+            key, w, h = rec[0]["key"], rec[0]["width"], rec[0]["height"]
+            whole = restore_one("s3://archive/demo/", key, str(a.dir / "restored.png"))
+            region = (w // 4, h // 4, w // 2, h // 2)
+            crop = restore_one("s3://archive/demo/", key, str(a.dir / "restored-region.png"), region=region)
+            print(f"\nrestored {key} → {whole['output']} ({whole['width']}×{whole['height']}, {whole['seconds']:.2f} s)")
+            print(f"restored region {region} → {crop['output']} ({crop['seconds']:.2f} s, only the tiles that cover it)")
     return 0
 
 

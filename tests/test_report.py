@@ -7,7 +7,6 @@ import uuid
 from datetime import date
 
 import numpy as np
-import pyarrow.compute as pc
 import pytest
 from PIL import Image
 
