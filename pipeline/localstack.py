@@ -28,6 +28,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports (all held open while picking, so none repeats)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def weed_binary() -> str:
     found = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     if not Path(found).exists():
@@ -82,7 +94,7 @@ class LocalS3:
             "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
         args = [weed_binary(), "mini", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 f"-s3.port={self.port}", f"-s3.config={config}", "-webdav=false", "-admin.ui=false"]
-        args += [f"-{flag}={free_port()}" for flag in PORT_FLAGS]
+        args += [f"-{flag}={port}" for flag, port in zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)))]
         if self.buckets:
             args.append("-bucket=" + ",".join(self.buckets))
         (self.data_dir / "data").mkdir(exist_ok=True)

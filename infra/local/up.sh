@@ -35,10 +35,14 @@ export PATH="$BIN:$PATH"  # the jobs' drivers run this environment's python
 export RAY_AUTH_MODE=token  # Ray's token auth, token in ~/.ray/auth_token (clients need the same mode)
 RAY_TMP=$(mktemp -d /tmp/tlic-ray.XXXXXX)  # short (socket paths) and private: other Ray clusters never see it
 echo "$RAY_TMP" >"$STATE/ray.tmp"
-GCS_PORT=$("$PY" -c 'from pipeline.localstack import free_port; print(free_port())')
-DASH_PORT=$("$PY" -c 'from pipeline.localstack import free_port; print(free_port())')
-setsid "$BIN/ray" start --head --block --node-ip-address=127.0.0.1 --port="$GCS_PORT" \
-  --dashboard-host=127.0.0.1 --dashboard-port="$DASH_PORT" --include-dashboard=true \
+# every port Ray would otherwise take at a fixed default gets a free one, so this stack
+# coexists with other Ray instances on the machine (tests, a notebook, a second stack)
+PORTS=($("$PY" -c 'from pipeline.localstack import free_ports; print(*free_ports(9))'))
+setsid "$BIN/ray" start --head --block --node-ip-address=127.0.0.1 --port="${PORTS[0]}" \
+  --dashboard-host=127.0.0.1 --dashboard-port="${PORTS[1]}" --include-dashboard=true \
+  --dashboard-agent-listen-port="${PORTS[2]}" --dashboard-agent-grpc-port="${PORTS[3]}" \
+  --runtime-env-agent-port="${PORTS[4]}" --metrics-export-port="${PORTS[5]}" \
+  --node-manager-port="${PORTS[6]}" --object-manager-port="${PORTS[7]}" --ray-client-server-port="${PORTS[8]}" \
   --temp-dir="$RAY_TMP" --disable-usage-stats >"$STATE/ray.log" 2>&1 &
 echo $! >"$STATE/ray.pid"
 # any HTTP answer means it is up (with Ray's token auth on, an unauthenticated probe gets 401;
@@ -46,11 +50,16 @@ echo $! >"$STATE/ray.pid"
 wait_for 120 "the Ray dashboard" "$PY" -c "
 import urllib.error, urllib.request
 try:
-    urllib.request.urlopen('http://127.0.0.1:$DASH_PORT/api/version', timeout=2)
+    urllib.request.urlopen('http://127.0.0.1:${PORTS[1]}/api/version', timeout=2)
 except urllib.error.HTTPError:
     pass"
 
-{ cat "$STATE/s3.env"; echo "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:$DASH_PORT"; echo "export RAY_AUTH_MODE=token"; } >"$STATE/env.sh"
+# the dashboard answers before its job agent is ready: up means a job really runs
+export RAY_API_SERVER_ADDRESS=http://127.0.0.1:${PORTS[1]}
+wait_for 180 "Ray job submission" bash -c \
+  "\"$BIN/ray\" job submit --submission-id \"up-probe-\$RANDOM\$RANDOM\" -- python -c pass >>\"$STATE/ray.log\" 2>&1"
+
+{ cat "$STATE/s3.env"; echo "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:${PORTS[1]}"; echo "export RAY_AUTH_MODE=token"; } >"$STATE/env.sh"
 chmod 600 "$STATE/env.sh"
-echo "S3 at $AWS_ENDPOINT_URL, Ray dashboard at http://127.0.0.1:$DASH_PORT"
+echo "S3 at $AWS_ENDPOINT_URL, Ray dashboard at http://127.0.0.1:${PORTS[1]}"
 echo "source $STATE/env.sh   # then: ray job submit --working-dir . -- python jobs/compress_bucket.py ..."
