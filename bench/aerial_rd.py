@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--kodak", type=int, default=24, help="Kodak images to evaluate on (0: skip)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--export", type=Path, help="copy the registered model (weights + card) into this registry folder")
     a = ap.parse_args(argv)
     if not AERIAL.exists():
         print(f"skipped: {AERIAL} not found (the aerial set lives in ../shared/data)")
@@ -71,6 +72,13 @@ def main(argv=None) -> int:
         print(outcome.table)
         store = ModelStore(cfg.registry)
         card = store.card(outcome.model_id)
+        if a.export:  # keep the model: the bucket above is temporary
+            name, version = store.resolve(outcome.model_id)
+            dest = a.export / name / f"v{version:04d}"
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in ("weights.pt", "card.json"):
+                (dest / f).write_bytes(fs.cat_file(f"models/{name}/v{version:04d}/{f}"))
+            print(f"exported {outcome.model_id} to {dest}")
         store.install(outcome.model_id)
         models = {"default": codec.load_model("default"), "aerial": codec.load_model(outcome.model_id)}
         holdout = {k.split("/train/")[-1]: read_rgb(k, cfg.storage) for k in card["data"]["holdout_keys"]}

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from PIL import Image  # noqa: E402
 
 AERIAL = ROOT.parent / "shared" / "data" / "aerial" / "train"
+SEED_MODELS = ROOT / "models"  # a model registry in the object-storage layout (the aerial model lives here)
 
 
 def sample_images(n: int) -> dict[str, bytes]:
@@ -45,6 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--target-psnr", type=float, default=38.0)
     ap.add_argument("--dir", type=Path, default=ROOT / ".demo", help="where the local S3 server keeps its data")
+    ap.add_argument("--model", default="auto", help="auto: the aerial model for aerial samples, else default")
     a = ap.parse_args(argv)
 
     from pipeline.archive import Archive
@@ -53,7 +55,7 @@ def main(argv=None) -> int:
     from pipeline.run import run_job
 
 
-    with LocalS3(a.dir / "s3", buckets=["raw", "archive"]) as s3:
+    with LocalS3(a.dir / "s3", buckets=["raw", "archive", "models"]) as s3:
         os.environ.update(s3.env)
         print(f"local S3 (SeaweedFS) at {s3.endpoint_url}, data in {a.dir / 's3'}")
         fs = s3.filesystem()
@@ -62,8 +64,20 @@ def main(argv=None) -> int:
             fs.pipe(f"raw/samples/{name}", data)
         print(f"uploaded {len(images)} images ({sum(map(len, images.values())) / 1e6:.1f} MB) to s3://raw/samples/")
 
-        cfg = CompressJobConfig(input="s3://raw/samples/", output="s3://archive/demo/", target_psnr=a.target_psnr)
-        print(f"archiving s3://raw/samples/ → s3://archive/demo/ at {a.target_psnr} dB per tile ...", flush=True)
+        registry = None
+        if SEED_MODELS.exists():  # the model registry a user's bucket would hold
+            for f in SEED_MODELS.rglob("*"):
+                if f.is_file() and f.suffix in (".pt", ".json"):
+                    fs.pipe(f"models/{f.relative_to(SEED_MODELS).as_posix()}", f.read_bytes())
+            registry = "s3://models/"
+            print(f"model registry: s3://models/ ({', '.join(sorted(p.name for p in SEED_MODELS.iterdir() if p.is_dir()))})")
+        model = a.model
+        if model == "auto":
+            model = "aerial" if registry and AERIAL.exists() and (SEED_MODELS / "aerial").exists() else "default"
+        cfg = CompressJobConfig(input="s3://raw/samples/", output="s3://archive/demo/", target_psnr=a.target_psnr,
+                                model=model, model_registry=registry)
+        print(f"archiving s3://raw/samples/ → s3://archive/demo/ at {a.target_psnr} dB per tile with model {model} ...",
+              flush=True)
         summary = run_job(cfg)
         print(summary.table())
         print("records: s3://archive/demo/records/   stats: s3://archive/demo/stats/   manifests: s3://archive/demo/_manifests/")
@@ -87,9 +101,10 @@ def main(argv=None) -> int:
         rec = Archive("s3://archive/demo/").committed_table("records", ["key", "width", "height"]).slice(0, 1).to_pylist()
         if rec:
             key, w, h = rec[0]["key"], rec[0]["width"], rec[0]["height"]
-            whole = restore_one("s3://archive/demo/", key, str(a.dir / "restored.png"))
+            whole = restore_one("s3://archive/demo/", key, str(a.dir / "restored.png"), model_registry=registry)
             region = (w // 4, h // 4, w // 2, h // 2)
-            crop = restore_one("s3://archive/demo/", key, str(a.dir / "restored-region.png"), region=region)
+            crop = restore_one("s3://archive/demo/", key, str(a.dir / "restored-region.png"), region=region,
+                               model_registry=registry)
             print(f"\nrestored {key} → {whole['output']} ({whole['width']}×{whole['height']}, {whole['seconds']:.2f} s)")
             print(f"restored region {region} → {crop['output']} ({crop['seconds']:.2f} s, only the tiles that cover it)")
     return 0
