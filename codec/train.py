@@ -1,9 +1,11 @@
 """Training loop for the variable-rate model: R + λ(q)·D with q drawn per image.
 
 Plain PyTorch so that a Ray Train job can call :func:`train_step` and the data
-helpers from its workers. Checkpoints are written atomically and resumed from.
+helpers from its workers. Checkpoints are written atomically and resumed from;
+runs on CUDA when there is a GPU (crops are cut on the CPU one batch ahead).
 
     python -m codec.train --data ../shared/data/train-natural --out runs/default
+    python -m codec.train --data ... --out runs/v2 --init default@1 --crop 256 --batch-size 16 --max-minutes 24
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,7 @@ from tqdm import tqdm
 from .model import HyperpriorCodec, ModelConfig
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".ppm"}
+SNAPSHOT_NAME = "weights_snapshot.pt"  # weights-only copy of the checkpoint (small enough to ship around)
 
 
 class TrainConfig(BaseModel):
@@ -44,6 +48,8 @@ class TrainConfig(BaseModel):
     threads: int | None = None
     seed: int = 0
     channels_last: bool = True
+    device: str = "auto"  # "auto": CUDA when available
+    init: str | None = None  # start from a registered model (e.g. "default@1") instead of a PCA block transform
 
     @field_validator("data")
     @classmethod
@@ -115,15 +121,17 @@ def rd_loss(model: HyperpriorCodec, x: torch.Tensor, q: torch.Tensor):
     return loss, bpp, mse
 
 
-def train_step(model, optimizer, x: torch.Tensor) -> dict:
-    q = torch.rand(x.shape[0])
+def train_step(model, optimizer, x: torch.Tensor, sync: bool = True) -> dict:
+    """One optimiser step on a batch; ``sync=False`` returns 0-d tensors (no GPU→host wait per step)."""
+    q = torch.rand(x.shape[0], device=x.device)
     loss, bpp, mse = rd_loss(model, x, q)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     psnr = 10 * torch.log10(1.0 / mse.detach().clamp_min(1e-10))
-    return {"loss": float(loss), "bpp": float(bpp.mean()), "psnr": float(psnr.mean())}
+    stats = {"loss": loss.detach(), "bpp": bpp.detach().mean(), "psnr": psnr.mean()}
+    return {k: float(v) for k, v in stats.items()} if sync else stats
 
 
 @torch.no_grad()
@@ -131,12 +139,13 @@ def evaluate(model: HyperpriorCodec, images: list[np.ndarray], qualities=(0.0, 0
     """Estimated bpp/PSNR per quality on held-out images (center crops, multiple of 64)."""
     model.eval()
     rows = []
+    device = next(model.parameters()).device
     for q in qualities:
         bpps, psnrs = [], []
         for im in images:
             h, w = (min(s, 512) // 64 * 64 for s in im.shape[:2])
-            x = torch.from_numpy(im[:h, :w].copy()).permute(2, 0, 1)[None].float() / 255
-            out = model(x, torch.tensor([q]))
+            x = torch.from_numpy(im[:h, :w].copy()).permute(2, 0, 1)[None].to(device).float() / 255
+            out = model(x, torch.tensor([q], device=device))
             mse = (out.x_hat.clamp(0, 1) - x).pow(2).mean()
             bpps.append(float(out.bpp()[0]))
             psnrs.append(float(10 * torch.log10(1 / mse)))
@@ -151,25 +160,47 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def initial_model(cfg: TrainConfig, sampler: CropSampler) -> HyperpriorCodec:
+    """A registered model's weights (fine-tuning, continuing) or a fresh model with a PCA block transform."""
+    if cfg.init:
+        from .registry import load_model
+
+        loaded = load_model(cfg.init).model
+        model = HyperpriorCodec(loaded.config)
+        model.load_state_dict(loaded.state_dict())
+        return model
+    model = HyperpriorCodec(cfg.model)
+    model.init_block_transform(sample_blocks(sampler))
+    return model
+
+
 def train(cfg: TrainConfig) -> HyperpriorCodec:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
     cfg.out.mkdir(parents=True, exist_ok=True)
     train_files, val_files = split_validation(list_images(cfg.data), cfg.validation_fraction)
     print(f"training on {len(train_files)} images, validating on {len(val_files)}")
     sampler = CropSampler([load_rgb(p) for p in train_files], cfg.crop, cfg.seed)
     val_images = [load_rgb(p) for p in val_files]
 
-    model = HyperpriorCodec(cfg.model)
-    model.init_block_transform(sample_blocks(sampler))
+    model = initial_model(cfg, sampler).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    print(f"model {model.config.model_dump()} on {device}" + (f", starting from {cfg.init}" if cfg.init else ""))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ckpt_path = cfg.out / "checkpoint.pt"
     step, log = 0, []
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=False)
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, log = state["step"], state["log"]
@@ -185,10 +216,18 @@ def train(cfg: TrainConfig) -> HyperpriorCodec:
         return cfg.lr * 0.3 ** sum(progress >= f for f in cfg.lr_decay_at)
 
     def checkpoint():
-        save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "step": step, "log": log, "config": cfg.model_dump(mode="json")})
+        common = {"step": step, "log": log, "config": cfg.model_dump(mode="json")}
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        save_checkpoint(ckpt_path, {"model": weights, "optimizer": optimizer.state_dict(), **common})
+        save_checkpoint(cfg.out / SNAPSHOT_NAME, {"model": weights, **common})
 
-    running = None
+    def next_batch() -> torch.Tensor:
+        x = sampler.batch(cfg.batch_size)
+        return x.pin_memory() if device.type == "cuda" else x
+
+    prefetch = ThreadPoolExecutor(max_workers=1)
+    pending = prefetch.submit(next_batch)
+    running, last_log = None, (step, time.time())
     bar = tqdm(total=cfg.steps, initial=step, desc="train", mininterval=5)
     while step < cfg.steps:
         if cfg.max_minutes and time.time() - start > cfg.max_minutes * 60:
@@ -196,16 +235,20 @@ def train(cfg: TrainConfig) -> HyperpriorCodec:
             break
         for g in optimizer.param_groups:
             g["lr"] = lr_at(step)
-        x = sampler.batch(cfg.batch_size)
+        x, pending = pending.result().to(device, non_blocking=True), prefetch.submit(next_batch)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        stats = train_step(model, optimizer, x)
+        stats = train_step(model, optimizer, x, sync=False)
         running = stats if running is None else {k: 0.98 * running[k] + 0.02 * v for k, v in stats.items()}
         step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{running['loss']:.3f}", bpp=f"{running['bpp']:.3f}", psnr=f"{running['psnr']:.2f}")
+        if step % 25 == 0:  # reading the numbers waits for the GPU: not every step
+            bar.update(step - bar.n)
+            bar.set_postfix({k: f"{float(v):.3f}" for k, v in running.items()})
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            log.append({"step": step, "time": time.time(), **running})
+            now, numbers = time.time(), {k: float(v) for k, v in running.items()}
+            rate, last_log = (step - last_log[0]) / max(now - last_log[1], 1e-9), (step, now)
+            log.append({"step": step, "time": now, **numbers, "steps_per_s": rate})
+            tqdm.write(f"step {step}  " + "  ".join(f"{k} {v:.3f}" for k, v in numbers.items()) + f"  {rate:.2f} steps/s")
         if step % cfg.eval_every == 0 and val_images:
             ev = evaluate(model, val_images)
             log.append({"step": step, "eval": ev})
@@ -213,6 +256,7 @@ def train(cfg: TrainConfig) -> HyperpriorCodec:
         if step % cfg.checkpoint_every == 0:
             checkpoint()
     bar.close()
+    prefetch.shutdown(cancel_futures=True)
     checkpoint()
     (cfg.out / "train_log.json").write_text(json.dumps(log, indent=1))
     return model
@@ -229,9 +273,17 @@ def main(argv=None) -> None:
     ap.add_argument("--max-minutes", type=float)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--eval-every", type=int, default=1000)
+    ap.add_argument("--checkpoint-every", type=int, default=250)
+    ap.add_argument("--lr-decay-at", type=float, nargs="*", default=[0.7, 0.9])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--init", help="registered model to start from, e.g. default@1")
+    ap.add_argument("--channels", type=int, help="transform width N of a fresh model")
     a = ap.parse_args(argv)
+    model = ModelConfig(**({"channels": a.channels} if a.channels else {}))
     train(TrainConfig(data=a.data, out=a.out, steps=a.steps, batch_size=a.batch_size, crop=a.crop, lr=a.lr,
-                      max_minutes=a.max_minutes, threads=a.threads, eval_every=a.eval_every))
+                      max_minutes=a.max_minutes, threads=a.threads, eval_every=a.eval_every,
+                      checkpoint_every=a.checkpoint_every, lr_decay_at=tuple(a.lr_decay_at), device=a.device,
+                      init=a.init, model=model))
 
 
 if __name__ == "__main__":
