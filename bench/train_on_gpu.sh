@@ -9,10 +9,17 @@
 #                                           # run B: a wider fresh model, kept only if it
 #                                           # does not slow A by more than 30%
 #   bench/train_on_gpu.sh follow SECONDS    # print progress for a while
+#   bench/train_on_gpu.sh wait SECONDS      # until both runs have finished (or SECONDS pass)
 #   bench/train_on_gpu.sh collect DIR       # snapshots (B's in fp16 to fit the 16 MiB limit) + logs
 #
-# Data: a copy of ../shared/data/train-* in .gpu/data (ignored by git, carried by the tool).
+# Data: ../shared/data/train-natural packed by bench/pack_training_data.py into .gpu/data (JPEG sources
+# copied, lossless ones as JPEG q92 4:4:4, to fit the tool's 64 MiB tree limit; ignored by git, carried).
+# The GPU image has torch but not pydantic/constriction: their wheels travel in .whl (see the device README).
 set -uo pipefail
+if [ -d .whl ] && [ ! -d /tmp/site/pydantic ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+fi
+export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 RUNS=/tmp/tlic-runs
 DATA=${DATA:-.gpu/data}
 last_rate() { grep -o '[0-9.]* steps/s' "$RUNS/$1.log" 2>/dev/null | tail -1 | cut -d' ' -f1; }
@@ -41,6 +48,12 @@ start)
 follow)
   end=$((SECONDS + $2))
   while [ $SECONDS -lt $end ]; do sleep 60; for r in A B; do [ -f "$RUNS/$r.log" ] && echo "$r: $(grep 'steps/s' "$RUNS/$r.log" | tail -1)"; done; done
+  ;;
+wait)
+  end=$((SECONDS + $2))
+  while [ $SECONDS -lt $end ] && pgrep -f "codec.train" >/dev/null; do
+    sleep 30; for r in A B; do [ -f "$RUNS/$r.log" ] && echo "$r: $(tr '\r' '\n' < "$RUNS/$r.log" | grep 'steps/s' | tail -1)"; done
+  done
   ;;
 collect)
   out=$2; mkdir -p "$out"
