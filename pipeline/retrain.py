@@ -295,11 +295,13 @@ def run_training(cfg: TrainJobConfig, progress: bool = True) -> TrainOutcome:
 
 
 def evaluation_table(name: str, base_id: str, cmp: dict) -> str:
+    keys = list(cmp["bd_rate_per_image"])
+    prefix = os.path.commonprefix(keys).rpartition("/")[0] + "/" if len(keys) > 1 else ""
     lines = [f"held-out evaluation: {name} vs {base_id} (real streams; BD-rate < 0 = smaller files at equal PSNR)",
-             f"  {'image':<48} {'BD-rate':>9}"]
+             f"  {'image' + (f' (under {prefix})' if prefix else ''):<48} {'BD-rate':>9}"]
     for k, v in cmp["bd_rate_per_image"].items():
         bd = v["new"]
-        lines.append(f"  {k[-48:]:<48} {'n/a' if bd is None else f'{bd:+.1f}%':>9}")
+        lines.append(f"  {k.removeprefix(prefix)[-48:]:<48} {'n/a' if bd is None else f'{bd:+.1f}%':>9}")
     bd = cmp["bd_rate"]["new"]
     lines.append(f"  {'mean curve':<48} {'n/a' if bd is None else f'{bd:+.1f}%':>9}")
     return "\n".join(lines)

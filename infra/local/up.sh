@@ -32,7 +32,10 @@ wait_for 60 "SeaweedFS" test -s "$STATE/s3.env"
 source "$STATE/s3.env"  # the Ray head (and so every submitted job) gets the S3 endpoint and keys
 
 export PATH="$BIN:$PATH"  # the jobs' drivers run this environment's python
-export RAY_AUTH_MODE=token  # Ray's token auth, token in ~/.ray/auth_token (clients need the same mode)
+export RAY_AUTH_MODE=token  # Ray's token auth (clients need the same mode and token)
+# the stack's own token, so a fresh machine (no ~/.ray/auth_token) works and other clusters keep theirs
+export RAY_AUTH_TOKEN_PATH="$STATE/auth_token"
+[[ -s "$RAY_AUTH_TOKEN_PATH" ]] || (umask 077 && "$PY" -c 'import secrets; print(secrets.token_hex(32), end="")' >"$RAY_AUTH_TOKEN_PATH")
 RAY_TMP=$(mktemp -d /tmp/tlic-ray.XXXXXX)  # short (socket paths) and private: other Ray clusters never see it
 echo "$RAY_TMP" >"$STATE/ray.tmp"
 # every port Ray would otherwise take at a fixed default gets a free one, so this stack
@@ -46,7 +49,7 @@ setsid "$BIN/ray" start --head --block --node-ip-address=127.0.0.1 --port="${POR
   --temp-dir="$RAY_TMP" --disable-usage-stats >"$STATE/ray.log" 2>&1 &
 echo $! >"$STATE/ray.pid"
 # any HTTP answer means it is up (with Ray's token auth on, an unauthenticated probe gets 401;
-# `ray job submit` from this user finds the token in ~/.ray/auth_token)
+# `ray job submit` finds the token through RAY_AUTH_TOKEN_PATH, which env.sh exports)
 wait_for 120 "the Ray dashboard" "$PY" -c "
 import urllib.error, urllib.request
 try:
@@ -59,7 +62,8 @@ export RAY_API_SERVER_ADDRESS=http://127.0.0.1:${PORTS[1]}
 wait_for 180 "Ray job submission" bash -c \
   "\"$BIN/ray\" job submit --submission-id \"up-probe-\$RANDOM\$RANDOM\" -- python -c pass >>\"$STATE/ray.log\" 2>&1"
 
-{ cat "$STATE/s3.env"; echo "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:${PORTS[1]}"; echo "export RAY_AUTH_MODE=token"; } >"$STATE/env.sh"
+{ cat "$STATE/s3.env"; echo "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:${PORTS[1]}"; echo "export RAY_AUTH_MODE=token"
+  echo "export RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH"; } >"$STATE/env.sh"
 chmod 600 "$STATE/env.sh"
 echo "S3 at $AWS_ENDPOINT_URL, Ray dashboard at http://127.0.0.1:${PORTS[1]}"
 echo "source $STATE/env.sh   # then: ray job submit --working-dir . -- python jobs/compress_bucket.py ..."
