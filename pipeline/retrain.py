@@ -124,7 +124,11 @@ def train_loop(config: dict) -> None:
         step += 1
         if fault_step == step and rank == world - 1 and not Path(fault_marker).exists():
             Path(fault_marker).write_text(str(step))
-            os._exit(1)  # a worker dies mid-run (fault-tolerance test)
+            # a worker dies mid-run (fault-tolerance test), after the controller has collected the last
+            # report (it polls workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s): a death within that
+            # window would resume from the checkpoint before, and the test would not know which one
+            time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0)))
+            os._exit(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             log.append({"step": step, "time": time.time(), **running})
             metrics = {"step": step, "steps_per_s": (step - start_step) / max(time.time() - t0, 1e-9), **running}
