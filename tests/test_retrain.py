@@ -53,7 +53,7 @@ def test_train_kill_resume_register_then_archive_and_restore(s3_server, s3_env, 
 
     store = ModelStore(cfg.registry)
     card = store.card("aerialtest")
-    assert card["base"] == "default@1" and card["training"]["steps_done"] == 6 and card["training"]["resumed_at"] == [2]
+    assert card["base"] == codec.load_model("default").model_id and card["training"]["steps_done"] == 6 and card["training"]["resumed_at"] == [2]
     assert len(card["sha256"]) == 64 and card["data"]["train_images"] + len(card["data"]["holdout_keys"]) == 8
     assert set(card["metrics"]) >= {"bd_rate_vs_base_pct", "per_image", "mean"}
     assert "aerialtest" in outcome.table or "held-out" in outcome.table
