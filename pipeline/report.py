@@ -104,8 +104,8 @@ class Report:
 
 
 def build_report(con: duckdb.DuckDBPyConnection, group_by: str | None = None) -> Report:
-    return Report(con.execute(summary_sql(group_by)).to_arrow_table(), con.execute(ERRORS_SQL).to_arrow_table(),
-                  con.execute(RUNS_SQL).to_arrow_table(), group_by)
+    return Report(con.sql(summary_sql(group_by)).to_arrow_table(), con.sql(ERRORS_SQL).to_arrow_table(),
+                  con.sql(RUNS_SQL).to_arrow_table(), group_by)
 
 
 def _cell(v, name: str) -> str:
