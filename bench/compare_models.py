@@ -24,28 +24,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 import codec  # noqa: E402
+from codec.evaluate import compare  # noqa: E402
 from codec.export import calibration_batch, model_from_checkpoint  # noqa: E402
-from codec.metrics import bd_rate  # noqa: E402
 from codec.registry import Registry  # noqa: E402
 from codec.train import list_images, load_rgb, split_validation  # noqa: E402
-from rd import psnr  # noqa: E402
 
-QUALITIES = [0.0, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0]
-
-
-def sweep(model, images) -> list[dict]:
-    points = []
-    for q in QUALITIES:
-        bpp, dist = [], []
-        for img in images:
-            r = codec.encode(img, model, quality=q)
-            bpp.append(r.bpp)
-            dist.append(psnr(img, codec.decode(r.data, model)))
-        points.append({"quality": q, "bpp": float(np.mean(bpp)), "psnr": float(np.mean(dist))})
-    return points
+QUALITIES = (0.0, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0)
 
 
 def main() -> None:
@@ -77,17 +63,15 @@ def main() -> None:
         net.finalize(calib)
         models[name] = registry.load(registry.register(name, net, source=path))
 
-    curves = {}
-    for name, model in models.items():
-        curves[name] = sweep(model, images)
-        print(f"{name} ({model.model_id}): " + "  ".join(f"{p['bpp']:.3f}/{p['psnr']:.2f}" for p in curves[name]), flush=True)
-    base = curves[a.baseline]
-    result = {"images": [p.name for p in val_files], "curves": curves, "bd_rate_vs_baseline_pct": {}}
+    names = [f"{p.parent.name}/{p.name}" for p in val_files]
+    cmp = compare(models, dict(zip(names, images)), reference=a.baseline,
+                  qualities=QUALITIES, bpp_range=(0.1, 1.5))
+    curves = {name: [{"quality": q, "bpp": b, "psnr": d} for q, b, d in zip(QUALITIES, c.bpp, c.psnr)]
+              for name, c in cmp["mean"].items()}
     for name, c in curves.items():
-        if name == a.baseline:
-            continue
-        bd = bd_rate([p["bpp"] for p in base], [p["psnr"] for p in base], [p["bpp"] for p in c], [p["psnr"] for p in c])
-        result["bd_rate_vs_baseline_pct"][name] = bd
+        print(f"{name} ({models[name].model_id}): " + "  ".join(f"{p['bpp']:.3f}/{p['psnr']:.2f}" for p in c))
+    result = {"images": names, "curves": curves, "bd_rate_vs_baseline_pct": cmp["bd_rate"]}
+    for name, bd in cmp["bd_rate"].items():
         print(f"BD-rate {name} vs {a.baseline}: {'n/a' if bd is None else f'{bd:+.1f}%'}")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1))
