@@ -22,6 +22,7 @@ fi
 export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 RUNS=/tmp/tlic-runs
 DATA=${DATA:-.gpu/data}
+progress() { for r in A B; do [ -f "$RUNS/$r.log" ] && echo "$r: $(tr '\r' '\n' < "$RUNS/$r.log" | grep 'steps/s' | tail -1)"; done; }
 last_rate() { grep -o '[0-9.]* steps/s' "$RUNS/$1.log" 2>/dev/null | tail -1 | cut -d' ' -f1; }
 launch() {  # NAME ARGS...
   local name=$1; shift
@@ -47,12 +48,12 @@ start)
   ;;
 follow)
   end=$((SECONDS + $2))
-  while [ $SECONDS -lt $end ]; do sleep 60; for r in A B; do [ -f "$RUNS/$r.log" ] && echo "$r: $(grep 'steps/s' "$RUNS/$r.log" | tail -1)"; done; done
+  while [ $SECONDS -lt $end ]; do sleep 60; progress; done
   ;;
 wait)
   end=$((SECONDS + $2))
   while [ $SECONDS -lt $end ] && pgrep -f "codec.train" >/dev/null; do
-    sleep 30; for r in A B; do [ -f "$RUNS/$r.log" ] && echo "$r: $(tr '\r' '\n' < "$RUNS/$r.log" | grep 'steps/s' | tail -1)"; done
+    sleep 30; progress
   done
   ;;
 collect)
