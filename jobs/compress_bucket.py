@@ -5,8 +5,9 @@
 
 Locally it starts Ray in-process; under ``ray job submit`` it joins the cluster.
 Endpoint and credentials come from the AWS_* variables (or ``storage:`` in the config file).
-Exit codes: 0 ok, 2 invalid options, 3 error fraction above --max-error-fraction,
-4 storage unreachable or access denied.
+Exit codes: 0 ok, 2 invalid options (a run id that was used before included), 3 error
+fraction above --max-error-fraction, 4 storage unreachable or access denied, 5 another run
+holds the output (or took it over from this one): one run writes an output at a time.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from pipeline.storage import StorageAccessError  # noqa: E402
 FLAGS = {  # flag → config field; every field is settable from the command line
     "input": str, "output": str, "target_psnr": float, "quality": float, "target_bpp": float, "model": str, "model_registry": str,
     "tile_size": int, "replicas": int, "gpus_per_replica": float, "batch_size": int, "max_error_fraction": float,
-    "max_pixels": int, "segment_rows": int, "run_id": str,
+    "max_pixels": int, "max_image_memory": int, "segment_rows": int, "segment_bytes": int, "run_id": str,
+    "fetch_attempts": int, "max_replica_restarts": int, "lease_ttl_s": float,
 }
 
 
@@ -49,6 +51,7 @@ def main(argv=None) -> int:
     except ValidationError as exc:
         print("compress_bucket: invalid options:\n" + describe_errors(exc), file=sys.stderr)
         return 2
+    from pipeline.archive import ArchiveError, LeaseHeldError, LeaseLostError
     from pipeline.run import run_job
 
     mode, target = cfg.mode
@@ -59,6 +62,12 @@ def main(argv=None) -> int:
         print(f"compress_bucket: {exc}", file=sys.stderr)
         return 4
     except ModelNotFoundError as exc:
+        print(f"compress_bucket: {exc}", file=sys.stderr)
+        return 2
+    except (LeaseHeldError, LeaseLostError) as exc:
+        print(f"compress_bucket: {exc}", file=sys.stderr)
+        return 5
+    except ArchiveError as exc:
         print(f"compress_bucket: {exc}", file=sys.stderr)
         return 2
     print(summary.table())

@@ -1,39 +1,60 @@
-"""The archive layout and its commit protocol.
+"""The archive layout, its single-writer lease and its commit protocol.
 
-    OUTPUT/records/run=RUN/part-SEQ.parquet     one row per image: the bitstream and its source
-    OUTPUT/stats/run=RUN/part-SEQ.parquet       one row per input, ok or error
-    OUTPUT/_manifests/RUN-SEQ.json              written last: the commit point of a segment
+    OUTPUT/records/run=RUN/part-SEG.parquet     one row per image: the bitstream and its source
+    OUTPUT/stats/run=RUN/part-SEG.parquet       one row per input, ok or error
+    OUTPUT/_manifests/SEQ.json                  written last, create-only: the commit point of a segment
+    OUTPUT/_lease/GEN.json                      the run that may write (one generation per holder)
+    OUTPUT/_quarantine/RUN/...                  uncommitted files that recovery moved out of the way
 
-A run commits in segments. Each segment's two Parquet files are written first and
-its manifest last (one PUT, atomic on object stores), so a segment is either
-committed (manifest present) or not. Files that no manifest names are leftovers of a
-run that died mid-segment: ``recover()`` deletes them before the next run, whose
-listing then re-processes their keys. Readers that must be exact read through the
-manifests (``committed_dataset``); plain ``pyarrow.dataset``/DuckDB globs over
-``records/`` and ``stats/`` see the same rows except in the moments between a crash
-and the next run's recovery.
+Guarantees, and where they come from:
+
+- **One writer.** A run writes only while it holds the output's lease: ``_lease/GEN.json``
+  created with a create-only PUT (a conditional PUT on S3, ``link`` on a local disk), renewed
+  while the run lives. Another run sees a live lease and stops (:class:`LeaseHeldError`); it
+  takes over only after the lease expired, by creating generation GEN+1 (create-only again,
+  so two would-be successors cannot both win).
+- **Commit points.** A segment's two Parquet files are written first, then its manifest, named
+  by the archive-wide commit sequence and created create-only: a manifest is never overwritten,
+  and two writers can never both commit sequence N. A segment without a manifest never happened.
+- **Relocatable.** Manifests name files relative to the archive root, so a copy of an archive
+  (another bucket, prefix, mount point or symlink) is a complete, independent archive.
+- **Recovery touches nothing committed.** ``recover()`` runs under the lease, so every other
+  run's lease is gone; files that no manifest names are *moved* to ``_quarantine/`` (never
+  deleted), and their keys, being uncommitted, are processed again.
+- **Readers degrade, they do not fail.** An unreadable manifest or one whose files are missing
+  is skipped and reported in :attr:`Archive.problems`; the rest of the archive reads.
+- **Latest wins by commit sequence**, stored in each manifest (not by file or run names).
 """
 
 from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import StorageOptions
-from .storage import filesystem, to_url
+from .storage import filesystem, put_atomic, put_if_absent, to_url
 
-RECORDS, STATS, MANIFESTS = "records", "stats", "_manifests"
+RECORDS, STATS, MANIFESTS, LEASES, QUARANTINE, RUNS = "records", "stats", "_manifests", "_lease", "_quarantine", "_runs"
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+DEFAULT_LEASE_TTL_S = 300.0
 
 RECORD_SCHEMA = pa.schema([
     ("key", pa.string()), ("version", pa.string()), ("source_size", pa.int64()), ("etag", pa.string()),
     ("mtime", pa.string()), ("bitstream", pa.large_binary()), ("model_id", pa.string()),
     ("format_version", pa.int16()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int8()),
     ("geo", pa.string()), ("run_id", pa.string()),
+    ("icc_profile", pa.binary()), ("exif", pa.binary()),
 ])
 
 STATS_SCHEMA = pa.schema([
@@ -50,13 +71,141 @@ STATS_SCHEMA = pa.schema([
 ROW_SCHEMA = pa.schema(list(STATS_SCHEMA) + [f for f in RECORD_SCHEMA if f.name not in STATS_SCHEMA.names])
 
 
-@dataclass
-class Segment:
+class ArchiveError(RuntimeError):
+    """The archive cannot be written as asked (its state is never changed when this is raised)."""
+
+
+class LeaseHeldError(ArchiveError):
+    """Another live run holds the output."""
+
+
+class LeaseLostError(ArchiveError):
+    """This run's lease expired or was taken over: it must stop writing."""
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_RE.match(run_id or ""):
+        raise ValueError(f"run id {run_id!r}: use 1–128 letters, digits, '.', '_' or '-'")
+    return run_id
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One committed segment. ``files`` are paths relative to the archive root."""
+
+    name: str  # the manifest's file name
     run_id: str
-    seq: int
-    records: str
-    stats: str
+    segment: int
+    commit_seq: int | None  # None for manifests written before commit sequences existed
+    committed_at: str
     rows: int
+    records: int
+    files: dict
+    record_keys: tuple | None
+    stats_keys: tuple | None
+
+    @property
+    def order(self) -> tuple:
+        """Commit order: legacy manifests (by time) before sequenced ones (by sequence)."""
+        return (0, self.committed_at, self.name) if self.commit_seq is None else (1, self.commit_seq, "")
+
+    def overlaps(self, lo: str, hi: str, kind: str = STATS) -> bool:
+        rng = self.stats_keys if kind == STATS else self.record_keys
+        return rng is None or not (rng[1] < lo or rng[0] > hi)
+
+
+def _relative(path: str) -> str:
+    """A manifest's file entry relative to the archive root.
+
+    Older manifests stored absolute paths; what follows ``records/run=`` or ``stats/run=`` is the
+    same in any copy of the archive, so those are read relative too.
+    """
+    path = path.replace("\\", "/")
+    for kind in (RECORDS, STATS):
+        i = path.rfind(f"{kind}/run=")
+        if i == 0 or (i > 0 and path[i - 1] == "/"):
+            return path[i:]
+    return path.lstrip("/")
+
+
+@dataclass
+class Lease:
+    """The output's writer lease, renewed by a daemon thread while the run lives."""
+
+    archive: "Archive"
+    generation: int
+    run_id: str
+    owner: str
+    ttl_s: float
+    expires_at: float = 0.0
+    lost: str | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    @property
+    def path(self) -> str:
+        return self.archive._lease_path(self.generation)
+
+    def body(self, released: bool = False) -> bytes:
+        return json.dumps({"run_id": self.run_id, "owner": self.owner, "generation": self.generation,
+                           "expires_at": self.expires_at, "released": released,
+                           "renewed_at": datetime.now(timezone.utc).isoformat()}).encode()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._renew_loop, name=f"lease-{self.run_id}", daemon=True)
+        self._thread.start()
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.ttl_s / 4):
+            try:
+                self.renew()
+            except LeaseLostError:
+                return
+            except Exception:  # a storage hiccup: try again next tick; check() stops commits if it lasts
+                continue
+
+    def renew(self) -> None:
+        if self.lost:
+            raise LeaseLostError(self.lost)
+        current = self.archive.current_lease()
+        if current is None or current.get("generation") != self.generation or current.get("owner") != self.owner:
+            self.lost = f"the lease on {self.archive.url} was taken over (now {current})"
+            raise LeaseLostError(self.lost)
+        expires = time.time() + self.ttl_s
+        put_atomic(self.archive.fs, self.path, json.dumps({**json.loads(self.body()), "expires_at": expires}).encode())
+        self.expires_at = expires
+
+    def check(self) -> None:
+        """Raise unless this run still holds the lease with time to spare (called before every commit)."""
+        if self.lost:
+            raise LeaseLostError(self.lost)
+        if time.time() > self.expires_at - self.ttl_s / 8:
+            try:
+                self.renew()
+            except LeaseLostError:
+                raise
+            except Exception as exc:
+                raise LeaseLostError(f"cannot renew the lease on {self.archive.url}: {exc}") from exc
+        current = self.archive.current_lease()
+        if current is None or current.get("generation") != self.generation or current.get("owner") != self.owner:
+            self.lost = f"the lease on {self.archive.url} was taken over (now {current})"
+            raise LeaseLostError(self.lost)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        if not self.lost:
+            try:
+                put_atomic(self.archive.fs, self.path, self.body(released=True))
+            except Exception:
+                pass  # it expires on its own
+
+    def __enter__(self) -> "Lease":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 class Archive:
@@ -66,44 +215,131 @@ class Archive:
         self.url = url.rstrip("/")
         self.fs, self.root = filesystem(url, storage)
         self.root = self.root.rstrip("/")
+        self.problems: list[str] = []  # what readers skipped, and why
+        self._manifests: list[Manifest] | None = None
+        self._present: set[str] | None = None  # data files seen by the last listing
 
-    def _path(self, *parts: str) -> str:
+    def path(self, *parts: str) -> str:
+        """The one place an archive path is built: ``parts`` below the root."""
         return "/".join([self.root, *parts])
 
+    _path = path
+
+    def run_path(self, run_id: str, *parts: str) -> str:
+        return self.path(RUNS, run_id, *parts)
+
+    def _lease_path(self, generation: int) -> str:
+        return self.path(LEASES, f"{generation:012d}.json")
+
     # --- reading -------------------------------------------------------------------------
-    def manifests(self) -> list[dict]:
-        d = self._path(MANIFESTS)
+    def manifests(self, refresh: bool = False) -> list[Manifest]:
+        """Every readable manifest, in commit order (cached; ``refresh`` re-lists)."""
+        if self._manifests is not None and not refresh:
+            return self._manifests
         try:
-            names = sorted(self.fs.ls(d, detail=False))
+            names = self.fs.ls(self.path(MANIFESTS), detail=False)
         except FileNotFoundError:
-            return []
+            names = []
         out = []
-        for n in names:
-            if n.endswith(".json"):
-                out.append(json.loads(self.fs.cat_file(n)))
+        for n in sorted(names):
+            if not n.endswith(".json"):
+                continue
+            try:
+                out.append(self._parse_manifest(n, self.fs.cat_file(n)))
+            except Exception as exc:  # torn write (a crash on a non-atomic filesystem), or foreign junk
+                self._problem(f"unreadable manifest {to_url(self.fs, n)} skipped: {type(exc).__name__}: {exc}")
+        out.sort(key=lambda m: m.order)
+        self._manifests, self._present = out, None
+        return out
+
+    @staticmethod
+    def _parse_manifest(path: str, data: bytes) -> Manifest:
+        m = json.loads(data)
+        files = {k: _relative(m["files"][k]) for k in (RECORDS, STATS)}
+        rk, sk = m.get("record_keys"), m.get("stats_keys")
+        return Manifest(path.rsplit("/", 1)[-1], str(m["run_id"]), int(m["segment"]), m.get("commit_seq"),
+                        str(m.get("committed_at", "")), int(m.get("rows", 0)), int(m.get("records", 0)), files,
+                        tuple(rk) if rk else None, tuple(sk) if sk else None)
+
+    def _problem(self, message: str) -> None:
+        if message not in self.problems:
+            self.problems.append(message)
+
+    def _existing(self, kind: str) -> set[str]:
+        """Data files present under ``records/`` or ``stats/`` (absolute paths), one listing."""
+        base = self.path(kind)
+        try:
+            return {p.rstrip("/") for p in self.fs.find(base) if p.endswith(".parquet")}
+        except FileNotFoundError:
+            return set()
+
+    def committed(self) -> list[Manifest]:
+        """Manifests whose files are all present, in commit order; the others are reported, not read."""
+        manifests = self.manifests()
+        if self._present is None:
+            self._present = self._existing(RECORDS) | self._existing(STATS)
+        out = []
+        for m in manifests:
+            missing = [f for f in m.files.values() if self.path(f) not in self._present]
+            if missing:
+                self._problem(f"manifest {m.name} (run {m.run_id}) skipped: missing {', '.join(missing)}")
+            else:
+                out.append(m)
         return out
 
     def committed_files(self, kind: str) -> list[str]:
-        return [m["files"][kind] for m in self.manifests()]
+        """Absolute paths of the committed files of ``records`` or ``stats``, in commit order."""
+        return [self.path(m.files[kind]) for m in self.committed()]
+
+    def run_order(self) -> dict[str, int]:
+        """run id → position of its first commit (later runs have larger numbers)."""
+        order: dict[str, int] = {}
+        for m in self.committed():
+            order.setdefault(m.run_id, len(order))
+        return order
 
     def committed_table(self, kind: str, columns: list[str] | None = None, filter=None) -> pa.Table:
-        """The committed rows of ``records`` or ``stats`` (exactly the manifests' files)."""
+        """The committed rows of ``records`` or ``stats`` (exactly the manifests' files), in commit order."""
         schema = RECORD_SCHEMA if kind == RECORDS else STATS_SCHEMA
         files = self.committed_files(kind)
         if not files:
             return schema.empty_table().select(columns) if columns else schema.empty_table()
         import pyarrow.dataset as ds
 
-        dset = ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs)
-        return dset.to_table(columns=columns, filter=filter)
+        return ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs).to_table(columns=columns, filter=filter)
 
-    def committed_versions(self) -> dict[str, tuple[str, str]]:
-        """key → (version, status) of the latest committed stats row of every key."""
-        t = self.committed_table(STATS, ["key", "version", "status", "run_id"])
-        out: dict[str, tuple[str, str]] = {}
-        for k, v, s in zip(t["key"].to_pylist(), t["version"].to_pylist(), t["status"].to_pylist()):
-            out[k] = (v, s)  # segments are read in commit order, so later rows win
-        return out
+    def committed_dataset(self, kind: str):
+        """A lazy ``pyarrow.dataset`` over the committed files (what DuckDB can scan without a copy)."""
+        import pyarrow.dataset as ds
+
+        schema = RECORD_SCHEMA if kind == RECORDS else STATS_SCHEMA
+        return ds.dataset(self.committed_files(kind), schema=schema, format="parquet", filesystem=self.fs)
+
+    def latest_state(self, keys: list[str]) -> pa.Table:
+        """Latest committed (key, version, status, error_kind) of each of ``keys`` that has one.
+
+        Reads only the segments whose key range overlaps ``keys`` and, in them, only the row
+        groups that can hold them: memory follows the batch of keys, not the archive.
+        """
+        import pyarrow.compute as pc
+        import pyarrow.dataset as ds
+
+        cols = ["key", "version", "status", "error_kind"]
+        empty = pa.schema([STATS_SCHEMA.field(c) for c in cols]).empty_table()
+        if not keys:
+            return empty
+        lo, hi = min(keys), max(keys)
+        wanted = pa.array(sorted(set(keys)), pa.string())
+        filt = (pc.field("key") >= lo) & (pc.field("key") <= hi) & pc.field("key").isin(wanted)
+        latest: dict[str, dict] = {}
+        for m in self.committed():
+            if not m.overlaps(lo, hi, STATS):
+                continue
+            t = ds.dataset(self.path(m.files[STATS]), schema=STATS_SCHEMA, format="parquet",
+                           filesystem=self.fs).to_table(columns=cols, filter=filt)
+            for row in t.to_pylist():
+                latest[row["key"]] = row  # commit order: later rows win
+        return pa.Table.from_pylist(list(latest.values()), schema=empty.schema)
 
     def record_index(self, keys: list[str] | None = None, prefix: str | None = None) -> pa.Table:
         """The latest committed record of each key (no bitstreams), with the file that holds it.
@@ -116,16 +352,16 @@ class Archive:
         cols = ["key", "version", "model_id", "width", "height", "channels", "geo", "run_id"]
         wanted = set(keys) if keys is not None else None
         latest: dict[str, dict] = {}
-        for m in self.manifests():  # commit order: a later record of a key replaces an earlier one
-            lo_hi = m.get("record_keys")
-            if not m.get("records") or (wanted is not None and lo_hi and not any(lo_hi[0] <= k <= lo_hi[1] for k in wanted)):
+        for m in self.committed():  # commit order: a later record of a key replaces an earlier one
+            lo_hi = m.record_keys
+            if not m.records or (wanted is not None and lo_hi and not any(lo_hi[0] <= k <= lo_hi[1] for k in wanted)):
                 continue
             filt = None
             if wanted is not None:
                 filt = pc.field("key").isin(sorted(wanted))
             elif prefix:
                 filt = pc.starts_with(pc.field("key"), prefix)
-            f = m["files"][RECORDS]
+            f = self.path(m.files[RECORDS])
             t = ds.dataset(f, schema=RECORD_SCHEMA, format="parquet", filesystem=self.fs).to_table(columns=cols, filter=filt)
             for row in t.to_pylist():
                 latest[row["key"]] = {**row, "file": f}
@@ -148,33 +384,95 @@ class Archive:
         hold the key, and of such a file only the row groups whose statistics admit it
         are read, so one image comes back without scanning the archive.
         """
-        for m in reversed(self.manifests()):
-            lo_hi = m.get("record_keys")
-            if not m.get("records") or (lo_hi and not lo_hi[0] <= key <= lo_hi[1]):
+        for m in reversed(self.committed()):
+            lo_hi = m.record_keys
+            if not m.records or (lo_hi and not lo_hi[0] <= key <= lo_hi[1]):
                 continue
-            rows = self.read_records(m["files"][RECORDS], [key]).to_pylist()
+            f = self.path(m.files[RECORDS])
+            rows = self.read_records(f, [key]).to_pylist()
             if rows:
-                return {**rows[-1], "file": m["files"][RECORDS]}
+                return {**rows[-1], "file": f}
         return None
 
-    # --- writing -------------------------------------------------------------------------
-    def commit_segment(self, run_id: str, seq: int, records: pa.Table, stats: pa.Table) -> Segment:
-        """Write a segment's files sorted by key (so row-group statistics find one key fast), then its manifest."""
+    # --- the lease -------------------------------------------------------------------------
+    def current_lease(self) -> dict | None:
+        """The newest lease generation's content (None if there never was one)."""
+        try:
+            names = sorted(n for n in self.fs.ls(self.path(LEASES), detail=False) if n.endswith(".json"))
+        except FileNotFoundError:
+            return None
+        for n in reversed(names):
+            try:
+                return json.loads(self.fs.cat_file(n))
+            except Exception:  # a generation being written right now: judge by the one before
+                continue
+        return None
+
+    def acquire_lease(self, run_id: str, ttl_s: float = DEFAULT_LEASE_TTL_S) -> Lease:
+        """Become the output's single writer, or raise :class:`LeaseHeldError` naming the holder."""
+        check_run_id(run_id)
+        owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        for _ in range(3):
+            current = self.current_lease()
+            if current and not current.get("released") and float(current.get("expires_at", 0)) > time.time():
+                left = float(current["expires_at"]) - time.time()
+                raise LeaseHeldError(
+                    f"{self.url} is being written by run {current.get('run_id')!r} (owner {current.get('owner')}, "
+                    f"lease renewed until {left:.0f} s from now); one run writes an output at a time")
+            gen = int(current.get("generation", 0)) + 1 if current else 1
+            lease = Lease(self, gen, run_id, owner, ttl_s, expires_at=time.time() + ttl_s)
+            if put_if_absent(self.fs, lease.path, lease.body()):
+                lease.start()
+                self._manifests = None
+                return lease
+        raise LeaseHeldError(f"{self.url}: another run took the lease at the same moment; try again")
+
+    # --- writing (under the lease) -------------------------------------------------------
+    def check_new_run(self, run_id: str) -> None:
+        """A run id names one run forever: refuse one that already committed segments."""
+        check_run_id(run_id)
+        if any(m.run_id == run_id for m in self.manifests(refresh=True)):
+            raise ArchiveError(f"run id {run_id!r} already has committed segments in {self.url}; "
+                               "choose a new --run-id (reusing one would overwrite that run)")
+
+    def next_commit_seq(self) -> int:
+        seqs = [m.commit_seq for m in self.manifests() if m.commit_seq is not None]
+        return (max(seqs) + 1) if seqs else len(self.manifests())
+
+    def commit_segment(self, lease: Lease, seq: int, records: pa.Table, stats: pa.Table) -> Manifest:
+        """Write a segment's files sorted by key (so row-group statistics find one key fast), then its manifest.
+
+        The manifest is created create-only under the next commit sequence: if anything else
+        committed that sequence, this run has lost the output and stops (its files stay
+        uncommitted, for the next run's recovery).
+        """
+        lease.check()
+        run_id = lease.run_id
         name = f"part-{seq:06d}.parquet"
-        rec_path = self._path(RECORDS, f"run={run_id}", name)
-        st_path = self._path(STATS, f"run={run_id}", name)
+        rel = {RECORDS: f"{RECORDS}/run={run_id}/{name}", STATS: f"{STATS}/run={run_id}/{name}"}
         records = records.cast(RECORD_SCHEMA).sort_by("key")
-        self._write_parquet(rec_path, records)
-        self._write_parquet(st_path, stats.cast(STATS_SCHEMA).sort_by("key"))
-        keys = records["key"]
-        manifest = {
-            "run_id": run_id, "segment": seq, "committed_at": datetime.now(timezone.utc).isoformat(),
-            "rows": stats.num_rows, "records": records.num_rows,
-            "files": {RECORDS: rec_path, STATS: st_path},
-            "record_keys": [keys[0].as_py(), keys[-1].as_py()] if len(keys) else None,
+        stats = stats.cast(STATS_SCHEMA).sort_by("key")
+        self._write_parquet(self.path(rel[RECORDS]), records)
+        self._write_parquet(self.path(rel[STATS]), stats)
+        rk, sk = records["key"], stats["key"]
+        commit_seq = self.next_commit_seq()
+        body = {
+            "run_id": run_id, "segment": seq, "commit_seq": commit_seq,
+            "committed_at": datetime.now(timezone.utc).isoformat(),
+            "rows": stats.num_rows, "records": records.num_rows, "files": rel,
+            "record_keys": [rk[0].as_py(), rk[-1].as_py()] if len(rk) else None,
+            "stats_keys": [sk[0].as_py(), sk[-1].as_py()] if len(sk) else None,
         }
-        self.put(self._path(MANIFESTS, f"{run_id}-{seq:06d}.json"), json.dumps(manifest, indent=1).encode())
-        return Segment(run_id, seq, rec_path, st_path, stats.num_rows)
+        lease.check()
+        name = f"{commit_seq:012d}.json"
+        if not put_if_absent(self.fs, self.path(MANIFESTS, name), json.dumps(body, indent=1).encode()):
+            lease.lost = f"commit {commit_seq} of {self.url} was made by another writer"
+            raise LeaseLostError(lease.lost)
+        manifest = self._parse_manifest(name, json.dumps(body).encode())
+        self.manifests().append(manifest)
+        if self._present is not None:
+            self._present |= {self.path(f) for f in rel.values()}
+        return manifest
 
     def _write_parquet(self, path: str, table: pa.Table) -> None:
         buf = io.BytesIO()
@@ -182,21 +480,23 @@ class Archive:
         self.put(path, buf.getvalue())
 
     def put(self, path: str, data: bytes) -> None:
-        """Write one object in one PUT (object stores make it appear atomically)."""
-        self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        self.fs.pipe_file(path, data)
+        """Write one object whole: readers see the old bytes or the new, never a torn file."""
+        put_atomic(self.fs, path, data)
 
-    def recover(self) -> list[str]:
-        """Delete data files that no manifest names (segments that never committed)."""
-        committed = {f.rstrip("/") for m in self.manifests() for f in m["files"].values()}
-        orphans = []
+    def recover(self, lease: Lease) -> list[str]:
+        """Move data files that no manifest names (segments that never committed) to ``_quarantine/``.
+
+        Only under the lease: every run that could still be writing them has lost its lease.
+        Returns the moved files' URLs (their new place).
+        """
+        lease.check()
+        named = {self.path(f) for m in self.manifests(refresh=True) for f in m.files.values()}
+        moved = []
         for kind in (RECORDS, STATS):
-            base = self._path(kind)
-            if not self.fs.exists(base):
-                continue
-            for p in self.fs.find(base):
-                if p.endswith(".parquet") and p.rstrip("/") not in committed:
-                    orphans.append(p)
-        for p in orphans:
-            self.fs.rm(p)
-        return [to_url(self.fs, p) for p in orphans]
+            for p in sorted(self._existing(kind) - named):
+                rel = p[len(self.root) + 1 :]
+                dest = self.path(QUARANTINE, lease.run_id, rel)
+                self.fs.makedirs(dest.rsplit("/", 1)[0], exist_ok=True)
+                self.fs.mv(p, dest)
+                moved.append(to_url(self.fs, dest))
+        return moved

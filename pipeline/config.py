@@ -58,20 +58,23 @@ class JobConfig(BaseModel):
     def from_cli(cls, flags: dict, config_file: str | Path | None = None, endpoint_url: str | None = None):
         """From parsed flags (None = not given), an optional config file and ``--endpoint-url``."""
         given = {k: v for k, v in flags.items() if v is not None}
-        if endpoint_url:
-            given["storage"] = {"endpoint_url": endpoint_url}
-        return cls.from_file(config_file, **given) if config_file else cls(**given)
+        data = cls.read_file(config_file) if config_file else {}
+        if endpoint_url:  # overrides one field of the file's storage block, not the whole block
+            data["storage"] = {**(data.get("storage") or {}), "endpoint_url": endpoint_url}
+        return cls(**{**data, **given})
 
-    @classmethod
-    def from_file(cls, path: str | Path, **overrides) -> "JobConfig":
+    @staticmethod
+    def read_file(path: str | Path) -> dict:
         text = Path(path).read_text()
         if str(path).endswith((".yaml", ".yml")):
             import yaml
 
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-        return cls(**{**data, **overrides})
+            return yaml.safe_load(text) or {}
+        return json.loads(text)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> "JobConfig":
+        return cls(**{**cls.read_file(path), **overrides})
 
 
 class CompressJobConfig(JobConfig):
@@ -86,16 +89,23 @@ class CompressJobConfig(JobConfig):
     model_registry: str | None = Field(default=None, description="URL of a model registry on object storage "
                                        "(models trained by jobs/train_codec.py); built-in names are found without it")
     tile_size: int = 256
-    replicas: int | None = Field(default=None, description="codec replicas; default one per GPU, else 1 per 2 CPUs")
+    replicas: int | None = Field(default=None, description="codec replicas; default one per GPU, else 1 per 4 CPUs")
     gpus_per_replica: float = 1.0
     batch_size: int = Field(default=4, ge=1, description="images per replica call")
     replica_start_timeout_s: int = Field(default=900, ge=1, description="wait this long for all replicas (GPU nodes may autoscale)")
     verify: bool = True
     max_error_fraction: float = Field(default=1.0, ge=0.0, le=1.0)
     max_pixels: int = Field(default=1 << 31, ge=1, description="decompression-bomb limit per image")
-    retry_errors: bool = False
+    max_image_memory: int = Field(default=24 << 30, ge=1 << 20, description="refuse (too_large) an image whose "
+                                  "estimated working set (pixels × channels × the codec's bytes per sample) is larger")
+    retry_errors: bool = Field(default=False, description="also retry keys whose last row is a permanent error "
+                               "(transient fetch errors and changed sources are retried anyway)")
+    fetch_attempts: int = Field(default=4, ge=1, description="tries per object on transient storage errors")
+    max_replica_restarts: int = Field(default=20, ge=0, description="restarts per replica before the job fails")
     segment_rows: int = Field(default=256, ge=1, description="images per committed Parquet segment")
-    run_id: str = Field(default_factory=new_run_id)
+    segment_bytes: int = Field(default=256 << 20, ge=1, description="bitstream bytes per committed Parquet segment")
+    lease_ttl_s: float = Field(default=300.0, ge=5, description="the output's writer lease lives this long unrenewed")
+    run_id: str = Field(default_factory=new_run_id, pattern=r"^[A-Za-z0-9._-]{1,128}$")
     storage: StorageOptions = Field(default_factory=StorageOptions)
     extensions: list[str] = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"]
 

@@ -12,15 +12,14 @@ the jobs and the reports alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import duckdb
 import pyarrow as pa
 
-from .archive import STATS, STATS_SCHEMA, Archive
+from .archive import STATS, Archive
 from .config import StorageOptions
-from .storage import to_url
 
 GROUPS = {
     "prefix": "regexp_replace(key, '/[^/]*$', '/')",  # the folder holding the object
@@ -37,21 +36,26 @@ def archive_of(stats_url: str) -> str:
 
 
 def connect(stats_url: str, storage: StorageOptions | None = None, since: date | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the views ``stats_all`` and ``stats`` over the committed stats."""
+    """A DuckDB connection with the views ``stats_all``, ``stats`` and ``archive_problems``.
+
+    No path is ever pasted into SQL: the committed files are registered as a lazy Arrow dataset
+    (DuckDB scans it with filters pushed down), and "latest" follows the runs' commit order
+    from the manifests, not timestamps or names.
+    """
     archive = Archive(archive_of(stats_url), storage)
     con = duckdb.connect()
-    files = [to_url(archive.fs, f) for f in archive.committed_files(STATS)]
-    if files and files[0].startswith(("s3://", "gs://", "az://", "memory://")):
-        con.register_filesystem(archive.fs)
-    if files:
-        con.execute(f"create view stats_committed as select * from read_parquet({files!r})")
-    else:  # an empty archive still answers every query, with no rows
-        con.register("stats_empty", STATS_SCHEMA.empty_table())
-        con.execute("create view stats_committed as select * from stats_empty")
-    where = f"where timestamp >= '{since.isoformat()}'" if since else ""
+    con.register("stats_committed", archive.committed_dataset(STATS))
+    order = archive.run_order()
+    con.register("run_order", pa.table({"run_id": pa.array(list(order), pa.string()),
+                                        "commit_order": pa.array(list(order.values()), pa.int64())}))
+    # views take no parameters; ``since`` is a validated date, never free text
+    where = f"where timestamp >= '{date.fromisoformat(str(since)).isoformat()}'" if since else ""
     con.execute(f"create view stats_all as select * from stats_committed {where}")
-    con.execute("""create view stats as select * from stats_all
-                   qualify row_number() over (partition by key order by timestamp desc, run_id desc) = 1""")
+    con.execute("""create view stats as select s.* from stats_all s left join run_order o using (run_id)
+                   qualify row_number() over (partition by s.key order by o.commit_order desc nulls last,
+                                                                           s.timestamp desc) = 1""")
+    # what the reader skipped (unreadable manifests, missing files): queryable like the rest
+    con.register("archive_problems", pa.table({"problem": pa.array(archive.problems, pa.string())}))
     return con
 
 
@@ -95,17 +99,21 @@ class Report:
     errors: pa.Table
     runs: pa.Table
     group_by: str | None
+    problems: list[str] = field(default_factory=list)  # parts of the archive the reader had to skip
 
     def text(self) -> str:
         parts = [format_table(self.summary, title=f"archive by {self.group_by or 'all'}"),
                  format_table(self.errors, title="errors by cause") if self.errors.num_rows else "no errors",
                  format_table(self.runs, title="runs")]
+        if self.problems:
+            parts.append("skipped (the rest of the archive is reported):\n" + "\n".join(f"  {p}" for p in self.problems))
         return "\n\n".join(parts)
 
 
 def build_report(con: duckdb.DuckDBPyConnection, group_by: str | None = None) -> Report:
+    problems = [r[0] for r in con.execute("select problem from archive_problems").fetchall()]
     return Report(con.sql(summary_sql(group_by)).to_arrow_table(), con.sql(ERRORS_SQL).to_arrow_table(),
-                  con.sql(RUNS_SQL).to_arrow_table(), group_by)
+                  con.sql(RUNS_SQL).to_arrow_table(), group_by, problems)
 
 
 def _cell(v, name: str) -> str:

@@ -40,11 +40,62 @@ def image_format(requested: str, geo: str | None) -> str:
     return "tiff" if geo else "png"
 
 
+class UnsafeKeyError(ValueError):
+    """A key whose path would restore outside the output root."""
+
+
 def output_name(key: str, fmt: str) -> str:
-    """Where a key's image goes below the output prefix: its path without scheme, with the format's suffix."""
-    path = key.split("://", 1)[-1].lstrip("/")
-    stem, dot, ext = path.rpartition(".")
-    return (stem if dot and "/" not in ext else path) + SUFFIX[fmt]
+    """Where a key's image goes below the output prefix: its normalised path without scheme, with
+    the format's suffix appended unless the name already ends in it (``x.png`` → ``x.png``,
+    ``x.jpg`` → ``x.jpg.png``, so ``x.png`` and ``x.jpg`` stay apart).
+
+    ``.`` and empty segments are dropped and ``..`` resolved; a key that climbs above the root
+    raises :class:`UnsafeKeyError`.
+    """
+    parts: list[str] = []
+    for seg in key.split("://", 1)[-1].replace("\\", "/").split("/"):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if not parts:
+                raise UnsafeKeyError(f"{key}: its path climbs above the output root; refusing to restore it")
+            parts.pop()
+            continue
+        if "\x00" in seg:
+            raise UnsafeKeyError(f"{key}: a NUL byte in the path")
+        parts.append(seg)
+    if not parts:
+        raise UnsafeKeyError(f"{key}: no file name left after normalising the path")
+    path = "/".join(parts)
+    suffixes = (".tif", ".tiff") if fmt == "tiff" else (SUFFIX[fmt],)
+    return path if path.lower().endswith(suffixes) else path + SUFFIX[fmt]
+
+
+def output_names(keys: list[str], fmts: list[str]) -> list[str | UnsafeKeyError]:
+    """:func:`output_name` for many keys, made distinct: keys that would land on one file
+    (``/a/x.png`` and ``s3://a/x.png``; ``x.jpg`` and ``x.jpg.png``) each get ``~HASH`` before
+    the suffix, except one whose own name is that file. Unsafe keys come back as the error."""
+    import hashlib
+
+    names: list = []
+    for k, f in zip(keys, fmts):
+        try:
+            names.append(output_name(k, f))
+        except UnsafeKeyError as exc:
+            names.append(exc)
+    groups: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        if isinstance(n, str):
+            groups.setdefault(n, []).append(i)
+    for name, members in groups.items():
+        if len(members) < 2:
+            continue
+        keep = next((i for i in members if keys[i].split("://", 1)[-1].strip("/") == name), None)
+        for i in members:
+            if i != keep:
+                stem, dot, ext = name.rpartition(".")
+                names[i] = f"{stem}~{hashlib.sha1(keys[i].encode()).hexdigest()[:8]}.{ext}"
+    return names
 
 
 def decode_record(record: dict, region: tuple[int, int, int, int] | None = None) -> np.ndarray:
@@ -88,17 +139,22 @@ GEO_TAG_TYPES = {  # tag → (code, TIFF type)
 }
 
 
-def encode_image(arr: np.ndarray, fmt: str, geo_tags: dict | None = None) -> bytes:
-    """PNG via Pillow, or (Geo)TIFF via tifffile with the georeferencing tags written back."""
+def encode_image(arr: np.ndarray, fmt: str, geo_tags: dict | None = None, icc_profile: bytes | None = None,
+                 exif: bytes | None = None) -> bytes:
+    """PNG via Pillow, or (Geo)TIFF via tifffile with the georeferencing tags written back.
+
+    The source's ICC profile and raw EXIF (kept in the record) are written back too.
+    """
     buf = io.BytesIO()
     if fmt == "png":
         from PIL import Image
 
-        Image.fromarray(arr).save(buf, format="PNG")
+        extra = {k: v for k, v in (("icc_profile", icc_profile), ("exif", exif)) if v}
+        Image.fromarray(arr).save(buf, format="PNG", **extra)
     elif fmt == "tiff":
         import tifffile
 
-        extratags = []
+        extratags = [(34675, 7, len(icc_profile), icc_profile, True)] if icc_profile else []
         for name, value in (geo_tags or {}).items():
             code, dtype = GEO_TAG_TYPES[name]
             if dtype == 2:
@@ -117,22 +173,32 @@ def encode_image(arr: np.ndarray, fmt: str, geo_tags: dict | None = None) -> byt
 
 
 def restore_record(record: dict, fs, out_path: str, region=None, fmt: str = "auto",
-                   model_registry: str | None = None, storage: StorageOptions | None = None) -> dict:
-    """Decode one record and write its image to ``out_path``; returns a result row (error rows instead of raising)."""
+                   model_registry: str | None = None, storage: StorageOptions | None = None,
+                   installed: set | None = None) -> dict:
+    """Decode one record and write its image to ``out_path``; returns a result row (error rows instead of raising).
+
+    ``installed`` caches the model ids already installed in this process.
+    """
     from .model_store import install_model
+    from .storage import put_atomic
 
     t0 = time.time()
     row = {"key": record["key"], "status": "ok", "error": None, "output": None, "width": None, "height": None,
            "model_id": record.get("model_id"), "seconds": None}
     try:
-        install_model(record["model_id"], model_registry, storage)  # whatever model the record names
+        if installed is None or record["model_id"] not in installed:
+            install_model(record["model_id"], model_registry, storage)  # whatever model the record names
+            if installed is not None:
+                installed.add(record["model_id"])
         arr = decode_record(record, region)
         kind = image_format(fmt, record.get("geo"))
-        data = encode_image(arr, kind, shifted_geo(record.get("geo"), region) if kind == "tiff" else None)
-        fs.makedirs(out_path.rsplit("/", 1)[0], exist_ok=True)
-        fs.pipe_file(out_path, data)
+        data = encode_image(arr, kind, shifted_geo(record.get("geo"), region) if kind == "tiff" else None,
+                            icc_profile=record.get("icc_profile"), exif=record.get("exif"))
+        put_atomic(fs, out_path, data)
         row.update(output=out_path, width=arr.shape[1], height=arr.shape[0])
-    except Exception as exc:  # checksum mismatch, unknown model, bad region, write failure: name the key
+    except BaseException as exc:  # noqa: BLE001 — corrupt record, unknown model, bad region, write failure,
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # a panic in native code: name the key, go on
+            raise
         row.update(status="error", error=f"{record['key']}: {type(exc).__name__}: {exc}")
     row["seconds"] = time.time() - t0
     return row
@@ -166,10 +232,12 @@ class RestoreReplica:
         self.archive = Archive(config.archive, config.storage)
         self.out_fs, self.out_root = filesystem(config.output, config.storage)
         self.out_root = self.out_root.rstrip("/")
+        self.installed: set[str] = set()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = []
         by_file: dict[str, list[str]] = {}
+        outputs = dict(zip(batch["key"].to_pylist(), batch["output"].to_pylist()))
         for key, file in zip(batch["key"].to_pylist(), batch["file"].to_pylist()):
             by_file.setdefault(file, []).append(key)
         for file, keys in by_file.items():
@@ -185,9 +253,9 @@ class RestoreReplica:
                     continue
                 record = found[key]
                 fmt = image_format(self.cfg.format, record.get("geo"))
-                path = f"{self.out_root}/{output_name(key, fmt)}"
+                path = f"{self.out_root}/{outputs[key]}"
                 rows.append(restore_record(record, self.out_fs, path, self.cfg.region, fmt, self.cfg.model_registry,
-                                           self.cfg.storage))
+                                           self.cfg.storage, self.installed))
         for r in rows:
             r["restore_id"] = self.cfg.restore_id
         return pa.Table.from_pylist(rows, schema=RESULT_SCHEMA)
@@ -232,7 +300,18 @@ def run_restore(cfg: RestoreJobConfig, progress: bool = True) -> RestoreSummary:
         have = set(index["key"].to_pylist())
         results += [{"key": k, "status": "error", "error": f"{k}: no committed record in {cfg.archive}",
                      "restore_id": cfg.restore_id} for k in cfg.keys if k not in have]
-    summary.selected = index.num_rows + len(results)
+    # every output name is chosen here, for the whole selection, so that no two keys share a file
+    names = output_names(index["key"].to_pylist(),
+                         [image_format(cfg.format, g) for g in index["geo"].to_pylist()])
+    unsafe = [i for i, n in enumerate(names) if isinstance(n, Exception)]
+    results += [{"key": index["key"][i].as_py(), "status": "error", "error": str(names[i]),
+                 "restore_id": cfg.restore_id} for i in unsafe]
+    summary.selected = index.num_rows + len(results) - len(unsafe)
+    if unsafe:
+        keep = pa.array([not isinstance(n, Exception) for n in names])
+        index = index.filter(keep)
+        names = [n for n in names if not isinstance(n, Exception)]
+    index = index.append_column("output", pa.array(names, pa.string()))
 
     if index.num_rows:
         if not ray.is_initialized():
@@ -241,7 +320,8 @@ def run_restore(cfg: RestoreJobConfig, progress: bool = True) -> RestoreSummary:
         ctx.enable_progress_bars = False
         ctx.wait_for_min_actors_s = cfg.replica_start_timeout_s
         n, resources, threads = replica_plan(cfg)
-        ds = ray.data.from_arrow(index.select(["key", "file"])).repartition(target_num_rows_per_block=cfg.batch_size)
+        ds = ray.data.from_arrow(index.select(["key", "file", "output"])).repartition(
+            target_num_rows_per_block=cfg.batch_size)
         ds = ds.map_batches(
             RestoreReplica, fn_constructor_kwargs={"config": cfg, "cpu_threads": threads}, batch_size=cfg.batch_size,
             batch_format="pyarrow",
@@ -265,7 +345,7 @@ def run_restore(cfg: RestoreJobConfig, progress: bool = True) -> RestoreSummary:
 
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(results, schema=RESULT_SCHEMA), buf)
-    out.put(f"{out.root}/_restore_log/{cfg.restore_id}.parquet", buf.getvalue())
+    out.put(out.path("_restore_log", f"{cfg.restore_id}.parquet"), buf.getvalue())
     return summary
 
 

@@ -91,29 +91,50 @@ def _size(n: float) -> str:
     return ""
 
 
+RETRIED_BY_DEFAULT = ("transient", "changed")  # error kinds that a rerun tries again without --retry-errors
+
+
+def _pending(cfg: CompressJobConfig, state: dict[str, tuple], obj) -> bool:
+    """Does ``obj`` still need archiving, given its key's latest committed (version, status, error_kind)?"""
+    prev = state.get(obj.key)
+    if prev is None or prev[0] != obj.version:
+        return True
+    if prev[1] != "error":
+        return False
+    return cfg.retry_errors or prev[2] in RETRIED_BY_DEFAULT
+
+
 def write_listing(cfg: CompressJobConfig, archive: Archive, summary: JobSummary) -> list[str]:
-    """Stream the input listing, keep what is not committed yet, write it as Parquet shards."""
-    committed = archive.committed_versions()
-    shards, rows = [], []
-    base = f"{archive.root}/_runs/{cfg.run_id}/listing"
+    """Stream the input listing, keep what is not committed yet, write it as Parquet shards.
+
+    Each shard of listed objects is anti-joined with the committed state of exactly its keys
+    (``Archive.latest_state``), so memory follows the shard, not the archive.
+    """
+    shards, objs = [], []
 
     def flush():
+        if not objs:
+            return
+        t = archive.latest_state([o.key for o in objs])
+        state = {k: (v, s, e) for k, v, s, e in zip(*(t[c].to_pylist() for c in t.column_names))}
+        rows = []
+        for o in objs:
+            if _pending(cfg, state, o):
+                rows.append({"key": o.key, "version": o.version, "size": o.size, "etag": o.etag, "mtime": o.mtime})
+            else:
+                summary.skipped_committed += 1
+        objs.clear()
         if rows:
-            path = f"{base}/part-{len(shards):05d}.parquet"
             buf = io.BytesIO()
             pq.write_table(pa.Table.from_pylist(rows, schema=LISTING_SCHEMA), buf)
+            path = archive.run_path(cfg.run_id, "listing", f"part-{len(shards):05d}.parquet")
             archive.put(path, buf.getvalue())
             shards.append(path)
-            rows.clear()
 
     for obj in iter_objects(cfg.input, cfg.storage, cfg.extensions):
         summary.listed += 1
-        prev = committed.get(obj.key)
-        if prev and prev[0] == obj.version and not (cfg.retry_errors and prev[1] == "error"):
-            summary.skipped_committed += 1
-            continue
-        rows.append({"key": obj.key, "version": obj.version, "size": obj.size, "etag": obj.etag, "mtime": obj.mtime})
-        if len(rows) >= LISTING_SHARD_ROWS:
+        objs.append(obj)
+        if len(objs) >= LISTING_SHARD_ROWS:
             flush()
     flush()
     return shards
@@ -134,11 +155,11 @@ def replica_plan(cfg: CompressJobConfig) -> tuple[int, dict, int]:
 
 
 def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
-    import ray
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
+    """Archive what is new under ``cfg.input`` as one run, the output's only writer while it lasts.
 
-    from .replica import CodecReplica, fetch_objects
-
+    Raises LeaseHeldError if another live run holds the output, ArchiveError if the run id was
+    used before, StorageAccessError / ModelNotFoundError before anything is written.
+    """
     t0 = time.time()
     summary = JobSummary(cfg.run_id)
     check_readable(cfg.input, cfg.storage)
@@ -147,13 +168,28 @@ def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
     # version is registered mid-run (and a missing model fails here, not in every replica)
     cfg = cfg.model_copy(update={"model": install_model(cfg.model, cfg.model_registry, cfg.storage)})
     archive = Archive(cfg.output, cfg.storage)
-    summary.orphans_removed = len(archive.recover())
-    shards = write_listing(cfg, archive, summary)
-    todo = summary.listed - summary.skipped_committed
-    if not shards:
+    with archive.acquire_lease(cfg.run_id, cfg.lease_ttl_s) as lease:
+        archive.check_new_run(cfg.run_id)
+        summary.orphans_removed = len(archive.recover(lease))
+        shards = write_listing(cfg, archive, summary)
+        if shards:
+            _process(cfg, archive, lease, shards, summary, progress)
         summary.seconds = time.time() - t0
-        return summary
+        lease.check()
+        archive.put(archive.run_path(cfg.run_id, "summary.json"), json.dumps(summary.to_dict(), indent=1).encode())
+    return summary
 
+
+def _process(cfg: CompressJobConfig, archive: Archive, lease, shards: list[str], summary: JobSummary,
+             progress: bool) -> None:
+    """Stream the listed keys through fetch and the codec replicas; commit segments as rows arrive."""
+    import ray
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    from .fetch import fetch_objects
+    from .replica import CodecReplica
+
+    todo = summary.listed - summary.skipped_committed
     if not ray.is_initialized():
         ray.init(log_to_driver=False, include_dashboard=False)
     ctx = ray.data.DataContext.get_current()
@@ -165,31 +201,39 @@ def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
     # one listing shard is one block of up to 50k keys: split it (streaming) so that every
     # replica gets work and each fetch holds only a batch of objects in memory
     ds = ds.repartition(target_num_rows_per_block=cfg.batch_size)
-    ds = ds.map_batches(fetch_objects, fn_kwargs={"storage": cfg.storage}, batch_size=cfg.batch_size,
-                        batch_format="pyarrow", num_cpus=0.5)
+    ds = ds.map_batches(fetch_objects, fn_kwargs={"storage": cfg.storage, "attempts": cfg.fetch_attempts},
+                        batch_size=cfg.batch_size, batch_format="pyarrow", num_cpus=0.5)
+    # Ray Data restarts replicas and retries their tasks forever by default: bound both. A batch
+    # whose image kills its replica is retried; CodecReplica turns a key that killed it twice into
+    # a `crashed` row, so (batch_size + 2) tries always end.
     ds = ds.map_batches(
         CodecReplica,
         fn_constructor_kwargs={"config": cfg, "cpu_threads": threads},
         batch_size=cfg.batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=n, max_size=n, max_tasks_in_flight_per_actor=2),
+        max_restarts=cfg.max_replica_restarts,
+        max_task_retries=cfg.batch_size + 2,
         **resources,
     )
 
     seen: set[str] = set()
     pending: list[dict] = []
+    pending_bytes = 0
     bar = tqdm(total=todo, desc="archive", unit="img", disable=not progress, mininterval=1)
 
     def commit():
+        nonlocal pending_bytes
         if pending:
             records = [r for r in pending if r["status"] == "ok"]
             archive.commit_segment(
-                cfg.run_id, summary.segments,
+                lease, summary.segments,
                 pa.Table.from_pylist(records, schema=RECORD_SCHEMA),
                 pa.Table.from_pylist(pending, schema=STATS_SCHEMA),
             )
             summary.segments += 1
             pending.clear()
+            pending_bytes = 0
 
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         for row in batch.to_pylist():
@@ -197,15 +241,13 @@ def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
                 continue
             seen.add(row["key"])
             pending.append(row)
+            pending_bytes += len(row["bitstream"] or b"")
             _account(summary, row)
             bar.update(1)
-            if len(pending) >= cfg.segment_rows:
+            if len(pending) >= cfg.segment_rows or pending_bytes >= cfg.segment_bytes:
                 commit()
     commit()
     bar.close()
-    summary.seconds = time.time() - t0
-    archive.put(f"{archive.root}/_runs/{cfg.run_id}/summary.json", json.dumps(summary.to_dict(), indent=1).encode())
-    return summary
 
 
 def _account(s: JobSummary, row: dict) -> None:
