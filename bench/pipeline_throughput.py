@@ -106,7 +106,7 @@ def main() -> None:
     import codec
     from codec.metrics import ms_ssim, psnr
     from pipeline.config import CompressJobConfig
-    from pipeline.imagedecode import decode_image
+    from codec.imageio import load_image
     from pipeline.localstack import LocalS3
     from pipeline.run import run_job
 
@@ -126,11 +126,11 @@ def main() -> None:
 
         # the bare codec, same work per image as a replica: decode, encode, verify, metrics
         model = codec.load_model("default")
-        codec.encode(decode_image(sample[0], "warmup", 1 << 31)[0], model, **mode)
+        codec.encode(load_image(sample[0], "warmup").pixels, model, **mode)
         t = time.perf_counter()
         px = 0
         for i, data in enumerate(sample):
-            img, _ = decode_image(data, str(i), 1 << 31)
+            img = load_image(data, str(i)).pixels
             r = codec.encode(img, model, **mode)
             out = codec.decode(r.data, model)
             psnr(img, out), ms_ssim(img, out)

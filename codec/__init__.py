@@ -10,11 +10,12 @@ This package never imports Ray; the archival pipeline builds on it.
 
 from .api import EncodeResult, decode, decode_region, encode, get_coder, read_header
 from .container import FORMAT_VERSION, Header
-from .errors import CodecError, CorruptStreamError, ModelMismatchError, ModelNotFoundError, UnsupportedImageError
+from .errors import (CodecError, CorruptStreamError, ImageTooLargeError, ModelMismatchError, ModelNotFoundError,
+                     StreamTooLargeError, UnsupportedImageError)
 from .registry import LoadedModel, Registry, load_model
 
 __all__ = [
     "encode", "decode", "decode_region", "read_header", "get_coder", "load_model", "EncodeResult", "Header",
     "LoadedModel", "Registry", "FORMAT_VERSION", "CodecError", "CorruptStreamError", "ModelMismatchError",
-    "ModelNotFoundError", "UnsupportedImageError",
+    "ModelNotFoundError", "UnsupportedImageError", "ImageTooLargeError", "StreamTooLargeError",
 ]

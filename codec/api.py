@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,14 +16,17 @@ import torch
 from . import container
 from .coder import QUALITY_LEVELS, Quantized, TileCoder, level_to_q, psnr_from_mse
 from .container import FLAG_ALPHA, FLAG_MISSED_TARGET, Header, TileEntry
-from .errors import CodecError, CorruptStreamError, ModelMismatchError
+from .errors import CodecError, CorruptStreamError, ModelMismatchError, StreamTooLargeError
+from .imageio import DEFAULT_MAX_PIXELS
 from .imageprep import PreparedImage, finish, prepare
-from .rangecoder import RangeCodingError
+from .rangecoder import RangeCodingError, is_panic
 from .registry import LoadedModel, load_model
 from .tiling import batches, grid_boxes, intersecting, pad_tile
 
 DEFAULT_TILE = 256
 DEFAULT_TARGET_PSNR = 38.0
+# pixels per forward pass (encode and decode): 8 default 256² tiles, as before; larger tiles go fewer at a time
+PIXELS_PER_BATCH = 8 * DEFAULT_TILE * DEFAULT_TILE
 
 
 @dataclass
@@ -133,8 +137,17 @@ class _Batch:
     npix: np.ndarray  # valid pixels per tile
 
 
+def _batches(boxes, ids, batch_size: int):
+    """:func:`tiling.batches` with at most ``PIXELS_PER_BATCH`` padded pixels per batch (at least one tile):
+    ``batch_size`` alone would put 8 tiles of 4096² (134 MP) in one forward pass."""
+    for (pw, ph), group in batches(boxes, ids, max(len(ids), 1)):
+        n = max(1, min(batch_size, PIXELS_PER_BATCH // (pw * ph)))
+        for s in range(0, len(group), n):
+            yield (pw, ph), group[s : s + n]
+
+
 def _iter_batches(coder: TileCoder, img: PreparedImage, boxes, batch_size: int):
-    for (pw, ph), ids in batches(boxes, range(len(boxes)), batch_size):
+    for (pw, ph), ids in _batches(boxes, range(len(boxes)), batch_size):
         tiles = np.empty((len(ids), ph, pw, 3), dtype=np.uint8)
         masks = np.zeros((len(ids), ph, pw), dtype=np.float32)
         for k, i in enumerate(ids):
@@ -241,51 +254,73 @@ def _model_for(header: Header, model: str | LoadedModel | None) -> LoadedModel:
 
 
 def decode(data: bytes, model: str | LoadedModel | None = None, *, device: str = "cpu", half: bool = False,
-           batch_size: int = 8, entropy_workers: int = 0) -> np.ndarray:
-    """Decode a whole image; verifies every checksum first."""
+           batch_size: int = 8, entropy_workers: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a whole image; verifies every checksum first.
+
+    Refuses (:class:`StreamTooLargeError`) a stream of more than ``max_pixels`` pixels before
+    allocating anything: a few bytes of stream can describe a huge image.
+    """
     header = read_header(data)
     container.check_length(data, header)
     return decode_region(data, (0, 0, header.width, header.height), model, device=device, half=half,
-                         batch_size=batch_size, entropy_workers=entropy_workers, header=header)
+                         batch_size=batch_size, entropy_workers=entropy_workers, header=header,
+                         max_pixels=max_pixels)
 
 
 def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | LoadedModel | None = None, *,
                   device: str = "cpu", half: bool = False, batch_size: int = 8, entropy_workers: int = 0,
-                  header: Header | None = None) -> np.ndarray:
-    """Decode only the tiles covering ``box = (x, y, w, h)`` and return that crop."""
+                  header: Header | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode only the tiles covering ``box = (x, y, w, h)`` and return that crop.
+
+    ``max_pixels`` bounds the pixels of the tiles decoded (at least the region's), checked before
+    any allocation. Tiles are verified up front and inflated batch by batch, so memory beyond the
+    output stays bounded by one batch.
+    """
     data = bytes(data)
     header = header or read_header(data)
     x0, y0, bw, bh = (int(v) for v in box)
     if bw <= 0 or bh <= 0 or x0 < 0 or y0 < 0 or x0 + bw > header.width or y0 + bh > header.height:
         raise ValueError(f"region {box} is not inside the {header.width}×{header.height} image")
-    _, coder = get_coder(_model_for(header, model), device, half, entropy_workers)
     boxes = grid_boxes(header.width, header.height, header.tile_size)
     ids = intersecting(boxes, (x0, y0, bw, bh))
-    payloads = {i: container.split_tile_blob(container.tile_payload(data, header, i)) for i in ids}
+    pixels = sum(boxes[i][2] * boxes[i][3] for i in ids)
+    if pixels > max_pixels:
+        what = "the image" if pixels == header.width * header.height else f"region {(x0, y0, bw, bh)}'s {len(ids)} tiles"
+        raise StreamTooLargeError(f"{header.width}×{header.height} stream: decoding {what} means {pixels} pixels, "
+                                  f"over the limit of {max_pixels} (max_pixels)")
+    _, coder = get_coder(_model_for(header, model), device, half, entropy_workers)
+    for i in ids:  # every checksum before any work: a damaged stream fails fast
+        container.tile_payload(data, header, i)
     rgb = np.empty((bh, bw, 3), dtype=np.uint8)
     alpha = np.empty((bh, bw), dtype=np.uint8) if header.channels == 4 else None
-    for shape, chunk in batches(boxes, ids, batch_size):
-        recon = _decode_batch(coder, header, chunk, shape, payloads)
+    for shape, chunk in _batches(boxes, ids, batch_size):
+        parts = [container.tile_parts(data, header, i) for i in chunk]
+        recon = _decode_batch(coder, header, chunk, shape, parts)
         for k, i in enumerate(chunk):
             x, y, w, h = boxes[i]
             ix0, iy0 = max(x, x0), max(y, y0)
             ix1, iy1 = min(x + w, x0 + bw), min(y + h, y0 + bh)
             rgb[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = recon[k, iy0 - y : iy1 - y, ix0 - x : ix1 - x]
             if alpha is not None:
-                plane = payloads[i][2]
-                if plane is None or len(plane) != w * h:
-                    raise CorruptStreamError(f"tile {i}: alpha plane missing or of the wrong size")
-                a = np.frombuffer(plane, dtype=np.uint8).reshape(h, w)
+                a = np.frombuffer(parts[k][2], dtype=np.uint8).reshape(h, w)
                 alpha[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = a[iy0 - y : iy1 - y, ix0 - x : ix1 - x]
     return finish(rgb, alpha, header.channels)
 
 
-def _decode_batch(coder: TileCoder, header: Header, chunk, shape, payloads) -> np.ndarray:
+# what a damaged tile makes the range decoder (constriction) or its callers raise
+_TILE_DECODE_ERRORS = (AssertionError, ValueError, OverflowError, struct.error)
+
+
+def _decode_batch(coder: TileCoder, header: Header, chunk, shape, parts) -> np.ndarray:
     pw, ph = shape
     try:
-        y_hat = coder.entropy_decode([payloads[i][0] for i in chunk], [payloads[i][1] for i in chunk], (ph // 64, pw // 64))
-    except RangeCodingError as exc:
-        raise CorruptStreamError(f"tiles {chunk}: {exc}") from exc
+        y_hat = coder.entropy_decode([p[0] for p in parts], [p[1] for p in parts], (ph // 64, pw // 64))
+    except BaseException as exc:  # BaseException: a Rust panic in constriction is one
+        if not isinstance(exc, _TILE_DECODE_ERRORS) and not is_panic(exc):
+            raise
+        stream = exc.stream if isinstance(exc, RangeCodingError) else None
+        where = header.tile_label(chunk[stream]) if stream is not None else ", ".join(map(header.tile_label, chunk))
+        raise CorruptStreamError(f"{where}: {exc}") from exc
     q = torch.tensor([header.tiles[i].quality for i in chunk], dtype=torch.float32)
     return coder.synthesize(y_hat, q).permute(0, 2, 3, 1).cpu().numpy()
 

@@ -1,11 +1,11 @@
 """``codec``: encode, decode and inspect TLIC streams from the shell.
 
     codec encode IN.png OUT.tlic --target-psnr 38     (or --quality 0.6, --target-bpp 0.3)
-    codec decode IN.tlic OUT.png [--region x,y,w,h]
+    codec decode IN.tlic OUT.png [--region x,y,w,h] [--max-pixels N]
     codec info IN.tlic [--json]
 
 Exit codes: 0 ok, 2 bad arguments, 3 unreadable or unsupported input image,
-4 corrupt or truncated stream, 5 model not found or wrong model, 1 anything else.
+4 corrupt or truncated stream (or one over --max-pixels), 5 model not found or wrong model, 1 anything else.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from . import api
-from .errors import CodecError, CorruptStreamError, ModelMismatchError, ModelNotFoundError, UnsupportedImageError
-from .imageio import read_image, write_image
+from .errors import (CodecError, CorruptStreamError, ModelMismatchError, ModelNotFoundError, StreamTooLargeError,
+                     UnsupportedImageError)
+from .imageio import DEFAULT_MAX_PIXELS, read_image, write_image
 
 EXIT_USAGE, EXIT_INPUT, EXIT_CORRUPT, EXIT_MODEL, EXIT_OTHER = 2, 3, 4, 5, 1
 
@@ -31,6 +32,12 @@ def _region(text: str) -> tuple[int, int, int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"region must be x,y,w,h integers, got {text!r}") from None
     return x, y, w, h
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("input", type=Path)
     dec.add_argument("output", type=Path)
     dec.add_argument("--region", type=_region, help="x,y,w,h: decode only this box")
+    dec.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS,
+                     help=f"refuse streams (or regions' tiles) of more pixels than this (default {DEFAULT_MAX_PIXELS})")
     dec.add_argument("--device", default="cpu")
     info = sub.add_parser("info", help="print header, tile grid, per-tile quality and bytes")
     info.add_argument("input", type=Path)
@@ -79,9 +88,9 @@ def _cmd_encode(a) -> None:
 def _cmd_decode(a) -> None:
     data = _read_stream(a.input)
     if a.region:
-        out = api.decode_region(data, a.region, device=a.device)
+        out = api.decode_region(data, a.region, device=a.device, max_pixels=a.max_pixels)
     else:
-        out = api.decode(data, device=a.device)
+        out = api.decode(data, device=a.device, max_pixels=a.max_pixels)
     write_image(a.output, out)
     print(f"{a.input} → {a.output}: {out.shape[1]}×{out.shape[0]}")
 
@@ -127,6 +136,9 @@ def main(argv=None) -> int:
     except UnsupportedImageError as exc:
         print(f"codec: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    except StreamTooLargeError as exc:  # not damage: the stream is larger than this reader accepts
+        print(f"codec: error: {a.input}: {exc}", file=sys.stderr)
+        return EXIT_CORRUPT
     except CorruptStreamError as exc:
         print(f"codec: error: corrupt stream {a.input}: {exc}", file=sys.stderr)
         return EXIT_CORRUPT

@@ -15,6 +15,7 @@ images, by the tile's alpha plane deflated (lossless). Random access needs only 
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -26,11 +27,16 @@ FORMAT_VERSION = 1
 MODES = ("quality", "target_psnr", "target_bpp")
 FLAG_MISSED_TARGET = 1
 FLAG_ALPHA = 2
+KNOWN_FLAGS = FLAG_MISSED_TARGET | FLAG_ALPHA
+CHANNELS = (1, 3, 4)  # what prepare() produces: gray, RGB, RGBA
+MIN_TILE, MAX_TILE = 64, 4096  # the tile sizes encode() accepts (multiples of 64)
 
 _PREFIX = struct.Struct("<4sHI")
 _IMAGE = struct.Struct("<IIBHBfI")
 _TILE = struct.Struct("<QIHBI")
 _CRC = struct.Struct("<I")
+# a header without model id and tiles: prefix, id length, sha256, image fields, CRC
+MIN_HEADER_LEN = _PREFIX.size + 1 + 32 + _IMAGE.size + _CRC.size
 QUALITY_STEPS = 65535  # quality is stored as a u16 fraction of [0, 1]
 
 
@@ -77,6 +83,11 @@ class Header:
         x, y = c * self.tile_size, r * self.tile_size
         return x, y, min(self.tile_size, self.width - x), min(self.tile_size, self.height - y)
 
+    def tile_label(self, i: int) -> str:
+        """How errors name tile ``i``: index, row and column."""
+        r, c = divmod(i, self.grid[1])
+        return f"tile {i} (row {r}, col {c})"
+
 
 def quality_code(q: float) -> int:
     return int(round(min(max(q, 0.0), 1.0) * QUALITY_STEPS))
@@ -90,8 +101,12 @@ def tile_blob(z_bytes: bytes, y_bytes: bytes, alpha: bytes | None = None) -> byt
     return blob + zlib.compress(alpha, 6) if alpha is not None else blob
 
 
-def split_tile_blob(blob: bytes) -> tuple[bytes, bytes, bytes | None]:
-    """(z bytes, y bytes, raw alpha plane or None) of a verified tile blob."""
+def split_tile_blob(blob: bytes, alpha_size: int | None = None) -> tuple[bytes, bytes, bytes | None]:
+    """(z bytes, y bytes, alpha plane or None) of a verified tile blob.
+
+    ``alpha_size`` is the tile's pixel count when the image has alpha (the plane must inflate to
+    exactly that), None when it has none (then nothing may follow the latents).
+    """
     if len(blob) < _LENGTHS.size:
         raise CorruptStreamError("tile blob shorter than its length fields")
     z_len, y_len = _LENGTHS.unpack_from(blob, 0)
@@ -99,13 +114,31 @@ def split_tile_blob(blob: bytes) -> tuple[bytes, bytes, bytes | None]:
     if end > len(blob):
         raise CorruptStreamError("tile blob shorter than its latent lengths")
     z, y = blob[_LENGTHS.size : _LENGTHS.size + z_len], blob[_LENGTHS.size + z_len : end]
-    alpha = None
-    if end < len(blob):
-        try:
-            alpha = zlib.decompress(blob[end:])
-        except zlib.error as exc:
-            raise CorruptStreamError(f"alpha plane does not inflate: {exc}") from exc
-    return z, y, alpha
+    if alpha_size is None:
+        if end < len(blob):
+            raise CorruptStreamError(f"{len(blob) - end} unexpected bytes after the latents (the image has no alpha)")
+        return z, y, None
+    return z, y, inflate_alpha(blob[end:], alpha_size)
+
+
+def inflate_alpha(data: bytes, size: int) -> bytes:
+    """Inflate an alpha plane that must be exactly ``size`` bytes, refusing it once it would exceed that."""
+    if not data:
+        raise CorruptStreamError("alpha plane missing")
+    d = zlib.decompressobj()
+    try:
+        plane = d.decompress(data, max(size, 1))  # max_length 0 would mean "no limit"
+        if d.unconsumed_tail and d.decompress(d.unconsumed_tail, 1):
+            raise CorruptStreamError(f"alpha plane inflates beyond the tile's {size} bytes")
+    except zlib.error as exc:
+        raise CorruptStreamError(f"alpha plane does not inflate: {exc}") from exc
+    if not d.eof:
+        raise CorruptStreamError("alpha plane is truncated")
+    if d.unused_data:
+        raise CorruptStreamError(f"{len(d.unused_data)} unexpected bytes after the alpha plane")
+    if len(plane) != size:
+        raise CorruptStreamError(f"alpha plane inflates to {len(plane)} bytes, the tile has {size} pixels")
+    return plane
 
 
 def pack(header: Header, blobs: list[bytes]) -> bytes:
@@ -134,7 +167,11 @@ def _model_part(h: Header) -> bytes:
 
 
 def read_header(data: bytes) -> Header:
-    """Parse and verify the header (magic, version, CRC, tile index consistency)."""
+    """Parse and verify the header: magic, version, CRC, every field, and a tile index that lies in ``data``.
+
+    Everything after the CRC is checked too, because a crafted stream can carry a valid CRC: a field
+    the encoder never writes is a CorruptStreamError here, not an exception deep in the decoder.
+    """
     if len(data) < _PREFIX.size:
         raise CorruptStreamError(f"stream of {len(data)} bytes is too short to hold a header")
     magic, version, header_len = _PREFIX.unpack_from(data, 0)
@@ -142,6 +179,8 @@ def read_header(data: bytes) -> Header:
         raise CorruptStreamError(f"not a TLIC stream (magic {magic!r}, expected {MAGIC!r})")
     if version != FORMAT_VERSION:
         raise CorruptStreamError(f"unsupported format version {version} (this decoder reads {FORMAT_VERSION})")
+    if header_len < MIN_HEADER_LEN:
+        raise CorruptStreamError(f"header length {header_len} is below the smallest header ({MIN_HEADER_LEN} bytes)")
     if header_len > len(data):
         raise CorruptStreamError(f"truncated header: needs {header_len} bytes, stream has {len(data)}")
     head = data[: header_len - _CRC.size]
@@ -150,22 +189,63 @@ def read_header(data: bytes) -> Header:
         raise CorruptStreamError("header checksum mismatch: the header is corrupted")
     pos = _PREFIX.size
     id_len = data[pos]
-    model_id = data[pos + 1 : pos + 1 + id_len].decode()
+    if MIN_HEADER_LEN + id_len > header_len:
+        raise CorruptStreamError(f"header of {header_len} bytes cannot hold a {id_len}-byte model id")
+    try:
+        model_id = data[pos + 1 : pos + 1 + id_len].decode()
+    except UnicodeDecodeError as exc:
+        raise CorruptStreamError(f"model id is not UTF-8 ({exc.reason})") from exc
     pos += 1 + id_len
     model_hash = data[pos : pos + 32]
     pos += 32
     width, height, channels, tile_size, mode, target, n_tiles = _IMAGE.unpack_from(data, pos)
     pos += _IMAGE.size
-    tiles = []
-    for _ in range(n_tiles):
-        tiles.append(TileEntry(*_TILE.unpack_from(data, pos)))
-        pos += _TILE.size
-    h = Header(model_id, model_hash, width, height, channels, tile_size, MODES[mode], target, tiles,
-               version, header_len)
+    _check_image_fields(width, height, channels, tile_size, mode, target)
+    h = Header(model_id, model_hash, width, height, channels, tile_size, MODES[mode], target, [], version, header_len)
     rows, cols = h.grid
     if rows * cols != n_tiles:
         raise CorruptStreamError(f"tile index lists {n_tiles} tiles, a {width}×{height} image in {tile_size}px tiles has {rows * cols}")
+    if pos + n_tiles * _TILE.size + _CRC.size != header_len:
+        raise CorruptStreamError(f"header length {header_len} does not match its {n_tiles}-tile index")
+    h.tiles = [TileEntry(*_TILE.unpack_from(data, pos + i * _TILE.size)) for i in range(n_tiles)]
+    _check_tile_index(h, len(data) - header_len)
     return h
+
+
+def _check_image_fields(width: int, height: int, channels: int, tile_size: int, mode: int, target: float) -> None:
+    """The image description must be one the encoder can write."""
+    if width == 0 or height == 0:
+        raise CorruptStreamError(f"empty image ({width}×{height})")
+    if channels not in CHANNELS:
+        raise CorruptStreamError(f"{channels} channels (streams hold {', '.join(map(str, CHANNELS))})")
+    if tile_size % 64 or not MIN_TILE <= tile_size <= MAX_TILE:
+        raise CorruptStreamError(f"tile size {tile_size} is not a multiple of 64 in [{MIN_TILE}, {MAX_TILE}]")
+    if mode >= len(MODES):
+        raise CorruptStreamError(f"unknown rate-control mode {mode}")
+    if not math.isfinite(target):
+        raise CorruptStreamError(f"target {target} is not a finite number")
+    if (MODES[mode] == "quality" and not 0.0 <= target <= 1.0) or (MODES[mode] == "target_bpp" and not target > 0):
+        raise CorruptStreamError(f"target {target} is out of range for mode {MODES[mode]}")
+
+
+def _check_tile_index(h: Header, payload_len: int) -> None:
+    """Known flags only, alpha exactly where the image has it, tiles disjoint and inside the payload.
+
+    Every u16 quality code is a valid quality (codes map onto [0, 1]), so quality needs no check.
+    """
+    for i, t in enumerate(h.tiles):
+        if t.flags & ~KNOWN_FLAGS:
+            raise CorruptStreamError(f"{h.tile_label(i)}: unknown flags {t.flags:#x}")
+        if bool(t.flags & FLAG_ALPHA) != (h.channels == 4):
+            raise CorruptStreamError(f"{h.tile_label(i)}: alpha flag does not match the image's {h.channels} channels")
+        if t.offset + t.length > payload_len:
+            raise CorruptStreamError(f"truncated stream: {h.tile_label(i)} needs payload bytes up to "
+                                     f"{t.offset + t.length}, the stream has {payload_len}")
+    end = 0
+    for i in sorted(range(len(h.tiles)), key=lambda i: h.tiles[i].offset):
+        if h.tiles[i].offset < end:
+            raise CorruptStreamError(f"{h.tile_label(i)} overlaps another tile's bytes")
+        end = h.tiles[i].offset + h.tiles[i].length
 
 
 def tile_payload(data: bytes, header: Header, i: int) -> bytes:
@@ -177,9 +257,19 @@ def tile_payload(data: bytes, header: Header, i: int) -> bytes:
         raise CorruptStreamError(f"truncated stream: tile {i} needs bytes up to {end}, stream has {len(data)}")
     blob = data[start:end]
     if zlib.crc32(blob) != t.crc:
-        r, c = divmod(i, header.grid[1])
-        raise CorruptStreamError(f"tile {i} (row {r}, col {c}) checksum mismatch: payload corrupted")
+        raise CorruptStreamError(f"{header.tile_label(i)} checksum mismatch: payload corrupted")
     return blob
+
+
+def tile_parts(data: bytes, header: Header, i: int) -> tuple[bytes, bytes, bytes | None]:
+    """(z bytes, y bytes, alpha plane or None) of tile ``i``: verified, and the alpha plane inflated
+    to exactly the tile's size (never more, so a deflate bomb costs nothing)."""
+    blob = tile_payload(data, header, i)
+    _, _, w, h = header.tile_box(i)
+    try:
+        return split_tile_blob(blob, w * h if header.channels == 4 else None)
+    except CorruptStreamError as exc:
+        raise CorruptStreamError(f"{header.tile_label(i)}: {exc}") from exc
 
 
 def check_length(data: bytes, header: Header) -> None:

@@ -119,7 +119,7 @@ class FactorizedPrior(nn.Module):
 
     def decompress(self, streams: list[bytes], spatial: tuple[int, int]) -> torch.Tensor:
         index = np.broadcast_to(np.arange(self.channels).reshape(-1, 1, 1), (self.channels, *spatial))
-        return torch.from_numpy(np.stack([rangecoder.decode(s, index, self.tables) for s in streams]))
+        return torch.from_numpy(np.stack(rangecoder.decode_each(streams, [index] * len(streams), self.tables)))
 
 
 def scale_table() -> np.ndarray:
@@ -184,7 +184,7 @@ class GaussianConditional(nn.Module):
 
     def decompress(self, streams: list[bytes], mean_q: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         idx = index.cpu().numpy()
-        sym = np.stack([rangecoder.decode(s, i, self.tables) for s, i in zip(streams, idx)])
+        sym = np.stack(rangecoder.decode_each(streams, idx, self.tables))
         return torch.from_numpy(sym).to(mean_q.dtype) + mean_q.cpu()
 
     def estimate_bits(self, symbols: torch.Tensor, index: torch.Tensor) -> np.ndarray:

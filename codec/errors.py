@@ -19,3 +19,16 @@ class UnsupportedImageError(CodecError):
 
 class ModelNotFoundError(CodecError):
     """No registered model matches the requested name, version or hash."""
+
+
+class ImageTooLargeError(UnsupportedImageError):
+    """The image is over the loader's pixel limit or memory budget (decompression-bomb guard).
+
+    Raised from the file's header, before any pixel is decoded.
+    """
+
+
+class StreamTooLargeError(CorruptStreamError):
+    """The stream describes more pixels than the caller's ``max_pixels`` allows (a decompression bomb,
+    or an image too large for this reader); a CorruptStreamError so that every handler of untrusted
+    streams refuses it too."""

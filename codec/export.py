@@ -16,7 +16,7 @@ import torch
 
 from .model import HyperpriorCodec, ModelConfig
 from .registry import DEFAULT_REGISTRY, Registry
-from .train import list_images, load_rgb
+from .train import list_images, load_checkpoint, load_rgb
 
 
 def calibration_batch(dirs: list[Path], n: int = 16, sizes=(256, 128, 64), seed: int = 0) -> torch.Tensor:
@@ -43,7 +43,7 @@ def _crops(files, n: int, size: int, rng) -> list[torch.Tensor]:
 
 
 def model_from_checkpoint(path: Path) -> HyperpriorCodec:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(path)  # weights only: a checkpoint file never runs code
     model = HyperpriorCodec(ModelConfig(**state["config"]["model"]))
     model.load_state_dict(state["model"])
     return model.eval()
@@ -52,7 +52,7 @@ def model_from_checkpoint(path: Path) -> HyperpriorCodec:
 def export(checkpoint: Path, name: str, calibration: list[Path], registry: Registry = DEFAULT_REGISTRY, **metadata) -> str:
     model = model_from_checkpoint(checkpoint)
     model.finalize(calibration_batch(calibration))
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(checkpoint)
     metadata.setdefault("train_steps", state["step"])
     metadata.setdefault("data", [str(p) for p in state["config"]["data"]])
     return registry.register(name, model, **metadata)

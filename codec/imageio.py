@@ -1,59 +1,540 @@
-"""Reading and writing image files at the edge of the library (Pillow).
+"""The one image loader: file bytes or a path → the 8-bit pixels the codec takes, plus what the
+file says about them (ICC colour profile, EXIF, GeoTIFF georeferencing).
 
-Conversions (documented in the README): palette → RGB (RGBA if it has
-transparency), 1-bit → grayscale, gray+alpha → RGBA, CMYK/YCbCr → RGB.
-16-bit and float rasters are rejected: the codec is 8-bit and silently
-rescaling would lose data.
+    load_image(source, name, max_pixels, max_bytes) -> LoadedImage   the archival pipeline, retraining
+    read_image(source, name, max_pixels) -> np.ndarray                the CLI (pixels only)
+
+The rule: an input comes back as exactly the pixel grid it stores, or as an
+:class:`UnsupportedImageError` naming it and saying why. Three kinds of error:
+
+* content the codec cannot keep faithfully (yet): the message says "not supported"
+  (the pipeline's error_kind ``unsupported``);
+* data that cannot be decoded (empty, truncated, damaged, not an image): any other
+  UnsupportedImageError (error_kind ``decode``);
+* :class:`ImageTooLargeError` (a subclass): more pixels than ``max_pixels``, or an estimated
+  working set over ``max_bytes`` (error_kind ``too_large``). Both are decided from the
+  file's header, before a single pixel is decoded (a 122-byte sparse TIFF that would
+  decode to 268 MB is refused without allocating it).
+
+Converted, losslessly or exactly as the file's own tags define:
+  palette → RGB (RGBA if the palette has transparency); a TIFF palette through its 16-bit
+  colour map (8-bit value = map value // 256; a map whose values are all < 256 is read as
+  8-bit, as libtiff does) · 1-bit → grayscale 0/255 · TIFF MinIsWhite → inverted to
+  MinIsBlack · gray+alpha → RGBA · a transparent colour (PNG/GIF tRNS) → RGBA ·
+  premultiplied ("associated") alpha → straight alpha (Pillow's RGBa → RGBA) · a TIFF's
+  single extra sample of unspecified meaning → kept as the 4th channel (coded losslessly,
+  like alpha) · JPEG-compressed YCbCr TIFF → RGB (libtiff's conversion, what viewers show).
+
+Refused ("not supported"):
+  * more than 8 bits per sample, float or signed samples, in any format. 16-bit PNGs are
+    caught from the IHDR bit depth: Pillow opens a 16-bit RGB(A) PNG as 8-bit RGB(A) and
+    would silently keep the high byte only;
+  * CMYK, in TIFF and JPEG. Decision: refuse rather than convert. Pillow's CMYK → RGB is the
+    naive formula (R = (255 − C)(255 − K)/255) that ignores the file's colour profile, so
+    printed colours change; CMYK JPEGs are moreover usually stored Adobe-inverted (Pillow
+    assumes that convention, which a file without the Adobe marker does not follow), and
+    coding the four inks as RGBA would label K as alpha. Convert CMYK files to RGB with their
+    profile before archiving;
+  * other colour spaces, never relabelled as RGB: YCbCr stored uncompressed, CIELab/ICCLab/
+    ITULab, LogL/LogLuv, CFA (camera raw), and any Pillow mode other than 1/L/LA/P/RGB/RGBA;
+  * more than one image in a file: multi-page TIFF, animated GIF/WebP/PNG (APNG) and
+    multi-picture JPEG (MPO): "N pages/frames; only single-image files are archived".
+    Reduced-resolution TIFF pages (the overviews of a cloud-optimised GeoTIFF, NewSubfileType
+    bit 0) are copies of the first image, not images of their own, and are ignored; a file
+    whose first image is itself a reduced-resolution preview (camera raw, DNG) is refused;
+  * TIFF with more than one extra sample (beyond gray+alpha or RGBA), a depth (volume), or
+    2/4-bit grayscale.
+
+Orientation and colour: the pixels are the stored grid as-is. EXIF orientation is *not*
+applied and no colour conversion is made from the ICC profile; both travel with the pixels
+instead, for the record to keep and a restore to write back: ``LoadedImage.exif`` holds the
+EXIF block as in a JPEG APP1 segment (starting ``b"Exif\\0\\0"``; for a TIFF, one built from its
+Orientation tag when that is not 1) and ``LoadedImage.icc_profile`` the raw ICC profile.
+Other metadata (XMP, PNG text/gAMA/cHRM, TIFF tags other than GeoTIFF, ICC and Orientation) is
+not carried.
+
+Memory: :func:`working_set_bytes` estimates the peak memory of loading and coding an image
+from its dimensions; ``load_image(..., max_bytes=N)`` refuses images over N from the header.
+
+Decompression bombs: Pillow's own check (an error above 2 × ``Image.MAX_IMAGE_PIXELS``, about
+179 MP by default, below our ``DEFAULT_MAX_PIXELS``) is lifted while this loader opens and
+decodes an image; ``max_pixels`` and ``max_bytes``, checked from the header first, replace it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import UnsupportedImageError
+from .errors import ImageTooLargeError, UnsupportedImageError
 
 DEFAULT_MAX_PIXELS = 1 << 31  # high enough for large satellite scenes, low enough to stop bombs
 
+# Peak bytes per pixel of codec.encode(quality=0.5) followed by codec.decode, the input array
+# included, by the channels the codec takes. Measured with tracemalloc (numpy's allocations)
+# on 1024² and 2048² images: the slope between the two sizes, so the per-tile model buffers,
+# which do not grow with the image, are left out. Peak RSS of load_image + encode + decode of a
+# 4096² PNG agrees: 373 MB (gray) and 341 MB (RGB) over a warm process, i.e. these figures plus
+# about 240 MB of per-batch model buffers that are the same for any image size (not counted here).
+#   grayscale: decode's finish() averages the 3 decoded planes in float32 (3 + 12 + 4 B/px)
+#   RGB:       the decoded array (3 B/px)
+#   RGBA:      decoded RGB + alpha plane + the joined RGBA array (3 + 1 + 4 B/px)
+# plus the input itself (1, 3 or 4 B/px). Not included: the pipeline's MS-SSIM check, which
+# peaks at about 44 (gray) / 131 (colour) B/px on at most a 4096² crop (16.8 MP).
+CODEC_PEAK_BYTES_PER_PIXEL = {1: 20, 3: 6, 4: 13}
+# The decoder's own raster while it is turned into the array: Pillow stores every pixel of a
+# multi-channel image in 4 bytes (1 for grayscale), per byte of sample.
+DECODER_BYTES_PER_PIXEL = {1: 1, 2: 4, 3: 4, 4: 4}
 
-def to_array(im: Image.Image, name: str = "image") -> np.ndarray:
-    mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        raise UnsupportedImageError(f"{name}: {mode} ({'16-bit' if '16' in mode else '32-bit'}) images are not supported; convert to 8-bit first")
-    if mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    elif mode == "1":
-        im = im.convert("L")
-    elif mode in ("LA", "PA", "La", "RGBa"):
-        im = im.convert("RGBA")
-    elif mode not in ("L", "RGB", "RGBA"):
-        im = im.convert("RGB")
-    return np.asarray(im)
+GEO_TAGS = {33550: "ModelPixelScale", 33922: "ModelTiepoint", 34264: "ModelTransformation",
+            34735: "GeoKeyDirectory", 34736: "GeoDoubleParams", 34737: "GeoAsciiParams", 42112: "GDAL_METADATA",
+            42113: "GDAL_NODATA"}
+ORIENTATION_TAG = 0x0112
+EXIF_PREFIX = b"Exif\x00\x00"
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+_PILLOW_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX")
+_PNG_COLOUR = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
+
+
+@dataclass
+class LoadedImage:
+    """One decoded image: what the codec codes, and the metadata a faithful record keeps beside it."""
+
+    pixels: np.ndarray  # uint8, (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA: the stored grid, not rotated
+    geo: str | None = None  # GeoTIFF georeferencing as JSON ({"tags", "crs", "geotransform", "nodata"}) or None
+    icc_profile: bytes | None = None  # the embedded ICC profile, raw; None when the file has none
+    exif: bytes | None = None  # EXIF as in a JPEG APP1 segment (b"Exif\0\0" + TIFF header + IFDs), or None
+    format: str | None = None  # the source format as Pillow names it: "PNG", "JPEG", "TIFF", "WEBP", ...
+
+    @property
+    def height(self) -> int:
+        return self.pixels.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.pixels.shape[1]
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.pixels.ndim == 2 else self.pixels.shape[2]
+
+
+def working_set_bytes(width: int, height: int, channels: int, bytes_per_sample: int = 1) -> int:
+    """Estimated peak memory (bytes) to decode a ``width``×``height`` image and code it.
+
+    ``channels``: of the decoded image (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA; gray+alpha is
+    coded as RGBA); ``bytes_per_sample``: of the file's samples (the decoder's raster). The
+    decoder's raster plus the codec's measured peak (:data:`CODEC_PEAK_BYTES_PER_PIXEL`): a
+    rough, deliberately conservative figure (the two peaks do not in fact coincide).
+    """
+    if channels not in DECODER_BYTES_PER_PIXEL:
+        raise ValueError(f"channels must be 1, 2, 3 or 4, got {channels}")
+    coded = 4 if channels == 2 else channels
+    per_pixel = CODEC_PEAK_BYTES_PER_PIXEL[coded] + DECODER_BYTES_PER_PIXEL[channels] * int(bytes_per_sample)
+    return int(width) * int(height) * per_pixel
+
+
+def load_image(source: bytes | str | Path, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_bytes: int | None = None) -> LoadedImage:
+    """Decode an image file (bytes or a path) to 8-bit pixels, with its ICC profile, EXIF and georeferencing.
+
+    Raises :class:`ImageTooLargeError` (from the header, nothing decoded) over ``max_pixels``
+    or when :func:`working_set_bytes` is over ``max_bytes``; :class:`UnsupportedImageError`
+    otherwise, its message naming ``name`` and the cause ("not supported" for content refused
+    on purpose, see the module's docstring).
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise UnsupportedImageError(f"{name}: empty object (0 bytes)")
+        fp = io.BytesIO(source)
+    else:
+        try:
+            fp = open(source, "rb")
+        except OSError as exc:
+            raise UnsupportedImageError(f"{name}: cannot open ({exc.strerror or exc})") from exc
+    with fp:
+        head = fp.read(32)
+        if not head:
+            raise UnsupportedImageError(f"{name}: empty file (0 bytes)")
+        fp.seek(0)
+        if head[:4] in TIFF_MAGIC:
+            loaded = _load_tiff(fp, name, max_pixels, max_bytes)
+            if loaded is not None:
+                return loaded
+            fp.seek(0)  # tifffile cannot parse it: Pillow tries (and names the error if it fails too)
+        return _load_pillow(fp, name, head, max_pixels, max_bytes)
 
 
 def read_image(source: str | Path | bytes, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image file (path or bytes) to a uint8 array the codec takes."""
-    name = name or (str(source) if not isinstance(source, bytes) else "image")
-    try:
-        fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-    except OSError as exc:
-        raise UnsupportedImageError(f"{name}: cannot open ({exc.strerror or exc})") from exc
-    with fp:
-        try:
-            with Image.open(fp) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise UnsupportedImageError(f"{name}: {w}×{h} = {w * h} pixels exceeds the limit of {max_pixels}")
-                im.load()
-                return to_array(im, name)
-        except UnidentifiedImageError as exc:
-            raise UnsupportedImageError(f"{name}: not a recognised image format") from exc
-        except (OSError, SyntaxError, ValueError) as exc:  # truncated or damaged files
-            raise UnsupportedImageError(f"{name}: cannot decode image ({exc})") from exc
+    """Decode an image file (path or bytes) to a uint8 array the codec takes (:func:`load_image`'s pixels)."""
+    name = name or (str(source) if not isinstance(source, (bytes, bytearray, memoryview)) else "image")
+    return load_image(source, name, max_pixels).pixels
 
 
 def write_image(path: str | Path, array: np.ndarray, format: str | None = None) -> None:
     Image.fromarray(array).save(path, format=format)
+
+
+# --- limits ------------------------------------------------------------------------------------
+def _check_size(name: str, width: int, height: int, channels: int, bytes_per_sample: int,
+                max_pixels: int, max_bytes: int | None) -> None:
+    if width <= 0 or height <= 0:
+        raise UnsupportedImageError(f"{name}: empty image ({width}×{height})")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(f"{name}: {width}×{height} = {width * height} pixels exceeds the limit of {max_pixels}")
+    if max_bytes is not None:
+        need = working_set_bytes(width, height, channels, bytes_per_sample)
+        if need > max_bytes:
+            raise ImageTooLargeError(f"{name}: {width}×{height}×{channels} needs an estimated working set of {need} bytes, "
+                                     f"over the memory limit of {max_bytes} bytes")
+
+
+_bomb_lock = threading.Lock()
+_bomb_users = 0
+_bomb_saved: int | None = None
+
+
+@contextlib.contextmanager
+def _pillow_bomb_check_lifted():
+    """Lift Pillow's decompression-bomb limit while loaders run (ours, from the header, replaces it).
+
+    ``Image.MAX_IMAGE_PIXELS`` is a process-wide setting: the first loader in lifts it, the last
+    one out puts back what was there. Other code decoding with Pillow in other threads at that
+    very moment goes without Pillow's check; nothing else is changed.
+    """
+    global _bomb_users, _bomb_saved
+    with _bomb_lock:
+        if _bomb_users == 0:
+            _bomb_saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _bomb_users += 1
+    try:
+        yield
+    finally:
+        with _bomb_lock:
+            _bomb_users -= 1
+            if _bomb_users == 0:
+                Image.MAX_IMAGE_PIXELS = _bomb_saved
+
+
+# --- Pillow: PNG, JPEG, WebP, GIF, BMP, ... (and TIFFs tifffile cannot parse) -------------------
+def _not_supported(name: str, what: str, advice: str = "") -> UnsupportedImageError:
+    return UnsupportedImageError(f"{name}: {what} is not supported" + (f"; {advice}" if advice else ""))
+
+
+def _refuse_multi(name: str, count: int, unit: str, kind: str) -> UnsupportedImageError:
+    return UnsupportedImageError(f"{name}: {count} {unit}; only single-image files are archived ({kind} is not supported)")
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in im.info or (
+        im.mode == "P" and getattr(im.palette, "mode", "") == "RGBA")
+
+
+def _check_pillow_content(im: Image.Image, name: str, head: bytes) -> int:
+    """Refuse what Pillow would truncate or mislabel; returns the decoded image's channel count."""
+    mode, fmt = im.mode, im.format or "image"
+    if fmt == "PNG" and head[12:16] == b"IHDR" and head[24] > 8:
+        colour = _PNG_COLOUR.get(head[25], f"colour type {head[25]}")
+        raise _not_supported(name, f"{head[24]}-bit PNG ({colour})",
+                             "the codec takes 8-bit images (Pillow would silently keep only the high 8 bits)")
+    if fmt == "TIFF":
+        bits = im.tag_v2.get(258, (8,))
+        bits = max(bits) if isinstance(bits, tuple) else int(bits)
+        if bits > 8:
+            raise _not_supported(name, f"{bits}-bit TIFF", "the codec takes 8-bit images")
+    deep = _deep_tile(im)
+    if deep:
+        raise _not_supported(name, f"{deep} {fmt}", "the codec takes 8-bit images (Pillow would silently reduce it to 8 bits)")
+    if mode.startswith("I") or mode == "F":
+        depth = "16-bit" if "16" in mode else "32-bit float" if mode == "F" else "32-bit"
+        raise _not_supported(name, f"{mode} ({depth}) images", "convert to 8-bit first")
+    if mode == "CMYK":
+        raise _not_supported(name, f"CMYK colour ({fmt})", "convert to RGB with the file's colour profile first")
+    if mode not in _PILLOW_MODES:
+        raise _not_supported(name, f"{mode} colour ({fmt})", "convert to RGB first")
+    channels = 4 if _has_alpha(im) else 1 if mode in ("1", "L") else 3
+    if fmt == "TIFF":  # Pillow drops samples it has no mode for (RGB + an unspecified extra sample)
+        samples = int(im.tag_v2.get(277, 1))
+        held = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "RGB": 3, "RGBX": 3}.get(mode, 4)
+        if samples > held:
+            raise _not_supported(name, f"a TIFF with {samples} samples per pixel read as {mode} (a sample would be lost)")
+    return channels
+
+
+def _deep_tile(im: Image.Image) -> str | None:
+    """"16-bit" etc. when Pillow would read more than 8 bits per sample into an 8-bit mode (PPM, SGI, ...)."""
+    for tile in getattr(im, "tile", None) or ():
+        codec_name, args = tile[0], tile[-1]
+        if codec_name in ("ppm", "ppm_plain") and isinstance(args, tuple) and args and isinstance(args[-1], int):
+            if args[-1] > 255:  # maxval: rescaled to 0–255 on reading
+                return f"{args[-1].bit_length()}-bit (maxval {args[-1]})"
+        rawmode = args if isinstance(args, str) else args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else ""
+        base, _, suffix = rawmode.partition(";")
+        if suffix.startswith(("16B", "16L", "16N")) or (suffix == "16" and base in ("L", "LA", "I")):
+            return "16-bit" if not im.mode.startswith("I") else None
+        if suffix.startswith("32") and not (im.mode.startswith("I") or im.mode == "F"):
+            return "32-bit"
+    return None
+
+
+def _frames(im: Image.Image) -> int:
+    if not getattr(im, "is_animated", False):
+        return 1
+    return int(getattr(im, "n_frames", 1))
+
+
+def to_array(im: Image.Image, name: str = "image") -> np.ndarray:
+    """A loaded Pillow image → uint8 (H, W), (H, W, 3) or (H, W, 4), by the rules in the module's docstring."""
+    mode = im.mode
+    alpha = _has_alpha(im)
+    if mode.startswith("I") or mode == "F":
+        raise _not_supported(name, f"{mode} ({'16-bit' if '16' in mode else '32-bit'}) images", "convert to 8-bit first")
+    if mode == "La":  # premultiplied gray+alpha: through RGBa, which Pillow un-premultiplies
+        g, a = np.asarray(im).transpose(2, 0, 1)
+        im = Image.fromarray(np.dstack([g, g, g, a]), "RGBa")
+        mode = "RGBa"
+    if mode in ("P", "PA", "1", "L", "RGB") and alpha:
+        im = im.convert("RGBA")
+    elif mode == "P":
+        im = im.convert("RGB")
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode in ("LA", "RGBa"):
+        im = im.convert("RGBA")
+    elif mode == "RGBX":
+        im = im.convert("RGB")
+    elif mode not in ("L", "RGB", "RGBA"):
+        raise _not_supported(name, f"{mode} colour", "convert to RGB first")
+    return np.asarray(im)
+
+
+def _exif_block(raw) -> bytes | None:
+    """EXIF as a JPEG APP1 payload (``Exif\\0\\0`` + TIFF header), however the container stored it."""
+    if not raw:
+        return None
+    raw = bytes(raw)
+    if raw[:4] in (b"II*\x00", b"MM\x00*"):
+        return EXIF_PREFIX + raw
+    return raw
+
+
+def _load_pillow(fp, name: str, head: bytes, max_pixels: int, max_bytes: int | None) -> LoadedImage:
+    with _pillow_bomb_check_lifted():
+        try:
+            im = Image.open(fp)
+        except UnidentifiedImageError as exc:
+            raise UnsupportedImageError(f"{name}: not a recognised image format") from exc
+        except Image.DecompressionBombError as exc:  # only if Pillow's limit was set while we ran
+            raise ImageTooLargeError(f"{name}: {exc}") from exc
+        except Exception as exc:  # a damaged header: struct errors, bad values, truncation
+            raise UnsupportedImageError(f"{name}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+        with im:
+            try:
+                frames = _frames(im)
+            except Exception as exc:
+                raise UnsupportedImageError(f"{name}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+            if frames > 1:
+                unit = "pages" if im.format == "TIFF" else "frames"
+                raise _refuse_multi(name, frames, unit, f"a multi-image {im.format}")
+            channels = _check_pillow_content(im, name, head)
+            _check_size(name, im.size[0], im.size[1], channels, 1, max_pixels, max_bytes)
+            try:
+                im.load()
+                pixels = to_array(im, name)
+            except UnsupportedImageError:
+                raise
+            except Image.DecompressionBombError as exc:
+                raise ImageTooLargeError(f"{name}: {exc}") from exc
+            except Exception as exc:  # truncated or damaged data
+                raise UnsupportedImageError(f"{name}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+            return LoadedImage(pixels, None, im.info.get("icc_profile") or None, _exif_block(im.info.get("exif")),
+                               im.format)
+
+
+# --- TIFF (GeoTIFF included): tifffile reads the tags, and the pixels where it has the codec ----
+def _load_tiff(fp, name: str, max_pixels: int, max_bytes: int | None) -> LoadedImage | None:
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(fp)
+    except Exception:
+        return None
+    with tif:
+        try:
+            pages = tif.pages
+            count = len(pages)
+            page = pages[0]
+        except Exception as exc:
+            raise UnsupportedImageError(f"{name}: cannot decode TIFF ({type(exc).__name__}: {exc})") from exc
+        if count > 1 and any(not int(pages[i].subfiletype) & 1 for i in range(1, count)):
+            raise _refuse_multi(name, count, "pages", "multi-page TIFF")
+        plan = _tiff_plan(page, name)
+        _check_size(name, page.imagewidth, page.imagelength, plan["channels"], 1, max_pixels, max_bytes)
+        geo, icc = _geo(page), page.tags.valueof(34675)
+        orientation = page.tags.valueof(274)
+        exif = None
+        if orientation not in (None, 1):
+            block = Image.Exif()
+            block[ORIENTATION_TAG] = int(orientation)
+            exif = block.tobytes()
+        arr, tiff_error = None, None
+        if not plan["pillow"]:
+            try:
+                arr = page.asarray()
+            except Exception as exc:  # no codec for it here (LZW, JPEG without imagecodecs), or damage
+                tiff_error = exc
+        if arr is None:
+            pixels = _pillow_decode_tiff(fp, name, plan, tiff_error)
+        else:
+            pixels = _interpret_tiff(arr, page, plan)
+        want = (page.imagelength, page.imagewidth) + ((plan["channels"] if plan["channels"] != 2 else 4,)
+                                                       if plan["channels"] > 1 else ())
+        if pixels.shape != want or pixels.dtype != np.uint8:
+            raise _not_supported(name, f"this TIFF layout (decoded as {pixels.dtype} {pixels.shape}, expected {want})")
+        return LoadedImage(np.ascontiguousarray(pixels), geo, bytes(icc) if icc else None, exif, "TIFF")
+
+
+def _pillow_decode_tiff(fp, name: str, plan: dict, tiff_error: Exception | None) -> np.ndarray:
+    """Pixels of a TIFF that tifffile cannot decode here (LZW, JPEG: libtiff can), read the same way."""
+    fp.seek(0)
+    with _pillow_bomb_check_lifted():
+        try:
+            with Image.open(fp, formats=["TIFF"]) as im:
+                im.load()
+                if plan["colormap"] is not None and im.mode == "P":  # the colour map as _tiff_plan reads it
+                    return plan["colormap"][np.asarray(im).astype(np.intp)]
+                return to_array(im, name)
+        except UnsupportedImageError:
+            raise
+        except Exception as exc:
+            cause = f"{type(exc).__name__}: {exc}"
+            if tiff_error is not None:
+                cause = f"{type(tiff_error).__name__}: {tiff_error}; Pillow: {cause}"
+            raise UnsupportedImageError(f"{name}: cannot decode TIFF ({cause})") from exc
+
+
+def _tiff_plan(page, name: str) -> dict:
+    """What the header says the pixels are, refusing what cannot be archived faithfully (nothing decoded)."""
+    import tifffile
+
+    P = tifffile.PHOTOMETRIC
+    photometric, bits, spp = int(page.photometric), int(page.bitspersample), int(page.samplesperpixel)
+    fmt, extras = int(page.sampleformat), tuple(int(e) for e in page.extrasamples)
+    if int(page.subfiletype) & 1:
+        raise _not_supported(name, "a TIFF whose first image is a reduced-resolution preview (camera raw, DNG?)")
+    if int(getattr(page, "imagedepth", 1)) > 1:
+        raise _not_supported(name, f"a TIFF volume ({page.imagedepth} deep)")
+    if fmt != 1 or bits not in (1, 2, 4, 8):
+        kind = {2: " signed", 3: " float"}.get(fmt, "" if fmt == 1 else f" (sample format {fmt})")
+        raise _not_supported(name, f"{bits}-bit{kind} TIFF samples", "the codec takes 8-bit images")
+    try:
+        pname = P(photometric).name
+    except ValueError:
+        pname = f"photometric {photometric}"
+    if photometric == P.SEPARATED:
+        raise _not_supported(name, f"CMYK colour (TIFF, {spp} inks)", "convert to RGB with the file's colour profile first")
+    if photometric not in (P.MINISWHITE, P.MINISBLACK, P.RGB, P.PALETTE, P.YCBCR):
+        raise _not_supported(name, f"{pname} colour (TIFF)", "convert to RGB first")
+    if photometric == P.YCBCR and int(page.compression) not in (6, 7):  # OJPEG, JPEG: libtiff gives RGB
+        raise _not_supported(name, f"YCBCR colour (TIFF, {tifffile.COMPRESSION(int(page.compression)).name})",
+                             "convert to RGB first")
+    if len(extras) > 1:
+        raise _not_supported(name, f"a TIFF with {len(extras)} extra samples (beyond gray+alpha or RGBA)")
+    colour = spp - len(extras)
+    expect = {P.MINISWHITE: 1, P.MINISBLACK: 1, P.RGB: 3, P.YCBCR: 3, P.PALETTE: 1}[P(photometric)]
+    if colour != expect or (photometric in (P.PALETTE, P.YCBCR) and extras):
+        raise _not_supported(name, f"a {pname} TIFF with {spp} samples per pixel ({len(extras)} extra)")
+    if bits != 8 and not (photometric == P.PALETTE or (bits == 1 and spp == 1)):
+        raise _not_supported(name, f"{bits}-bit {pname} TIFF samples", "the codec takes 8-bit images")
+    colormap = None
+    if photometric == P.PALETTE:
+        cmap = page.colormap
+        if cmap is None:
+            raise UnsupportedImageError(f"{name}: palette TIFF without a colour map")
+        cmap = np.asarray(cmap)
+        colormap = np.ascontiguousarray((cmap if cmap.max() < 256 else cmap // 256).astype(np.uint8).T)  # (n, 3)
+    channels = 3 if colormap is not None else spp
+    return {"channels": channels, "colormap": colormap, "invert": photometric == P.MINISWHITE,
+            "associated": bool(extras) and extras[0] == 1, "pillow": photometric == P.YCBCR}
+
+
+def _interpret_tiff(arr: np.ndarray, page, plan: dict) -> np.ndarray:
+    """tifffile's raw samples → what they mean (palette applied, MinIsWhite inverted, alpha straight)."""
+    h, w, spp = page.imagelength, page.imagewidth, int(page.samplesperpixel)
+    if arr.ndim == 3 and spp > 1 and arr.shape == (spp, h, w):  # one plane per sample
+        arr = np.moveaxis(arr, 0, -1)
+    if plan["colormap"] is not None:
+        return plan["colormap"][arr.astype(np.intp)]
+    if arr.dtype == bool:  # bilevel
+        arr = arr.astype(np.uint8) * 255
+    if plan["invert"]:
+        arr = arr.copy()
+        if arr.ndim == 2:
+            arr = 255 - arr
+        else:
+            arr[..., 0] = 255 - arr[..., 0]
+    if arr.ndim == 3 and arr.shape[2] == 2:  # gray + alpha → RGBA
+        g, a = arr[..., 0], arr[..., 1]
+        arr = np.dstack([g, g, g, a])
+    if plan["associated"] and arr.ndim == 3 and arr.shape[2] == 4:
+        arr = np.asarray(Image.fromarray(np.ascontiguousarray(arr), "RGBa").convert("RGBA"))
+    return arr
+
+
+def _geo(page) -> str | None:
+    tags = {}
+    for code, label in GEO_TAGS.items():
+        tag = page.tags.get(code)
+        if tag is not None:
+            v = tag.value
+            tags[label] = v.tolist() if hasattr(v, "tolist") else (list(v) if isinstance(v, tuple) else v)
+    if not tags:
+        return None
+    out = {"tags": tags}
+    epsg = _epsg(tags.get("GeoKeyDirectory"))
+    if epsg:
+        out["crs"] = f"EPSG:{epsg}"
+    gt = _geotransform(tags)
+    if gt:
+        out["geotransform"] = gt
+    if "GDAL_NODATA" in tags:
+        out["nodata"] = str(tags["GDAL_NODATA"]).strip("\x00 ")
+    return json.dumps(out, default=str)
+
+
+def _epsg(keys) -> int | None:
+    if not keys or len(keys) < 4:
+        return None
+    for i in range(4, len(keys) - 3, 4):
+        key_id, loc, _, value = keys[i : i + 4]
+        if key_id in (3072, 2048) and loc == 0 and value not in (0, 32767):
+            return int(value)
+    return None
+
+
+def _geotransform(tags) -> list[float] | None:
+    """GDAL-style (x0, dx, rx, y0, ry, dy) from the tie point and pixel scale, or the matrix."""
+    if "ModelTransformation" in tags:
+        m = tags["ModelTransformation"]
+        return [m[3], m[0], m[1], m[7], m[4], m[5]]
+    if "ModelTiepoint" in tags and "ModelPixelScale" in tags:
+        tp, sc = tags["ModelTiepoint"], tags["ModelPixelScale"]
+        return [tp[3] - tp[0] * sc[0], sc[0], 0.0, tp[4] + tp[1] * sc[1], 0.0, -sc[1]]
+    return None
+
+
+def is_tiff(data: bytes) -> bool:
+    return bytes(data[:4]) in TIFF_MAGIC
+
+
+__all__ = ["LoadedImage", "load_image", "read_image", "write_image", "working_set_bytes", "to_array", "is_tiff",
+           "DEFAULT_MAX_PIXELS", "CODEC_PEAK_BYTES_PER_PIXEL", "GEO_TAGS", "ImageTooLargeError", "UnsupportedImageError"]

@@ -44,6 +44,17 @@ def _decode_y(args) -> np.ndarray:
     return rangecoder.decode(data, index, _TABLES["gaussian"])
 
 
+def _in_order(results) -> list:
+    """Collect pool results; a stream that fails to decode is named by its position, as in-process."""
+    out = []
+    try:
+        for r in results:
+            out.append(r)
+    except rangecoder.RangeCodingError as exc:
+        raise rangecoder.RangeCodingError(exc.message, len(out)) from exc
+    return out
+
+
 class EntropyPool:
     """A pool of worker processes that range-code tiles with one model's tables."""
 
@@ -60,10 +71,10 @@ class EntropyPool:
         return [o[0] for o in out], [o[1] for o in out]
 
     def decode_z(self, streams: list[bytes], shape) -> np.ndarray:
-        return np.stack(list(self._pool.map(_decode_z, [(s, shape) for s in streams])))
+        return np.stack(_in_order(self._pool.map(_decode_z, [(s, shape) for s in streams])))
 
     def decode_y(self, streams: list[bytes], index: np.ndarray) -> np.ndarray:
-        return np.stack(list(self._pool.map(_decode_y, zip(streams, index))))
+        return np.stack(_in_order(self._pool.map(_decode_y, zip(streams, index))))
 
     def close(self) -> None:
         self._pool.shutdown()

@@ -18,10 +18,25 @@ import constriction
 _Categorical = constriction.stream.model.Categorical
 _Uniform = constriction.stream.model.Uniform
 _BITLEN_MODEL = _Uniform(33)
+# constriction's Uniform model takes at most 2**24 symbols, so an escape payload has at most 25 bits;
+# a larger count can only come from damaged bytes (and would make constriction panic)
+MAX_ESCAPE_BITS = 25
 
 
 class RangeCodingError(ValueError):
-    """The bytes do not decode as a valid range-coded stream."""
+    """The bytes do not decode as a valid range-coded stream; ``stream`` is its position in a batch, if known."""
+
+    def __init__(self, message: str, stream: int | None = None):
+        super().__init__(message, stream)  # both in args, so the error pickles back from a worker process
+        self.message, self.stream = message, stream
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def is_panic(exc: BaseException) -> bool:
+    """A Rust panic inside constriction: pyo3 raises PanicException, a BaseException (not importable)."""
+    return type(exc).__name__ == "PanicException"
 
 
 class TableSet:
@@ -124,9 +139,26 @@ def decode(data: bytes, table_index: np.ndarray, tables: TableSet) -> np.ndarray
         values = bins + tables.offsets[table_index]
         for p in np.flatnonzero(bins == tables.lengths[table_index] - 1):
             values[p] = _decode_escape(dec, int(table_index[p]), tables)
-    except (ValueError, RuntimeError, OverflowError) as exc:  # constriction reports bad input this way
-        raise RangeCodingError(f"range decoder failed: {exc}") from exc
+    except RangeCodingError:
+        raise
+    except (AssertionError, ValueError, RuntimeError, OverflowError) as exc:  # constriction reports bad input this way
+        raise RangeCodingError(f"range decoder failed: {type(exc).__name__}: {exc}") from exc
+    except BaseException as exc:
+        if not is_panic(exc):
+            raise
+        raise RangeCodingError(f"range decoder panicked: {exc}") from exc
     return values.reshape(shape)
+
+
+def decode_each(streams: list[bytes], table_indexes, tables: TableSet) -> list[np.ndarray]:
+    """:func:`decode` of each stream with its table index; an error names the stream's position."""
+    out = []
+    for k, (data, table_index) in enumerate(zip(streams, table_indexes)):
+        try:
+            out.append(decode(data, table_index, tables))
+        except RangeCodingError as exc:
+            raise RangeCodingError(exc.message, k) from exc
+    return out
 
 
 def _encode_escape(enc, value: int, t: int, tables: TableSet) -> None:
@@ -135,6 +167,8 @@ def _encode_escape(enc, value: int, t: int, tables: TableSet) -> None:
     above = value > hi
     dist = value - hi - 1 if above else lo - 1 - value
     nbits = dist.bit_length()
+    if nbits > MAX_ESCAPE_BITS:
+        raise ValueError(f"value {value} is too far outside table {t} to code (at most {MAX_ESCAPE_BITS} escape bits)")
     enc.encode(np.array([int(above)], dtype=np.int32), _Uniform(2))
     enc.encode(np.array([nbits], dtype=np.int32), _BITLEN_MODEL)
     if nbits > 1:
@@ -147,8 +181,8 @@ def _decode_escape(dec, t: int, tables: TableSet) -> int:
     hi = lo + int(tables.lengths[t]) - 2
     above = int(dec.decode(_Uniform(2), 1)[0])
     nbits = int(dec.decode(_BITLEN_MODEL, 1)[0])
-    if nbits > 31:
-        raise RangeCodingError("escape payload out of range")
+    if nbits > MAX_ESCAPE_BITS:
+        raise RangeCodingError(f"escape payload of {nbits} bits (at most {MAX_ESCAPE_BITS} are ever written)")
     if nbits == 0:
         dist = 0
     elif nbits == 1:

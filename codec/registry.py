@@ -13,6 +13,7 @@ the default moves on.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
 from dataclasses import dataclass
@@ -89,33 +90,31 @@ class Registry:
     def _load_file(model_id: str, path: Path, sha256: str) -> LoadedModel:
         if not path.exists():
             raise ModelNotFoundError(f"weights of {model_id} missing: {path}")
-        blob = path.read_bytes()
+        blob = path.read_bytes()  # hashed and loaded from these same bytes: a file swapped meanwhile is never loaded
         digest = hashlib.sha256(blob).digest()
         if digest.hex() != sha256:
             raise ModelNotFoundError(
                 f"weights file {path} does not match the registry (sha256 {digest.hex()[:16]}…, expected {sha256[:16]}…)"
             )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("format") != WEIGHTS_FORMAT:
-            raise ModelNotFoundError(f"{path} is not a {WEIGHTS_FORMAT} file")
-        model = HyperpriorCodec(ModelConfig(**state["config"]))
-        model.load_state_dict(state["state_dict"])
-        model.load_coding_state(state["coding"])
-        return LoadedModel(model.eval(), model_id, digest)
+        return LoadedModel(model_from_weights(blob, str(path)).eval(), model_id, digest)
 
     def register(self, name: str, model: HyperpriorCodec, **metadata) -> str:
         """Save a finalised model as the next version of ``name``; returns ``NAME@VERSION``."""
-        index = self.index()
-        versions = index["models"].setdefault(name, {"versions": {}})["versions"]
-        version = max((int(v) for v in versions), default=0) + 1
-        file = f"{name}-v{version}.pt"
-        self.root.mkdir(parents=True, exist_ok=True)
-        save_weights(model, self.root / file)
-        digest = hashlib.sha256((self.root / file).read_bytes()).hexdigest()
-        versions[str(version)] = {"file": file, "sha256": digest, "config": model.config.model_dump(), **metadata}
-        self.index_path.write_text(json.dumps(index, indent=2) + "\n")
-        return f"{name}@{version}"
+        import fcntl
 
+        blob = weights_bytes(model)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            index = self.index()
+            versions = index["models"].setdefault(name, {"versions": {}})["versions"]
+            version = max((int(v) for v in versions), default=0) + 1
+            file = f"{name}-v{version}.pt"
+            _write_atomic(self.root / file, blob)
+            versions[str(version)] = {"file": file, "sha256": hashlib.sha256(blob).hexdigest(),
+                                      "config": model.config.model_dump(), **metadata}
+            _write_atomic(self.index_path, (json.dumps(index, indent=2) + "\n").encode())
+        return f"{name}@{version}"
 
     def add_version(self, name: str, version: int, blob: bytes, **metadata) -> str:
         """Put weights made elsewhere into this folder as ``NAME@VERSION`` (kept as given, not renumbered).
@@ -124,32 +123,74 @@ class Registry:
         are written to a temporary name first).
         """
         import fcntl
-        import os
 
+        blob = bytes(blob)
+        digest = hashlib.sha256(blob).hexdigest()  # the hash of exactly the bytes written below
         self.root.mkdir(parents=True, exist_ok=True)
         file = f"{name}-v{version}.pt"
-        tmp = self.root / f".{file}.{os.getpid()}.tmp"
-        tmp.write_bytes(blob)
-        os.replace(tmp, self.root / file)
         with open(self.root / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            _write_atomic(self.root / file, blob)
             index = self.index()
             versions = index["models"].setdefault(name, {"versions": {}})["versions"]
-            versions[str(version)] = {"file": file, "sha256": hashlib.sha256(blob).hexdigest(), **metadata}
-            tmp_index = self.root / f".registry.{os.getpid()}.tmp"
-            tmp_index.write_text(json.dumps(index, indent=2) + "\n")
-            os.replace(tmp_index, self.index_path)
+            versions[str(version)] = {"file": file, "sha256": digest, **metadata}
+            _write_atomic(self.index_path, (json.dumps(index, indent=2) + "\n").encode())
+            with self._lock:
+                self._cache.pop(f"{name}@{version}", None)
         return f"{name}@{version}"
 
 
-def save_weights(model: HyperpriorCodec, path: Path) -> None:
-    state = {
+def weights_state(model: HyperpriorCodec) -> dict:
+    """What a weights file holds: tensors, dicts, lists, strings and numbers only (loadable with
+    ``torch.load(weights_only=True)``)."""
+    return {
         "format": WEIGHTS_FORMAT,
         "config": model.config.model_dump(),
         "state_dict": {k: v.detach().float().contiguous() for k, v in model.state_dict().items()},
         "coding": model.coding_state(),
     }
-    torch.save(state, path)
+
+
+def save_weights(model: HyperpriorCodec, path) -> None:
+    """Write a weights file (``path``: a file name or a binary file object)."""
+    torch.save(weights_state(model), path)
+
+
+def weights_bytes(model: HyperpriorCodec) -> bytes:
+    buf = io.BytesIO()
+    save_weights(model, buf)
+    return buf.getvalue()
+
+
+def model_from_weights(blob: bytes, name: str = "weights") -> HyperpriorCodec:
+    """A model from a weights file's bytes; never runs code from the file (``weights_only=True``)."""
+    import pickle
+
+    try:
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelNotFoundError(f"{name} is not a {WEIGHTS_FORMAT} file (refused to unpickle it: {exc})") from exc
+    except Exception as exc:
+        raise ModelNotFoundError(f"{name} is not a readable {WEIGHTS_FORMAT} file: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
+        raise ModelNotFoundError(f"{name} is not a {WEIGHTS_FORMAT} file")
+    model = HyperpriorCodec(ModelConfig(**state["config"]))
+    model.load_state_dict(state["state_dict"])
+    model.load_coding_state(state["coding"])
+    return model
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` whole (a unique temporary name beside it, then a rename)."""
+    import os
+    import uuid
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 DEFAULT_REGISTRY = Registry()

@@ -155,9 +155,31 @@ def evaluate(model: HyperpriorCodec, images: list[np.ndarray], qualities=(0.0, 0
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
+    """Write a checkpoint atomically. ``state`` must hold only tensors, dicts, lists, tuples,
+    strings, numbers, booleans and None (configs as plain dicts), so that it loads with
+    :func:`load_checkpoint`."""
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded safely (or at all)."""
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """A checkpoint's state, loaded with ``weights_only=True``: a file that would run code when
+    unpickled (anyone who can write the run folder could plant one) is refused, not executed."""
+    import pickle
+
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"refusing to load checkpoint {path}: it holds more than tensors and plain data "
+                              f"(weights only unpickling failed: {str(exc).splitlines()[0]})") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} does not hold a state dict")
+    return state
 
 
 def pick_device(name: str) -> torch.device:
@@ -200,7 +222,7 @@ def train(cfg: TrainConfig) -> HyperpriorCodec:
     ckpt_path = cfg.out / "checkpoint.pt"
     step, log = 0, []
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = load_checkpoint(ckpt_path, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, log = state["step"], state["log"]

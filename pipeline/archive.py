@@ -47,7 +47,7 @@ from .storage import filesystem, put_atomic, put_if_absent, to_url
 
 RECORDS, STATS, MANIFESTS, LEASES, QUARANTINE, RUNS = "records", "stats", "_manifests", "_lease", "_quarantine", "_runs"
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-DEFAULT_LEASE_TTL_S = 300.0
+DEFAULT_LEASE_TTL_S = 120.0
 
 RECORD_SCHEMA = pa.schema([
     ("key", pa.string()), ("version", pa.string()), ("source_size", pa.int64()), ("etag", pa.string()),
@@ -418,7 +418,8 @@ class Archive:
                 left = float(current["expires_at"]) - time.time()
                 raise LeaseHeldError(
                     f"{self.url} is being written by run {current.get('run_id')!r} (owner {current.get('owner')}, "
-                    f"lease renewed until {left:.0f} s from now); one run writes an output at a time")
+                    f"its lease runs {left:.0f} s more unless renewed); one run writes an output at a time. If that "
+                    "run died, this output is free once its lease runs out")
             gen = int(current.get("generation", 0)) + 1 if current else 1
             lease = Lease(self, gen, run_id, owner, ttl_s, expires_at=time.time() + ttl_s)
             if put_if_absent(self.fs, lease.path, lease.body()):

@@ -97,14 +97,15 @@ class CompressJobConfig(JobConfig):
     max_error_fraction: float = Field(default=1.0, ge=0.0, le=1.0)
     max_pixels: int = Field(default=1 << 31, ge=1, description="decompression-bomb limit per image")
     max_image_memory: int = Field(default=24 << 30, ge=1 << 20, description="refuse (too_large) an image whose "
-                                  "estimated working set (pixels × channels × the codec's bytes per sample) is larger")
+                                  "estimated working set (codec.imageio.working_set_bytes) is larger")
     retry_errors: bool = Field(default=False, description="also retry keys whose last row is a permanent error "
                                "(transient fetch errors and changed sources are retried anyway)")
     fetch_attempts: int = Field(default=4, ge=1, description="tries per object on transient storage errors")
     max_replica_restarts: int = Field(default=20, ge=0, description="restarts per replica before the job fails")
     segment_rows: int = Field(default=256, ge=1, description="images per committed Parquet segment")
     segment_bytes: int = Field(default=256 << 20, ge=1, description="bitstream bytes per committed Parquet segment")
-    lease_ttl_s: float = Field(default=300.0, ge=5, description="the output's writer lease lives this long unrenewed")
+    lease_ttl_s: float = Field(default=120.0, ge=5, description="the output's writer lease lives this long unrenewed "
+                               "(renewed every quarter of it): after a crash, the next run can start once it ran out")
     run_id: str = Field(default_factory=new_run_id, pattern=r"^[A-Za-z0-9._-]{1,128}$")
     storage: StorageOptions = Field(default_factory=StorageOptions)
     extensions: list[str] = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"]

@@ -23,9 +23,10 @@ from codec.errors import ModelNotFoundError
 from codec.registry import DEFAULT_REGISTRY, Registry, add_registry, parse_spec
 
 from .config import StorageOptions
-from .storage import filesystem
+from .storage import filesystem, put_if_absent
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+MAX_REGISTER_TRIES = 20  # versions tried in a row before register gives up
 
 
 def cache_root() -> Path:
@@ -73,30 +74,47 @@ class ModelStore:
         return json.loads(self.fs.cat_file(f"{self._dir(name, version)}/card.json"))
 
     def register(self, name: str, weights: bytes, **card) -> str:
-        """Upload weights as the next version of ``name`` (weights first, card last); returns ``NAME@VERSION``."""
+        """Upload weights as the next free version of ``name``; returns ``NAME@VERSION``.
+
+        Both files are written create-only (a conditional PUT on S3, a hard link locally):
+        ``weights.pt`` first, which claims the version, then ``card.json``, which commits it.
+        A version another registration claimed first (or one left with weights but no card
+        by a registration that died) is skipped and the next one tried, so concurrent
+        registrations get distinct versions and no card or weights file is ever overwritten.
+        Gives up with a RuntimeError after ``MAX_REGISTER_TRIES`` taken versions in a row.
+        """
         if not NAME_RE.match(name):
             raise ValueError(f"model name {name!r}: use lowercase letters, digits, '-' or '_' (starting with a letter)")
         if name in DEFAULT_REGISTRY.index()["models"]:
             raise ValueError(f"{name!r} is a built-in model name; pick another so model ids stay unambiguous")
-        version = (self.versions(name) or [0])[-1] + 1
-        d = self._dir(name, version)
-        if self.fs.exists(f"{d}/card.json"):
-            raise RuntimeError(f"{name}@{version} was registered concurrently; register again")
-        self.fs.makedirs(d, exist_ok=True)
-        self.fs.pipe_file(f"{d}/weights.pt", weights)
-        card = {"model_id": f"{name}@{version}", "sha256": hashlib.sha256(weights).hexdigest(),
-                "registered_at": datetime.now(timezone.utc).isoformat(), **card}
-        self.fs.pipe_file(f"{d}/card.json", json.dumps(card, indent=1, default=str).encode())
-        return f"{name}@{version}"
+        weights = bytes(weights)
+        sha = hashlib.sha256(weights).hexdigest()
+        first = (self.versions(name) or [0])[-1] + 1
+        for version in range(first, first + MAX_REGISTER_TRIES):
+            d = self._dir(name, version)
+            if not put_if_absent(self.fs, f"{d}/weights.pt", weights):
+                continue  # claimed by another registration (or left by one that died)
+            body = {"model_id": f"{name}@{version}", "sha256": sha,
+                    "registered_at": datetime.now(timezone.utc).isoformat(), **card}
+            if put_if_absent(self.fs, f"{d}/card.json", json.dumps(body, indent=1, default=str).encode()):
+                return f"{name}@{version}"
+            # another registration of the very same weights committed this version first: take the next
+        raise RuntimeError(f"could not register {name}: versions {first}..{first + MAX_REGISTER_TRIES - 1} were "
+                           f"all taken by concurrent registrations in {self.url}; register again")
 
     def install(self, spec: str) -> str:
-        """Make ``spec`` loadable by ``codec.load_model`` in this process; returns ``NAME@VERSION``."""
+        """Make ``spec`` loadable by ``codec.load_model`` in this process; returns ``NAME@VERSION``.
+
+        The weights are downloaded once, checked against the card's sha256, and those same
+        bytes go into the local cache (whose loads check the hash again). A cached copy
+        whose hash is not the card's (a registry recreated under the same URL) is replaced.
+        """
         name, version = self.resolve(spec)
         model_id = f"{name}@{version}"
         add_registry(self.cache)
-        index = self.cache.index()["models"]
-        if str(version) not in index.get(name, {}).get("versions", {}):
-            card = self.card(model_id)
+        card = self.card(model_id)
+        cached = self.cache.index()["models"].get(name, {}).get("versions", {}).get(str(version))
+        if not cached or cached.get("sha256") != card["sha256"]:
             blob = self.fs.cat_file(f"{self._dir(name, version)}/weights.pt")
             if hashlib.sha256(blob).hexdigest() != card["sha256"]:
                 raise ModelNotFoundError(f"{self.url}/{name}/v{version:04d}/weights.pt does not match its card's sha256")

@@ -204,7 +204,8 @@ class CodecReplica:
         import codec
         from codec.metrics import ms_ssim, psnr
 
-        decoded = codec.decode(r.data, self.model, device=self.device, half=self.device == "cuda")
+        decoded = codec.decode(r.data, self.model, device=self.device, half=self.device == "cuda",
+                               max_pixels=self.cfg.max_pixels)
         if decoded.shape != pixels.shape:
             raise codec.CodecError(f"verification failed: decoded shape {decoded.shape} != {pixels.shape}")
         colour, decoded_colour = (pixels[..., :3], decoded[..., :3]) if pixels.ndim == 3 else (pixels, decoded)

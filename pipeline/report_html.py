@@ -2,7 +2,9 @@
 
     stats (DuckDB) ─▶ bpp and PSNR distributions, ratio over time, bytes saved per prefix
     one record     ─▶ the image beside its per-tile bit-allocation map (bits per pixel of each tile,
-                      read from the stream's tile index: no decoding needed for the map)
+                      read from the stream's tile index: no decoding needed for the map); the picture
+                      beside it decodes at most PREVIEW_MAX_PIXELS (a centred, tile-aligned crop of a
+                      larger image, outlined on the maps), so a 2-gigapixel scene costs what a 4 MP one does
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from datetime import datetime, timezone
 
 import duckdb
@@ -21,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from .report import Report  # noqa: E402
 
+PREVIEW_MAX_PIXELS = 4_000_000  # the most pixels the report decodes to show a record's image
 PLOT_IDS = ("bpp-distribution", "psnr-distribution", "ratio-over-time", "bytes-saved-per-prefix", "bit-allocation")
 
 
@@ -99,24 +103,48 @@ def _short(prefix: str, n: int = 48) -> str:
     return prefix if len(prefix) <= n else "…" + prefix[-(n - 1):]
 
 
-def bit_allocation_plot(key: str, record: dict) -> str:
-    """The image beside its per-tile bpp map (as in the tiled-codec paper's bit-rate masks)."""
-    import codec
+def preview_box(width: int, height: int, tile_size: int, max_pixels: int | None = None) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the part of an image the report decodes: all of it up to ``max_pixels``
+    (default :data:`PREVIEW_MAX_PIXELS`), else a centred crop of that many pixels starting on the tile grid."""
+    bound = PREVIEW_MAX_PIXELS if max_pixels is None else max_pixels
+    if width * height <= bound:
+        return 0, 0, width, height
+    cw = min(width, max(1, math.isqrt(bound)))
+    ch = min(height, max(1, bound // cw))
+    x0 = (width - cw) // 2 // tile_size * tile_size
+    y0 = (height - ch) // 2 // tile_size * tile_size
+    return x0, y0, cw, ch
 
-    bpp, quality = tile_bpp_map(record["bitstream"])
-    img = codec.decode(record["bitstream"])
+
+def bit_allocation_plot(key: str, record: dict) -> str:
+    """The image beside its per-tile bpp map (as in the tiled-codec paper's bit-rate masks).
+
+    The maps come from the stream's tile index alone; the picture decodes only :func:`preview_box`
+    (the tiles that cover it), never a whole large image.
+    """
+    import codec
+    from matplotlib.patches import Rectangle
+
+    data = record["bitstream"]
+    header = codec.read_header(data)
+    bpp, quality = tile_bpp_map(data)
+    w, h = header.width, header.height
+    box = preview_box(w, h, header.tile_size)
+    img = codec.decode_region(data, box, header=header)
+    cropped = box != (0, 0, w, h)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1, 1]})
     axes[0].imshow(img[..., :3] if img.ndim == 3 else img, cmap=None if img.ndim == 3 else "gray")
-    axes[0].set_title("reconstruction")
-    h, w = img.shape[:2]
+    axes[0].set_title(f"reconstruction, {box[2]}×{box[3]} crop at ({box[0]}, {box[1]})" if cropped else "reconstruction")
     for ax, grid, label, cmap in ((axes[1], bpp, "bits per pixel", "magma"), (axes[2], quality, "tile quality (0–1)", "viridis")):
         im = ax.imshow(grid, cmap=cmap, extent=(0, w, h, 0), interpolation="nearest")
+        if cropped:
+            ax.add_patch(Rectangle(box[:2], box[2], box[3], fill=False, edgecolor="white", lw=1.2))
         ax.set_title(label)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    return _figure("bit-allocation", f"Per-tile bit allocation of {key}", fig)
+    return _figure("bit-allocation", f"Per-tile bit allocation of {key} ({w}×{h})", fig)
 
 
 def _table_html(t) -> str:

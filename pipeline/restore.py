@@ -155,6 +155,9 @@ def encode_image(arr: np.ndarray, fmt: str, geo_tags: dict | None = None, icc_pr
         import tifffile
 
         extratags = [(34675, 7, len(icc_profile), icc_profile, True)] if icc_profile else []
+        orientation = _exif_orientation(exif)
+        if orientation:
+            extratags.append((274, 3, 1, orientation, True))
         for name, value in (geo_tags or {}).items():
             code, dtype = GEO_TAG_TYPES[name]
             if dtype == 2:
@@ -170,6 +173,21 @@ def encode_image(arr: np.ndarray, fmt: str, geo_tags: dict | None = None, icc_pr
     else:
         raise ValueError(f"unknown image format {fmt!r} (png or tiff)")
     return buf.getvalue()
+
+
+def _exif_orientation(exif: bytes | None) -> int | None:
+    """The EXIF Orientation tag (TIFF keeps only that of the source's EXIF)."""
+    if not exif:
+        return None
+    from PIL import Image
+
+    tags = Image.Exif()
+    try:
+        tags.load(exif)
+    except Exception:
+        return None
+    v = tags.get(274)
+    return int(v) if v and v != 1 else None
 
 
 def restore_record(record: dict, fs, out_path: str, region=None, fmt: str = "auto",

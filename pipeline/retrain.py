@@ -36,10 +36,10 @@ def split_keys(keys: list[str], fraction: float) -> tuple[list[str], list[str]]:
 
 def read_rgb(key: str, storage: StorageOptions | None) -> np.ndarray:
     """An image from storage as uint8 RGB (alpha dropped, gray expanded)."""
-    from pipeline.imagedecode import decode_image
+    from codec.imageio import load_image
 
     fs, path = filesystem(key, storage)
-    arr, _ = decode_image(fs.cat_file(path), key, 1 << 31)
+    arr = load_image(fs.cat_file(path), key).pixels
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
     return np.ascontiguousarray(arr[..., :3])
@@ -97,7 +97,7 @@ def train_loop(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+            state = load_train_state(Path(d) / STATE_FILE)
         model.load_state_dict(state["model"])
         optimizer_state, step, log = state["optimizer"], state["step"], state["log"]
         log.append({"event": "resumed", "step": step, "time": time.time()})
@@ -138,11 +138,50 @@ def train_loop(config: dict) -> None:
             with tempfile.TemporaryDirectory() as d:
                 ckpt = None
                 if rank == 0:
-                    raw = model.module if hasattr(model, "module") else model
-                    torch.save({"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                                "log": log, "model_config": raw.config.model_dump()}, Path(d) / "state.pt")
+                    save_train_state(Path(d) / STATE_FILE, model, optimizer, step, log)
                     ckpt = ray.train.Checkpoint.from_directory(d)
                 ray.train.report(metrics, checkpoint=ckpt)
+
+
+STATE_FILE = "state.pt"
+
+
+def save_train_state(path: Path, model, optimizer, step: int, log: list[dict]) -> None:
+    """A Ray Train checkpoint's state: tensors, dicts, lists, strings and numbers only (the model
+    config as a plain dict), so that :func:`load_train_state` can refuse anything else."""
+    import torch
+
+    raw = model.module if hasattr(model, "module") else model
+    torch.save({"model": {k: v.detach().cpu() for k, v in raw.state_dict().items()},
+                "optimizer": optimizer.state_dict(), "step": int(step), "log": _plain(log),
+                "model_config": raw.config.model_dump(mode="json")}, path)
+
+
+def load_train_state(path: Path) -> dict:
+    """Load a checkpoint written by :func:`save_train_state` with ``weights_only=True``.
+
+    Checkpoints live in the run's storage path (object storage): whoever can write there must
+    not be able to run code on every worker and on the driver, so a file holding anything
+    but plain data is refused (``codec.train.CheckpointError``), never unpickled.
+    """
+    from codec.train import CheckpointError, load_checkpoint
+
+    state = load_checkpoint(path, map_location="cpu")
+    missing = {"model", "optimizer", "step", "log", "model_config"} - set(state)
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {', '.join(sorted(missing))}")
+    return state
+
+
+def _plain(x):
+    """``x`` with numpy scalars turned into Python numbers (what weights-only loading accepts)."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
 
 
 class _Unwrapped:
@@ -218,7 +257,6 @@ def _calibration(keys: list[str], storage, crop: int, n: int = 16) -> "torch.Ten
 
 def run_training(cfg: TrainJobConfig, progress: bool = True) -> TrainOutcome:
     import ray
-    import torch
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -262,7 +300,7 @@ def run_training(cfg: TrainJobConfig, progress: bool = True) -> TrainOutcome:
     if result.checkpoint is None:
         raise RuntimeError(f"training {cfg.run_name} produced no checkpoint: {result.error}")
     with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+        state = load_train_state(Path(d) / STATE_FILE)
     model = HyperpriorCodec(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     model.eval().finalize(_calibration(train_keys, cfg.storage, cfg.crop))
@@ -311,4 +349,5 @@ def evaluation_table(name: str, base_id: str, cmp: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["run_training", "train_loop", "load_crops", "split_keys", "TrainOutcome"]
+__all__ = ["run_training", "train_loop", "load_crops", "split_keys", "TrainOutcome", "save_train_state",
+           "load_train_state"]

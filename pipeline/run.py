@@ -203,7 +203,8 @@ def _process(cfg: CompressJobConfig, archive: Archive, lease, shards: list[str],
     ds = ds.repartition(target_num_rows_per_block=cfg.batch_size)
     ds = ds.map_batches(fetch_objects, fn_kwargs={"storage": cfg.storage, "attempts": cfg.fetch_attempts},
                         batch_size=cfg.batch_size, batch_format="pyarrow", num_cpus=0.5)
-    # Ray Data restarts replicas and retries their tasks forever by default: bound both. A batch
+    # Ray Data restarts replicas and retries their tasks forever by default: bound both (Ray 2.60
+    # has no named parameters for these, hence its deprecation warning on **ray_remote_args). A batch
     # whose image kills its replica is retried; CodecReplica turns a key that killed it twice into
     # a `crashed` row, so (batch_size + 2) tries always end.
     ds = ds.map_batches(

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import glob as globlib
+import os
+import random
+import re
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -87,12 +93,25 @@ def _info(fs, path: str, info: dict) -> ObjectInfo:
                       str(mtime) if mtime else None)
 
 
-def iter_objects(url: str, storage: StorageOptions | None = None, extensions: list[str] | None = None) -> Iterator[ObjectInfo]:
-    """Objects under a prefix or matching a glob, one directory listing at a time.
+def iter_objects(url: str, storage: StorageOptions | None = None, extensions: list[str] | None = None,
+                 page_size: int = 1000) -> Iterator[ObjectInfo]:
+    """Objects under a prefix (recursively) or matching a glob, streamed: never the whole listing in memory.
 
     Names starting with '.' or '_' (markers, hidden files) are skipped; with
     ``extensions``, only names ending in one of them (case-insensitive) are kept.
+    A URL naming one object yields that object.
+
+    S3 is listed with ``list_objects_v2``, ``page_size`` keys per request, one page
+    held at a time, in the server's order (key order on AWS S3; SeaweedFS lists
+    directory by directory, so a name like ``a-1.png`` can come after ``a/…``).
+    Local folders are walked with ``os.scandir`` in exact key order, one directory's
+    entries at a time. Globs follow fsspec's glob semantics (``*``, ``?``, ``[…]``
+    within one path segment, ``**`` as a whole segment across any number of them):
+    only the literal prefix before the first wildcard is listed, then filtered.
+    Other filesystems fall back to fsspec's ``walk``/``glob``.
     """
+    if page_size < 1:
+        raise ValueError(f"page_size must be at least 1, not {page_size}")
     fs, path = filesystem(url, storage)
     exts = tuple(e.lower() for e in extensions) if extensions else None
 
@@ -100,19 +119,292 @@ def iter_objects(url: str, storage: StorageOptions | None = None, extensions: li
         name = p.rstrip("/").rsplit("/", 1)[-1]
         return not name.startswith((".", "_")) and (exts is None or name.lower().endswith(exts))
 
+    s3, local = is_s3(fs), is_local(fs)
     if globlib.has_magic(path):
-        for p, info in sorted(fs.glob(path, detail=True).items()):
-            if info.get("type") == "file" and keep(p):
-                yield _info(fs, p, info)
+        pattern_path = fs._strip_protocol(path) + ("/" if path.endswith("/") else "")
+        if s3 and not globlib.has_magic(pattern_path.split("/", 1)[0]):
+            yield from _s3_glob(fs, pattern_path, keep, page_size)
+        elif local:
+            yield from _local_glob(fs, pattern_path, keep)
+        else:  # other filesystems: fsspec's glob (materialises the matches)
+            for p, info in sorted(fs.glob(path, detail=True).items()):
+                if info.get("type") == "file" and keep(p):
+                    yield _info(fs, p, info)
         return
     if fs.isfile(path):
         yield _info(fs, path, fs.info(path))
         return
-    for _, _, files in fs.walk(path, detail=True):
-        for p, info in sorted(files.items()):
-            full = info.get("name", p)
+    if s3:
+        bucket, _, key = fs._strip_protocol(path).partition("/")
+        prefix = key.strip("/") + "/" if key.strip("/") else ""
+        for obj in _s3_pages(fs, bucket, prefix, page_size):
+            full = f"{bucket}/{obj['Key']}"
             if keep(full):
-                yield _info(fs, full, info)
+                yield _s3_info(fs, full, obj)
+    elif local:
+        for full, st in _local_walk(fs._strip_protocol(path).rstrip("/") or "/"):
+            if keep(full):
+                yield _stat_info(fs, full, st)
+    else:
+        for _, _, files in fs.walk(path, detail=True):
+            for p, info in sorted(files.items()):
+                full = info.get("name", p)
+                if keep(full):
+                    yield _info(fs, full, info)
+
+
+def _protocols(fs) -> tuple[str, ...]:
+    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+
+
+def is_s3(fs) -> bool:
+    """An s3fs filesystem (what ``filesystem`` returns for s3:// and s3a:// URLs)."""
+    return any(p in ("s3", "s3a") for p in _protocols(fs)) and hasattr(fs, "call_s3")
+
+
+def is_local(fs) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
+    return isinstance(fs, LocalFileSystem)
+
+
+def _s3_pages(fs, bucket: str, prefix: str, page_size: int) -> Iterator[dict]:
+    """The objects under ``prefix``, one ``list_objects_v2`` page (at most ``page_size`` keys) at a time."""
+    token = None
+    while True:
+        kw = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
+        if token:
+            kw["ContinuationToken"] = token
+        page = fs.call_s3("list_objects_v2", **kw)
+        for obj in page.get("Contents", []):
+            if not obj["Key"].endswith("/"):  # a "directory" marker object, not content
+                yield obj
+        if not page.get("IsTruncated"):
+            return
+        token = page.get("NextContinuationToken")
+        if not token:
+            raise StorageAccessError(f"listing s3://{bucket}/{prefix}: a truncated page without a continuation token")
+
+
+def _s3_info(fs, full: str, obj: dict) -> ObjectInfo:
+    return _info(fs, full, {"ETag": obj.get("ETag"), "LastModified": obj.get("LastModified"), "size": obj.get("Size")})
+
+
+def _glob_parts(pattern: str) -> tuple[str, re.Pattern, int | None]:
+    """(literal prefix before the first wildcard, compiled fsspec glob regex, max depth below the
+    prefix's folder or None for ``**``)."""
+    from fsspec.utils import glob_translate
+
+    first = min(i for i in (pattern.find("*"), pattern.find("?"), pattern.find("[")) if i >= 0)
+    literal = pattern[:first]
+    depth = None if "**" in pattern else pattern[literal.rfind("/") + 1 :].count("/") + 1
+    return literal, re.compile(glob_translate(pattern)), depth
+
+
+def _s3_glob(fs, pattern: str, keep, page_size: int) -> Iterator[ObjectInfo]:
+    literal, regex, _ = _glob_parts(pattern)
+    bucket, _, key_prefix = literal.partition("/")
+    for obj in _s3_pages(fs, bucket, key_prefix, page_size):
+        full = f"{bucket}/{obj['Key']}"
+        if regex.match(full) and keep(full):
+            yield _s3_info(fs, full, obj)
+
+
+def _local_glob(fs, pattern: str, keep) -> Iterator[ObjectInfo]:
+    literal, regex, depth = _glob_parts(pattern)
+    root = literal[: literal.rfind("/")] if "/" in literal else "."
+    for full, st in _local_walk(root or "/", depth):
+        if regex.match(full) and keep(full):
+            yield _stat_info(fs, full, st)
+
+
+def _local_walk(root: str, maxdepth: int | None = None, _depth: int = 1) -> Iterator[tuple[str, os.stat_result]]:
+    """(path, stat) of the files under ``root`` in key order, holding one directory's entries at a time.
+
+    Directories sort as ``name/`` so that the walk's order is the order of the full paths
+    (``a-1.png`` < ``a/x.png``). Symbolic links are followed (as fsspec's walk did); a
+    dangling one is listed with its own stat (reading it then fails as a fetch error).
+    """
+    try:
+        with os.scandir(root) as it:
+            entries = []
+            for e in it:
+                try:
+                    is_dir = e.is_dir()
+                except OSError:
+                    is_dir = False
+                entries.append((e.name + "/" if is_dir else e.name, e, is_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    entries.sort(key=lambda t: t[0])
+    base = root.rstrip("/")
+    for _, e, is_dir in entries:
+        full = f"{base}/{e.name}"
+        if is_dir:
+            if maxdepth is None or _depth < maxdepth:
+                yield from _local_walk(full, maxdepth, _depth + 1)
+            continue
+        try:
+            st = e.stat()
+        except OSError:
+            st = e.stat(follow_symlinks=False)
+        yield full, st
+
+
+def _stat_info(fs, full: str, st: os.stat_result) -> ObjectInfo:
+    """The same ObjectInfo (and so the same version string) that fsspec's info gave for local files."""
+    return _info(fs, full, {"size": st.st_size, "mtime": st.st_mtime})
+
+
+# ---- writes ----------------------------------------------------------------------------------
+
+
+def s3_error(exc: BaseException) -> tuple[str | None, int | None]:
+    """(error code, HTTP status) of the botocore ClientError behind ``exc`` (s3fs keeps it as
+    ``__cause__`` when it translates errors), or (None, None)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict) and "Error" in response:
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            return response["Error"].get("Code"), status
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None, None
+
+
+def is_precondition_failed(exc: BaseException) -> bool:
+    """An S3 conditional request (If-Match, If-None-Match) that did not hold: HTTP 412."""
+    code, status = s3_error(exc)
+    return code == "PreconditionFailed" or status == 412 or str(code) == "412"
+
+
+def _is_conditional_conflict(exc: BaseException) -> bool:
+    """AWS answers 409 ConditionalRequestConflict while another conditional write to the key is in flight."""
+    code, status = s3_error(exc)
+    return code == "ConditionalRequestConflict" or (status == 409 and code != "BucketAlreadyOwnedByYou")
+
+
+def put_if_absent(fs, path: str, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` unless it exists: True if it now holds ``data`` because of
+    this call, False if it already existed with other content. Atomic: of concurrent callers, one wins.
+
+    S3: a conditional PUT (``If-None-Match: *``, s3fs ``mode="create"``). Local files: a
+    temporary file in the same folder, hard-linked into place (``os.link`` fails if the name
+    exists), so readers never see a partial file; where hard links are not supported,
+    ``O_CREAT|O_EXCL``. Other filesystems: exists-then-write, which is *not* atomic.
+
+    An object that already holds exactly ``data`` counts as written (True): that is how a
+    retried PUT whose first attempt landed looks, so payloads that stand for one writer
+    (a lease, a manifest) should carry something unique to it (an owner id, a timestamp).
+    """
+    data = bytes(data)
+    if is_s3(fs):
+        for attempt in range(6):
+            try:
+                fs.pipe_file(path, data, mode="create")
+                return True
+            except Exception as exc:
+                if isinstance(exc, FileExistsError) or is_precondition_failed(exc):
+                    break
+                if _is_conditional_conflict(exc) and attempt < 5:
+                    time.sleep(0.05 * 2**attempt * (0.5 + random.random()))
+                    continue
+                raise
+        return _holds(fs, path, data)
+    if is_local(fs):
+        return _local_put_if_absent(fs._strip_protocol(path), data)
+    if fs.exists(path):
+        return _holds(fs, path, data)
+    parent = path.rstrip("/").rsplit("/", 1)[0]
+    if parent and parent != path:
+        fs.makedirs(parent, exist_ok=True)
+    fs.pipe_file(path, data)
+    return True
+
+
+def _holds(fs, path: str, data: bytes) -> bool:
+    try:
+        return fs.cat_file(path) == data
+    except FileNotFoundError:  # existed a moment ago, deleted since: not ours either way
+        return False
+
+
+def _local_put_if_absent(path: str, data: bytes) -> bool:
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    tmp = _local_temp(path, data)
+    try:
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return _local_holds(path, data)
+        except OSError as exc:  # no hard links here (some FUSE/SMB mounts): create-exclusive instead
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+                raise
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            return _local_holds(path, data)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _local_holds(path: str, data: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read() == data
+    except FileNotFoundError:
+        return False
+
+
+def _local_temp(path: str, data: bytes) -> str:
+    """``data`` in a new hidden file beside ``path`` (synced; mode from the umask, as a plain create)."""
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def put_atomic(fs, path: str, data: bytes) -> None:
+    """Write ``path`` whole: readers see the old content or the new one, never a partial file.
+
+    Local files: a temporary file in the same folder, then ``os.replace``. Object stores: one
+    ``pipe_file`` (an S3 PUT, or a multipart upload's completion, is atomic).
+    """
+    data = bytes(data)
+    if is_local(fs):
+        path = fs._strip_protocol(path)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = _local_temp(path, data)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return
+    if not is_s3(fs):
+        parent = path.rstrip("/").rsplit("/", 1)[0]
+        if parent and parent != path:
+            fs.makedirs(parent, exist_ok=True)
+    fs.pipe_file(path, data)
 
 
 def check_readable(url: str, storage: StorageOptions | None = None) -> None:

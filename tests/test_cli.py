@@ -68,3 +68,30 @@ def test_exit_codes(png, tmp_path):
     # unknown model
     unknown = run("encode", png, out, "--model", "nosuch@3")
     assert unknown.returncode == 5 and "nosuch" in unknown.stderr
+
+
+@pytest.fixture(scope="module")
+def stream(model, image):
+    import codec
+
+    return codec.encode(image, model, quality=0.5, tile_size=128).data
+
+
+@pytest.mark.parametrize("name", ["mode_9", "model_id_not_utf8", "n_tiles_huge", "escape_bits_28", "garbage_payload"])
+def test_crafted_stream_exits_4_without_traceback(stream, model, tmp_path, name):
+    from test_stream_fuzz import crafted
+
+    bad = tmp_path / "crafted.tlic"
+    bad.write_bytes(crafted(stream, name, model))
+    r = run("decode", bad, tmp_path / "x.png")
+    assert r.returncode == 4, r.stderr
+    assert r.stderr.startswith("codec: error:") and "Traceback" not in r.stderr
+
+
+def test_decode_max_pixels(stream, tmp_path):
+    p = tmp_path / "a.tlic"
+    p.write_bytes(stream)
+    r = run("decode", p, tmp_path / "x.png", "--max-pixels", "1000")
+    assert r.returncode == 4 and "limit of 1000" in r.stderr and "Traceback" not in r.stderr
+    assert run("decode", p, tmp_path / "x.png", "--max-pixels", str(330 * 200)).returncode == 0
+    assert run("decode", p, tmp_path / "x.png", "--max-pixels", "0").returncode == 2

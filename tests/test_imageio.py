@@ -40,3 +40,19 @@ def test_truncated_and_garbage_and_bomb():
         read_image(b"hello world" * 10)
     with pytest.raises(UnsupportedImageError, match="exceeds the limit"):
         read_image(encoded(Image.new("RGB", (100, 100))), max_pixels=5000)
+
+
+def test_read_image_is_load_image_pixels_and_refuses_what_the_loader_refuses(tmp_path):
+    from codec.errors import ImageTooLargeError
+    from codec.imageio import load_image
+
+    data = encoded(Image.fromarray(np.random.default_rng(1).integers(0, 255, (9, 7, 3), dtype=np.uint8)))
+    path = tmp_path / "a.png"
+    path.write_bytes(data)
+    assert np.array_equal(read_image(path), load_image(data, "a.png").pixels)
+    with pytest.raises(UnsupportedImageError, match=r"c\.jpg: CMYK .*not supported"):
+        read_image(encoded(Image.new("CMYK", (8, 8)), "JPEG"), name="c.jpg")
+    with pytest.raises(ImageTooLargeError, match=r"a\.png: 7×9 = 63 pixels exceeds the limit of 10"):
+        read_image(path, name="a.png", max_pixels=10)
+    with pytest.raises(UnsupportedImageError, match=r"missing\.png: cannot open"):
+        read_image(tmp_path / "missing.png", name="missing.png")

@@ -1,20 +1,33 @@
 """The archival job against a real S3 server (SeaweedFS) and local Ray."""
 
+import io
 import json
 
 import duckdb
 import pytest
+from PIL import Image, ImageCms
 
 import codec
 from codec.metrics import psnr
 from pipeline.archive import Archive
 from pipeline.config import CompressJobConfig
-from pipeline.imagedecode import decode_image
+from codec.imageio import load_image
 from pipeline.run import run_job
 from pipeline.storage import StorageAccessError
+from conftest import natural_image
 from pipeline_fixtures import EPSG, bad_objects, good_objects, upload
 
 pytestmark = pytest.mark.usefixtures("ray_local")
+
+ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def jpeg_with_icc_and_orientation() -> bytes:
+    exif = Image.Exif()
+    exif[274] = 6  # rotate 90° clockwise to display
+    buf = io.BytesIO()
+    Image.fromarray(natural_image(96, 160, 3)).save(buf, format="JPEG", quality=92, icc_profile=ICC, exif=exif.tobytes())
+    return buf.getvalue()
 
 
 def config(bucket, **kw) -> CompressJobConfig:
@@ -24,10 +37,10 @@ def config(bucket, **kw) -> CompressJobConfig:
 
 def test_bucket_to_parquet_with_every_input_accounted_for(s3_server, s3_env, bucket):
     fs = s3_server.filesystem()
-    good, bad = good_objects(), bad_objects()
+    good, bad = {**good_objects(), "scenes/f-icc-exif.jpg": jpeg_with_icc_and_orientation()}, bad_objects()
     upload(fs, bucket, "raw", {**good, **bad})
     summary = run_job(config(bucket), progress=False)
-    assert (summary.listed, summary.processed, summary.ok, summary.errors) == (10, 10, 5, 5)
+    assert (summary.listed, summary.processed, summary.ok, summary.errors) == (11, 11, 6, 5)
 
     archive = Archive(f"s3://{bucket}/archive/")
     stats = archive.committed_table("stats").to_pylist()
@@ -39,11 +52,11 @@ def test_bucket_to_parquet_with_every_input_accounted_for(s3_server, s3_env, buc
     assert all(r["error"] and k.split("/")[-1] in r["error"] for k, r in by_key.items() if r["status"] == "error")
 
     records = archive.committed_table("records").to_pylist()
-    assert len(records) == 5
+    assert len(records) == 6
     for rec in records:
         name = rec["key"].split("/raw/")[1]
         st = by_key[name]
-        original, _ = decode_image(good[name], name, 10**9)
+        original = load_image(good[name], name).pixels
         restored = codec.decode(rec["bitstream"])
         assert restored.shape == original.shape
         assert psnr(original[..., :3], restored[..., :3]) == pytest.approx(st["psnr"], abs=0.01)  # colour channels
@@ -51,6 +64,12 @@ def test_bucket_to_parquet_with_every_input_accounted_for(s3_server, s3_env, buc
         assert rec["model_id"] == codec.load_model("default").model_id and rec["format_version"] == 1
     geo = json.loads(next(r for r in records if r["key"].endswith("d.tif"))["geo"])
     assert geo["crs"] == f"EPSG:{EPSG}" and geo["geotransform"] == [500000.0, 10.0, 0.0, 4000000.0, 0.0, -10.0]
+    tagged = next(r for r in records if r["key"].endswith("f-icc-exif.jpg"))
+    assert tagged["icc_profile"] == ICC
+    exif = Image.Exif()
+    exif.load(tagged["exif"])
+    assert exif[274] == 6, "EXIF orientation is carried (the pixels are not rotated)"
+    assert codec.decode(tagged["bitstream"]).shape == (96, 160, 3)
     rgba = next(r for r in records if r["key"].endswith("e-rgba.png"))
     assert rgba["channels"] == 4 and codec.decode(rgba["bitstream"])[..., 3].min() == 200
 
@@ -58,7 +77,7 @@ def test_bucket_to_parquet_with_every_input_accounted_for(s3_server, s3_env, buc
     con = duckdb.connect()
     con.register_filesystem(fs)
     n_ok, = con.execute(f"select count(*) from read_parquet('s3://{bucket}/archive/stats/*/*.parquet') where status='ok'").fetchone()
-    assert n_ok == 5
+    assert n_ok == 6
 
 
 def test_rerun_processes_only_new_and_changed_objects(s3_server, s3_env, bucket):

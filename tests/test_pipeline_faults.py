@@ -68,7 +68,7 @@ def test_driver_killed_mid_run_then_rerun_completes_exactly_once(s3_server, buck
     upload(fs, bucket, "raw", objects)
     env = {**os.environ, **s3_server.env}
     log = open(tmp_path / "job.log", "w")
-    args = job_args(bucket, "--segment-rows", "1")
+    args = job_args(bucket, "--segment-rows", "1", "--lease-ttl-s", "6")
     args[args.index("--quality") : args.index("--quality") + 2] = ["--target-psnr", "33"]  # slower: rows trickle in
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=log,
                             start_new_session=True)
@@ -85,6 +85,9 @@ def test_driver_killed_mid_run_then_rerun_completes_exactly_once(s3_server, buck
     proc.wait()
     assert 2 <= len(manifests) < len(objects), "killed after some but not all segments committed"
 
+    early = subprocess.run(job_args(bucket), env=env, capture_output=True, text=True, timeout=300)
+    assert early.returncode == 5, "the dead run's lease is honoured until it expires"
+    time.sleep(7)
     r = subprocess.run(job_args(bucket), env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "already archived" in r.stdout

@@ -29,3 +29,35 @@ def test_distinct_keys_get_distinct_outputs():
 def test_unsafe_keys_come_back_as_errors_not_names():
     names = output_names(["s3://raw/../../x.png", "s3://raw/ok.png"], ["png", "png"])
     assert isinstance(names[0], UnsafeKeyError) and names[1] == "raw/ok.png"
+
+
+def test_restored_files_carry_the_sources_icc_profile_and_orientation(tmp_path):
+    import io
+
+    import fsspec
+    import numpy as np
+    from PIL import Image, ImageCms
+
+    import codec
+    from pipeline.restore import restore_record
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[274] = 8
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    record = {"key": "s3://raw/x.jpg", "model_id": "default@2", "geo": None, "icc_profile": icc,
+              "exif": exif.tobytes(), "bitstream": codec.encode(pixels, quality=0.5).data}
+    fs = fsspec.filesystem("file")
+    for fmt in ("png", "tiff"):
+        out = str(tmp_path / f"x.{fmt}")
+        row = restore_record(record, fs, out, fmt=fmt)
+        assert row["status"] == "ok", row
+        with Image.open(io.BytesIO(open(out, "rb").read())) as im:
+            assert im.info.get("icc_profile") == icc
+            assert im.getexif().get(274) == 8
+        if fmt == "png":  # (Pillow reports a TIFF's size already transposed for orientations 5–8)
+            assert Image.open(out).size == (96, 64)
+        else:
+            import tifffile
+
+            assert tifffile.imread(out).shape == (64, 96, 3)
