@@ -47,10 +47,10 @@ def main(argv=None) -> int:
     import ray
 
     import codec
-    from codec.evaluate import compare
+    from codec.training.evaluate import compare
     from pipeline.config import TrainJobConfig
-    from pipeline.localstack import LocalS3
-    from pipeline.model_store import ModelStore
+    from devtools.localstack import LocalS3
+    from pipeline.model_store import ModelStore, model_resolver
     from pipeline.retrain import read_rgb, run_training
     from rd import KODAK, load_folder
 
@@ -79,8 +79,8 @@ def main(argv=None) -> int:
             for f in ("weights.pt", "card.json"):
                 (dest / f).write_bytes(fs.cat_file(f"models/{name}/v{version:04d}/{f}"))
             print(f"exported {outcome.model_id} to {dest}")
-        store.install(outcome.model_id)
-        models = {"default": codec.load_model("default"), "aerial": codec.load_model(outcome.model_id)}
+        models = {"default": codec.load_model("default"),
+                  "aerial": model_resolver(cfg.registry, cfg.storage).load(outcome.model_id)}
         holdout = {k.split("/train/")[-1]: read_rgb(k, cfg.storage) for k in card["data"]["holdout_keys"]}
         result = {"model_id": outcome.model_id, "steps": outcome.steps, "train_minutes": outcome.seconds / 60,
                   "train_images": outcome.train_images, "config": card["training"], "holdout": sorted(holdout)}

@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import codec  # noqa: E402
-from codec.evaluate import compare  # noqa: E402
-from codec.export import calibration_batch, model_from_checkpoint  # noqa: E402
 from codec.registry import Registry  # noqa: E402
-from codec.train import list_images, load_rgb, split_validation  # noqa: E402
+from codec.training.data import list_images, load_rgb, split_validation  # noqa: E402
+from codec.training.evaluate import compare  # noqa: E402
+from codec.training.export import calibration_batch, model_from_checkpoint  # noqa: E402
 
 QUALITIES = (0.0, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.0)
 

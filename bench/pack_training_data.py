@@ -3,7 +3,7 @@
 
     python bench/pack_training_data.py ../shared/data/train-natural .gpu/data [QUALITY]
 
-JPEG sources are copied byte for byte; every other image (``codec.train.list_images``,
+JPEG sources are copied byte for byte; every other image (``codec.training.data.list_images``,
 which also refuses Kodak) is re-encoded as JPEG 4:4:4 at QUALITY (default 92, about
 42 dB: far above the rates trained for).
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from codec.train import list_images  # noqa: E402
+from codec.training.data import list_images  # noqa: E402
 
 src, dst = Path(sys.argv[1]), Path(sys.argv[2])
 quality = int(sys.argv[3]) if len(sys.argv) > 3 else 92

@@ -107,8 +107,8 @@ def main() -> None:
     from codec.metrics import ms_ssim, psnr
     from pipeline.config import CompressJobConfig
     from codec.imageio import load_image
-    from pipeline.localstack import LocalS3
-    from pipeline.run import run_job
+    from devtools.localstack import LocalS3
+    from pipeline.compress import run_job
 
     with tempfile.TemporaryDirectory() as tmp, LocalS3(Path(tmp) / "s3", buckets=["raw", "archive"]) as s3:
         os.environ.update(s3.env)

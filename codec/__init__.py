@@ -5,17 +5,31 @@
     >>> image = codec.decode(result.data)                      # any device
     >>> crop = codec.decode_region(result.data, (x, y, w, h))  # only the tiles that cover it
 
+Layout:
+
+    api.py          encode / decode / decode_region / read_header: wiring only
+    ratecontrol.py  RateTarget (the three modes, one validation) and the strategies that choose each tile's quality
+    quality.py      the one representation of quality: the stored u16 code (level ↔ code ↔ q)
+    engine.py       batches tiles through the model on a device (cached per model/device); no policy
+    model/          HyperpriorCodec: training forward and the coding path (compress … decompress)
+    rangecoder.py   constriction range coding of lists of tiles; parallel.py maps it over CPU processes
+    bitstream.py    the container format (header, tile index, tile blobs)
+    tiles.py        the tile grid: boxes, padding, batching by shape, intersection
+    imageprep.py    arrays in and out (gray, RGB, RGBA)
+
 This package never imports Ray; the archival pipeline builds on it.
 """
 
 from .api import EncodeResult, decode, decode_region, encode, get_coder, read_header
-from .container import FORMAT_VERSION, Header
+from .bitstream import FORMAT_VERSION, Header
 from .errors import (CodecError, CorruptStreamError, ImageTooLargeError, ModelMismatchError, ModelNotFoundError,
                      StreamTooLargeError, UnsupportedImageError)
+from .ratecontrol import DEFAULT_TARGET_PSNR, RateTarget
 from .registry import LoadedModel, Registry, load_model
 
 __all__ = [
     "encode", "decode", "decode_region", "read_header", "get_coder", "load_model", "EncodeResult", "Header",
     "LoadedModel", "Registry", "FORMAT_VERSION", "CodecError", "CorruptStreamError", "ModelMismatchError",
     "ModelNotFoundError", "UnsupportedImageError", "ImageTooLargeError", "StreamTooLargeError",
+    "RateTarget", "DEFAULT_TARGET_PSNR",
 ]

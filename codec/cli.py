@@ -22,6 +22,8 @@ from . import api
 from .errors import (CodecError, CorruptStreamError, ModelMismatchError, ModelNotFoundError, StreamTooLargeError,
                      UnsupportedImageError)
 from .imageio import DEFAULT_MAX_PIXELS, read_image, write_image
+from .ratecontrol import DEFAULT_TARGET_PSNR
+from .tiles import DEFAULT_TILE
 
 EXIT_USAGE, EXIT_INPUT, EXIT_CORRUPT, EXIT_MODEL, EXIT_OTHER = 2, 3, 4, 5, 1
 
@@ -47,11 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("input", type=Path)
     enc.add_argument("output", type=Path)
     mode = enc.add_mutually_exclusive_group()
-    mode.add_argument("--target-psnr", type=float, help="dB each tile must reach (default 38)")
+    mode.add_argument("--target-psnr", type=float, help=f"dB each tile must reach (default {DEFAULT_TARGET_PSNR:g})")
     mode.add_argument("--quality", type=float, help="one quality in [0, 1] for all tiles")
     mode.add_argument("--target-bpp", type=float, help="byte budget in bits per pixel")
     enc.add_argument("--model", default="default", help="NAME or NAME@VERSION")
-    enc.add_argument("--tile-size", type=int, default=api.DEFAULT_TILE)
+    enc.add_argument("--tile-size", type=int, default=DEFAULT_TILE)
     enc.add_argument("--device", default="cpu")
     dec = sub.add_parser("decode", help="stream → image file (format from the extension)")
     dec.add_argument("input", type=Path)

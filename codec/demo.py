@@ -16,6 +16,7 @@ import numpy as np
 
 from . import api
 from .imageio import write_image
+from .ratecontrol import DEFAULT_TARGET_PSNR
 from .registry import load_model
 
 SAMPLES = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "camera"]
@@ -23,7 +24,7 @@ SAMPLES = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--target-psnr", type=float, default=38.0)
+    ap.add_argument("--target-psnr", type=float, default=DEFAULT_TARGET_PSNR)
     ap.add_argument("--out", type=Path, default=Path("demo-out"))
     a = ap.parse_args(argv)
     from skimage import data

@@ -1,9 +1,12 @@
-"""Entropy coding spread over CPU processes, tile by tile.
+"""Entropy coding spread over CPU processes.
 
-constriction holds the GIL, so threads do not help; a process pool does. Each
-worker receives the model's tables once (at start-up) and then codes whole
-tiles. Output bytes do not depend on which worker coded a tile. Worth it when a
-GPU computes the transforms faster than one core can range-code.
+constriction holds the GIL, so threads do not help; a process pool does. Each worker
+receives the model's tables once (at start-up). The pool writes no coding of its own: it
+splits a batch's tiles into one contiguous chunk per worker and maps
+:func:`codec.rangecoder.encode_each` / :func:`~codec.rangecoder.decode_each` over the
+chunks, so it is a drop-in for the :mod:`codec.rangecoder` module wherever a stage takes
+a ``coder``. Output bytes do not depend on which worker coded a tile. Worth it when a GPU
+computes the transforms faster than one core can range-code.
 """
 
 from __future__ import annotations
@@ -11,70 +14,52 @@ from __future__ import annotations
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
-import numpy as np
-
 from . import rangecoder
-from .rangecoder import TableSet
+from .rangecoder import RangeCodingError, TableSet
 
-_TABLES: dict[str, TableSet] = {}
-
-
-def _init(hyper: dict, gaussian: dict) -> None:
-    _TABLES["hyper"] = TableSet.from_dict(hyper)
-    _TABLES["gaussian"] = TableSet.from_dict(gaussian)
+_TABLES: list[TableSet] = []  # in a worker: the tables it was started with
 
 
-def _channel_index(shape) -> np.ndarray:
-    return np.broadcast_to(np.arange(shape[0]).reshape(-1, 1, 1), shape)
+def _init(tables: list[TableSet]) -> None:
+    _TABLES[:] = tables
 
 
-def _encode_tile(args) -> tuple[bytes, bytes]:
-    z_hat, symbols, index = args
-    z = rangecoder.encode(z_hat, _channel_index(z_hat.shape), _TABLES["hyper"])
-    return z, rangecoder.encode(symbols, index, _TABLES["gaussian"])
-
-
-def _decode_z(args) -> np.ndarray:
-    data, shape = args
-    return rangecoder.decode(data, _channel_index(shape), _TABLES["hyper"])
-
-
-def _decode_y(args) -> np.ndarray:
-    data, index = args
-    return rangecoder.decode(data, index, _TABLES["gaussian"])
-
-
-def _in_order(results) -> list:
-    """Collect pool results; a stream that fails to decode is named by its position, as in-process."""
-    out = []
-    try:
-        for r in results:
-            out.append(r)
-    except rangecoder.RangeCodingError as exc:
-        raise rangecoder.RangeCodingError(exc.message, len(out)) from exc
-    return out
+def _run(fn: str, table: int, *chunk):
+    return getattr(rangecoder, fn)(*chunk, _TABLES[table])
 
 
 class EntropyPool:
-    """A pool of worker processes that range-code tiles with one model's tables."""
+    """Worker processes that range-code tiles with a fixed list of tables (a model's)."""
 
-    def __init__(self, hyper: TableSet, gaussian: TableSet, workers: int):
+    def __init__(self, tables: list[TableSet], workers: int):
+        self.workers = workers
+        self._keys = {id(t): k for k, t in enumerate(tables)}
+        self._tables = tables  # keeps the ids valid
         ctx = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init,
-            initargs=({k: getattr(hyper, k) for k in ("pmfs", "lengths", "offsets")},
-                      {k: getattr(gaussian, k) for k in ("pmfs", "lengths", "offsets")}),
-        )
+        self._pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init, initargs=(tables,))
 
-    def encode(self, z_hat: np.ndarray, symbols: np.ndarray, index: np.ndarray) -> tuple[list[bytes], list[bytes]]:
-        out = list(self._pool.map(_encode_tile, zip(z_hat, symbols, index)))
-        return [o[0] for o in out], [o[1] for o in out]
+    def encode_each(self, values, table_indexes, tables: TableSet) -> list[bytes]:
+        return self._map("encode_each", tables, values, table_indexes)
 
-    def decode_z(self, streams: list[bytes], shape) -> np.ndarray:
-        return np.stack(_in_order(self._pool.map(_decode_z, [(s, shape) for s in streams])))
+    def decode_each(self, streams: list[bytes], table_indexes, tables: TableSet) -> list:
+        return self._map("decode_each", tables, streams, table_indexes)
 
-    def decode_y(self, streams: list[bytes], index: np.ndarray) -> np.ndarray:
-        return np.stack(_in_order(self._pool.map(_decode_y, zip(streams, index))))
+    def _map(self, fn: str, tables: TableSet, *lists) -> list:
+        """``rangecoder.<fn>`` over contiguous chunks, in order; a failing stream is named by its batch position."""
+        if id(tables) not in self._keys:
+            raise ValueError("this entropy pool was not started with these tables")
+        n = len(lists[0])
+        size = max(1, -(-n // self.workers))
+        starts = range(0, n, size)
+        futures = [self._pool.submit(_run, fn, self._keys[id(tables)], *(seq[s : s + size] for seq in lists))
+                   for s in starts]
+        out: list = []
+        for start, future in zip(starts, futures):
+            try:
+                out.extend(future.result())
+            except RangeCodingError as exc:
+                raise RangeCodingError(exc.message, None if exc.stream is None else start + exc.stream) from exc
+        return out
 
     def close(self) -> None:
         self._pool.shutdown()

@@ -150,6 +150,15 @@ def decode(data: bytes, table_index: np.ndarray, tables: TableSet) -> np.ndarray
     return values.reshape(shape)
 
 
+def encode_each(values, table_indexes, tables: TableSet) -> list[bytes]:
+    """:func:`encode` of each tile of a batch (``values[k]`` with ``table_indexes[k]``): one stream per tile.
+
+    With :func:`decode_each`, the one function that codes a list of tiles; an entropy pool
+    (:mod:`codec.parallel`) maps these same two over CPU processes.
+    """
+    return [encode(v, t, tables) for v, t in zip(values, table_indexes)]
+
+
 def decode_each(streams: list[bytes], table_indexes, tables: TableSet) -> list[np.ndarray]:
     """:func:`decode` of each stream with its table index; an error names the stream's position."""
     out = []

@@ -51,8 +51,8 @@ def main(argv=None) -> int:
     except ValidationError as exc:
         print("compress_bucket: invalid options:\n" + describe_errors(exc), file=sys.stderr)
         return 2
-    from pipeline.archive import ArchiveError, LeaseHeldError, LeaseLostError
-    from pipeline.run import run_job
+    from pipeline.archive import RECORDS, STATS, ArchiveError, LeaseHeldError, LeaseLostError, folder_url
+    from pipeline.compress import run_job
 
     mode, target = cfg.mode
     print(f"archiving {cfg.input} → {cfg.output} ({mode} {target:g}, model {cfg.model}, run {cfg.run_id})", flush=True)
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         print(f"compress_bucket: {exc}", file=sys.stderr)
         return 2
     print(summary.table())
-    print(f"records: {cfg.output.rstrip('/')}/records/   stats: {cfg.output.rstrip('/')}/stats/")
+    print(f"records: {folder_url(cfg.output, RECORDS)}   stats: {folder_url(cfg.output, STATS)}")
     if summary.error_fraction > cfg.max_error_fraction:
         print(f"compress_bucket: error fraction {summary.error_fraction:.1%} exceeds --max-error-fraction "
               f"{cfg.max_error_fraction:.1%}", file=sys.stderr)

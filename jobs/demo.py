@@ -22,6 +22,9 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
+from pipeline.archive import MANIFESTS, RECORDS, STATS, Archive, folder_url  # noqa: E402
+
+INPUT, OUTPUT = "s3://raw/samples/", "s3://archive/demo/"
 AERIAL = ROOT.parent / "shared" / "data" / "aerial" / "train"
 SEED_MODELS = ROOT / "models"  # a model registry in the object-storage layout (the aerial model lives here)
 
@@ -41,73 +44,97 @@ def sample_images(n: int) -> dict[str, bytes]:
     return out
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--target-psnr", type=float, default=38.0)
     ap.add_argument("--dir", type=Path, default=ROOT / ".demo", help="where the local S3 server keeps its data")
     ap.add_argument("--model", default="auto", help="auto: the aerial model for aerial samples, else default")
-    a = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
-    from pipeline.archive import Archive
-    from pipeline.config import CompressJobConfig
-    from pipeline.localstack import LocalS3
-    from pipeline.run import run_job
 
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    from devtools.localstack import LocalS3
 
     with LocalS3(a.dir / "s3", buckets=["raw", "archive", "models"]) as s3:
         os.environ.update(s3.env)
         print(f"local S3 (SeaweedFS) at {s3.endpoint_url}, data in {a.dir / 's3'}")
         fs = s3.filesystem()
-        images = sample_images(a.images)
-        for name, data in images.items():
-            fs.pipe(f"raw/samples/{name}", data)
-        print(f"uploaded {len(images)} images ({sum(map(len, images.values())) / 1e6:.1f} MB) to s3://raw/samples/")
-
-        registry = None
-        if SEED_MODELS.exists():  # the model registry a user's bucket would hold
-            for f in SEED_MODELS.rglob("*"):
-                if f.is_file() and f.suffix in (".pt", ".json"):
-                    fs.pipe(f"models/{f.relative_to(SEED_MODELS).as_posix()}", f.read_bytes())
-            registry = "s3://models/"
-            print(f"model registry: s3://models/ ({', '.join(sorted(p.name for p in SEED_MODELS.iterdir() if p.is_dir()))})")
+        upload_samples(fs, a.images)
+        registry = seed_registry(fs)
         model = a.model
         if model == "auto":
             model = "aerial" if registry and AERIAL.exists() and (SEED_MODELS / "aerial").exists() else "default"
-        cfg = CompressJobConfig(input="s3://raw/samples/", output="s3://archive/demo/", target_psnr=a.target_psnr,
-                                model=model, model_registry=registry)
-        print(f"archiving s3://raw/samples/ → s3://archive/demo/ at {a.target_psnr} dB per tile with model {model} ...",
-              flush=True)
-        summary = run_job(cfg)
-        print(summary.table())
-        print("records: s3://archive/demo/records/   stats: s3://archive/demo/stats/   manifests: s3://archive/demo/_manifests/")
-
-        import duckdb
-
-        con = duckdb.connect()
-        con.register_filesystem(fs)
-        print("\nDuckDB: per folder")
-        print(con.sql("""
-            select split_part(key, '/', 5) as folder, count(*) as images, round(avg(bpp), 3) as mean_bpp,
-                   round(avg(psnr), 2) as mean_psnr, round(sum(original_bytes) / sum(compressed_bytes), 1) as ratio
-            from read_parquet('s3://archive/demo/stats/*/*.parquet') where status = 'ok' group by 1 order by 1
-        """))
-
-        from jobs import report as report_job
-        from pipeline.restore import restore_one
-
+        archive(a.target_psnr, model, registry)
+        show_folders(fs)
         print()
-        report_job.main(["--stats", "s3://archive/demo/stats/", "--html", str(a.dir / "report.html")])
-        rec = Archive("s3://archive/demo/").committed_table("records", ["key", "width", "height"]).slice(0, 1).to_pylist()
-        if rec:
-            key, w, h = rec[0]["key"], rec[0]["width"], rec[0]["height"]
-            whole = restore_one("s3://archive/demo/", key, str(a.dir / "restored.png"), model_registry=registry)
-            region = (w // 4, h // 4, w // 2, h // 2)
-            crop = restore_one("s3://archive/demo/", key, str(a.dir / "restored-region.png"), region=region,
-                               model_registry=registry)
-            print(f"\nrestored {key} → {whole['output']} ({whole['width']}×{whole['height']}, {whole['seconds']:.2f} s)")
-            print(f"restored region {region} → {crop['output']} ({crop['seconds']:.2f} s, only the tiles that cover it)")
+        from jobs import report as report_job
+
+        report_job.main(["--stats", folder_url(OUTPUT, STATS), "--html", str(a.dir / "report.html")])
+        restore_sample(a.dir, registry)
     return 0
+
+
+def upload_samples(fs, n: int) -> None:
+    """The sample images, to s3://raw/samples/ (the bucket a user would archive)."""
+    images = sample_images(n)
+    for name, data in images.items():
+        fs.pipe(f"raw/samples/{name}", data)
+    print(f"uploaded {len(images)} images ({sum(map(len, images.values())) / 1e6:.1f} MB) to {INPUT}")
+
+
+def seed_registry(fs) -> str | None:
+    """models/ (a registry in the object-storage layout) copied to s3://models/, as a user's bucket would hold it."""
+    if not SEED_MODELS.exists():
+        return None
+    for f in SEED_MODELS.rglob("*"):
+        if f.is_file() and f.suffix in (".pt", ".json"):
+            fs.pipe(f"models/{f.relative_to(SEED_MODELS).as_posix()}", f.read_bytes())
+    print(f"model registry: s3://models/ ({', '.join(sorted(p.name for p in SEED_MODELS.iterdir() if p.is_dir()))})")
+    return "s3://models/"
+
+
+def archive(target_psnr: float, model: str, registry: str | None) -> None:
+    """The archival job (jobs/compress_bucket.py's run_job) over the samples, on local Ray."""
+    from pipeline.compress import run_job
+    from pipeline.config import CompressJobConfig
+
+    cfg = CompressJobConfig(input=INPUT, output=OUTPUT, target_psnr=target_psnr, model=model, model_registry=registry)
+    print(f"archiving {INPUT} → {OUTPUT} at {target_psnr} dB per tile with model {model} ...", flush=True)
+    summary = run_job(cfg)
+    print(summary.table())
+    print(f"records: {folder_url(OUTPUT, RECORDS)}   stats: {folder_url(OUTPUT, STATS)}   "
+          f"manifests: {folder_url(OUTPUT, MANIFESTS)}")
+
+
+def show_folders(fs) -> None:
+    """A DuckDB query over the stats files, straight from S3 (no httpfs: the s3fs filesystem is registered)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.register_filesystem(fs)
+    print("\nDuckDB: per folder")
+    print(con.sql("""
+        select split_part(key, '/', 5) as folder, count(*) as images, round(avg(bpp), 3) as mean_bpp,
+               round(avg(psnr), 2) as mean_psnr, round(sum(original_bytes) / sum(compressed_bytes), 1) as ratio
+        from read_parquet($files) where status = 'ok' group by 1 order by 1
+    """, params={"files": f"{folder_url(OUTPUT, STATS)}*/*.parquet"}))  # paths are bound, never pasted into SQL
+
+
+def restore_sample(out_dir: Path, registry: str | None) -> None:
+    """One archived image restored whole, and one region of it (only the tiles that cover it are decoded)."""
+    from pipeline.restore import restore_one
+
+    rec = Archive(OUTPUT).committed_table(RECORDS, ["key", "width", "height"]).slice(0, 1).to_pylist()
+    if not rec:
+        return
+    key, w, h = rec[0]["key"], rec[0]["width"], rec[0]["height"]
+    whole = restore_one(OUTPUT, key, str(out_dir / "restored.png"), model_registry=registry)
+    region = (w // 4, h // 4, w // 2, h // 2)
+    crop = restore_one(OUTPUT, key, str(out_dir / "restored-region.png"), region=region, model_registry=registry)
+    print(f"\nrestored {key} → {whole['output']} ({whole['width']}×{whole['height']}, {whole['seconds']:.2f} s)")
+    print(f"restored region {region} → {crop['output']} ({crop['seconds']:.2f} s, only the tiles that cover it)")
 
 
 if __name__ == "__main__":

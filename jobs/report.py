@@ -45,25 +45,25 @@ def main(argv=None) -> int:
     except ValidationError as exc:
         print("report: invalid options:\n" + describe_errors(exc), file=sys.stderr)
         return 2
-    from pipeline.report import archive_of, build_report, connect
+    from pipeline.archive import Archive, archive_url
+    from pipeline.report import build_report, connect
     from pipeline.storage import check_readable, filesystem
 
     try:
-        check_readable(archive_of(cfg.stats), cfg.storage)
+        check_readable(archive_url(cfg.stats), cfg.storage)
         con = connect(cfg.stats, cfg.storage, cfg.since)
         report = build_report(con, cfg.group_by)
         print(report.text())
         if cfg.html:
-            from pipeline.archive import Archive
             from pipeline.report_html import render_html
 
-            archive = Archive(archive_of(cfg.stats), cfg.storage)
+            archive = Archive(archive_url(cfg.stats), cfg.storage)
             key = cfg.image or next(iter(con.execute(
                 "select key from stats where status = 'ok' order by tiles desc, key limit 1").fetchone() or []), None)
             record = archive.find_record(key) if key else None
             if cfg.image and record is None:
                 print(f"report: {cfg.image}: no committed record; the bit-allocation plot is left out", file=sys.stderr)
-            page = render_html(report, con, archive_of(cfg.stats), (key, record) if record else None)
+            page = render_html(report, con, archive_url(cfg.stats), (key, record) if record else None)
             fs, path = filesystem(cfg.html, cfg.storage)
             fs.pipe_file(path, page.encode())
             print(f"\nHTML report: {cfg.html}")

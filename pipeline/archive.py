@@ -5,6 +5,13 @@
     OUTPUT/_manifests/SEQ.json                  written last, create-only: the commit point of a segment
     OUTPUT/_lease/GEN.json                      the run that may write (one generation per holder)
     OUTPUT/_quarantine/RUN/...                  uncommitted files that recovery moved out of the way
+    OUTPUT/_runs/RUN/listing/part-N.parquet     what the run set out to archive (its listing shards)
+    OUTPUT/_runs/RUN/replicas/HOST-PID.json     each codec replica: host, GPUs, device, model
+    OUTPUT/_runs/RUN/inflight/ID.json           keys a replica is coding now (left behind if it dies)
+    OUTPUT/_runs/RUN/summary.json               the run's JobSummary
+    RESTORED/_restore_log/ID.parquet            a restore's result per key (under the restore's output)
+
+:class:`Archive` names every one of these paths; nothing else in the pipeline builds them.
 
 Guarantees, and where they come from:
 
@@ -43,32 +50,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import StorageOptions
+from .schema import RECORD_SCHEMA, STATS_SCHEMA
 from .storage import filesystem, put_atomic, put_if_absent, to_url
 
 RECORDS, STATS, MANIFESTS, LEASES, QUARANTINE, RUNS = "records", "stats", "_manifests", "_lease", "_quarantine", "_runs"
+RESTORE_LOG = "_restore_log"
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 DEFAULT_LEASE_TTL_S = 120.0
 
-RECORD_SCHEMA = pa.schema([
-    ("key", pa.string()), ("version", pa.string()), ("source_size", pa.int64()), ("etag", pa.string()),
-    ("mtime", pa.string()), ("bitstream", pa.large_binary()), ("model_id", pa.string()),
-    ("format_version", pa.int16()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int8()),
-    ("geo", pa.string()), ("run_id", pa.string()),
-    ("icc_profile", pa.binary()), ("exif", pa.binary()),
-])
 
-STATS_SCHEMA = pa.schema([
-    ("key", pa.string()), ("version", pa.string()), ("status", pa.string()), ("error_kind", pa.string()),
-    ("error", pa.string()), ("original_bytes", pa.int64()), ("compressed_bytes", pa.int64()), ("bpp", pa.float64()),
-    ("ratio", pa.float64()), ("psnr", pa.float64()), ("ms_ssim", pa.float64()), ("mode", pa.string()),
-    ("target", pa.float64()), ("tile_quality_min", pa.float64()), ("tile_quality_mean", pa.float64()),
-    ("tile_quality_max", pa.float64()), ("tiles", pa.int32()), ("tiles_missed", pa.int32()), ("width", pa.int32()),
-    ("height", pa.int32()), ("channels", pa.int8()), ("model_id", pa.string()), ("encode_seconds", pa.float64()),
-    ("replica", pa.string()), ("run_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
-])
+def archive_url(url: str) -> str:
+    """The archive of ``url``, which names the archive or its ``stats/``: ``s3://a/stats/`` → ``s3://a/``."""
+    url = url.rstrip("/")
+    return url[: -len("/" + STATS)] + "/" if url.endswith("/" + STATS) else url + "/"
 
-# what a replica emits per input: every stats column plus the record-only ones
-ROW_SCHEMA = pa.schema(list(STATS_SCHEMA) + [f for f in RECORD_SCHEMA if f.name not in STATS_SCHEMA.names])
+
+def folder_url(url: str, kind: str) -> str:
+    """Where a person (or DuckDB) finds the ``records`` or ``stats`` of the archive at ``url``."""
+    return f"{url.rstrip('/')}/{kind}/"
 
 
 class ArchiveError(RuntimeError):
@@ -144,7 +143,7 @@ class Lease:
 
     @property
     def path(self) -> str:
-        return self.archive._lease_path(self.generation)
+        return self.archive.lease_path(self.generation)
 
     def body(self, released: bool = False) -> bytes:
         return json.dumps({"run_id": self.run_id, "owner": self.owner, "generation": self.generation,
@@ -219,17 +218,51 @@ class Archive:
         self._manifests: list[Manifest] | None = None
         self._present: set[str] | None = None  # data files seen by the last listing
 
+    # --- paths: every file of the layout above is named here --------------------------------
     def path(self, *parts: str) -> str:
-        """The one place an archive path is built: ``parts`` below the root."""
+        """``parts`` below the root (a manifest's relative file names, or one of the layout's folders)."""
         return "/".join([self.root, *parts])
 
-    _path = path
+    def lease_path(self, generation: int) -> str:
+        return self.path(LEASES, f"{generation:012d}.json")
 
-    def run_path(self, run_id: str, *parts: str) -> str:
+    def manifest_path(self, commit_seq: int) -> str:
+        return self.path(MANIFESTS, f"{commit_seq:012d}.json")
+
+    @staticmethod
+    def segment_files(run_id: str, segment: int) -> dict[str, str]:
+        """A segment's records and stats files, relative to the root (as its manifest names them)."""
+        name = f"part-{segment:06d}.parquet"
+        return {RECORDS: f"{RECORDS}/run={run_id}/{name}", STATS: f"{STATS}/run={run_id}/{name}"}
+
+    def quarantine_path(self, run_id: str, rel: str) -> str:
+        return self.path(QUARANTINE, run_id, rel)
+
+    def _run_path(self, run_id: str, *parts: str) -> str:
         return self.path(RUNS, run_id, *parts)
 
-    def _lease_path(self, generation: int) -> str:
-        return self.path(LEASES, f"{generation:012d}.json")
+    def listing_shard(self, run_id: str, n: int) -> str:
+        return self._run_path(run_id, "listing", f"part-{n:05d}.parquet")
+
+    def replica_info(self, run_id: str, name: str) -> str:
+        return self._run_path(run_id, "replicas", f"{name}.json")
+
+    def inflight_dir(self, run_id: str) -> str:
+        return self._run_path(run_id, "inflight")
+
+    def inflight_marker(self, run_id: str, token: str) -> str:
+        return self._run_path(run_id, "inflight", f"{token}.json")
+
+    def run_summary(self, run_id: str) -> str:
+        return self._run_path(run_id, "summary.json")
+
+    def restore_log(self, restore_id: str) -> str:
+        """A restore's log, below an archive opened on the restore's *output*."""
+        return self.path(RESTORE_LOG, f"{restore_id}.parquet")
+
+    def restore_log_url(self, restore_id: str) -> str:
+        """:meth:`restore_log` as the URL a person is shown."""
+        return f"{self.url}/{RESTORE_LOG}/{restore_id}.parquet"
 
     # --- reading -------------------------------------------------------------------------
     def manifests(self, refresh: bool = False) -> list[Manifest]:
@@ -449,8 +482,7 @@ class Archive:
         """
         lease.check()
         run_id = lease.run_id
-        name = f"part-{seq:06d}.parquet"
-        rel = {RECORDS: f"{RECORDS}/run={run_id}/{name}", STATS: f"{STATS}/run={run_id}/{name}"}
+        rel = self.segment_files(run_id, seq)
         records = records.cast(RECORD_SCHEMA).sort_by("key")
         stats = stats.cast(STATS_SCHEMA).sort_by("key")
         self._write_parquet(self.path(rel[RECORDS]), records)
@@ -465,11 +497,11 @@ class Archive:
             "stats_keys": [sk[0].as_py(), sk[-1].as_py()] if len(sk) else None,
         }
         lease.check()
-        name = f"{commit_seq:012d}.json"
-        if not put_if_absent(self.fs, self.path(MANIFESTS, name), json.dumps(body, indent=1).encode()):
+        path = self.manifest_path(commit_seq)
+        if not put_if_absent(self.fs, path, json.dumps(body, indent=1).encode()):
             lease.lost = f"commit {commit_seq} of {self.url} was made by another writer"
             raise LeaseLostError(lease.lost)
-        manifest = self._parse_manifest(name, json.dumps(body).encode())
+        manifest = self._parse_manifest(path, json.dumps(body).encode())
         self.manifests().append(manifest)
         if self._present is not None:
             self._present |= {self.path(f) for f in rel.values()}
@@ -496,7 +528,7 @@ class Archive:
         for kind in (RECORDS, STATS):
             for p in sorted(self._existing(kind) - named):
                 rel = p[len(self.root) + 1 :]
-                dest = self.path(QUARANTINE, lease.run_id, rel)
+                dest = self.quarantine_path(lease.run_id, rel)
                 self.fs.makedirs(dest.rsplit("/", 1)[0], exist_ok=True)
                 self.fs.mv(p, dest)
                 moved.append(to_url(self.fs, dest))

@@ -89,7 +89,8 @@ class CompressJobConfig(JobConfig):
     model_registry: str | None = Field(default=None, description="URL of a model registry on object storage "
                                        "(models trained by jobs/train_codec.py); built-in names are found without it")
     tile_size: int = 256
-    replicas: int | None = Field(default=None, description="codec replicas; default one per GPU, else 1 per 4 CPUs")
+    replicas: int | None = Field(default=None, description="codec replicas; default GPUs / gpus_per_replica on a GPU "
+                                 "cluster, else one per 4 CPUs")
     gpus_per_replica: float = 1.0
     batch_size: int = Field(default=4, ge=1, description="images per replica call")
     replica_start_timeout_s: int = Field(default=900, ge=1, description="wait this long for all replicas (GPU nodes may autoscale)")
@@ -113,9 +114,9 @@ class CompressJobConfig(JobConfig):
     @field_validator("tile_size")
     @classmethod
     def _tile(cls, v: int) -> int:
-        if v % 64 or not 64 <= v <= 4096:
-            raise ValueError(f"tile_size must be a multiple of 64 in [64, 4096], got {v}")
-        return v
+        from codec.tiles import check_tile_size
+
+        return check_tile_size(v)
 
     @field_validator("gpus_per_replica")
     @classmethod
@@ -126,23 +127,25 @@ class CompressJobConfig(JobConfig):
 
     @model_validator(mode="after")
     def _one_mode(self) -> "CompressJobConfig":
-        given = [n for n in ("target_psnr", "quality", "target_bpp") if getattr(self, n) is not None]
-        if len(given) > 1:
-            raise ValueError(f"give only one of target_psnr, quality, target_bpp (got {', '.join(given)})")
-        if not given:
-            self.target_psnr = 38.0
-        if self.quality is not None and not 0 <= self.quality <= 1:
-            raise ValueError("quality must be in [0, 1]")
+        # the codec's rule (one of three, 38 dB by default), stated once in codec.ratecontrol
+        target = self.rate_target
+        setattr(self, target.mode, target.value)
         if self.input.rstrip("/") == self.output.rstrip("/"):
             raise ValueError("output must differ from input")
         return self
 
     @property
+    def rate_target(self):
+        """The job's ``codec.ratecontrol.RateTarget``."""
+        from codec.ratecontrol import RateTarget
+
+        return RateTarget.from_options(target_psnr=self.target_psnr, quality=self.quality, target_bpp=self.target_bpp)
+
+    @property
     def mode(self) -> tuple[str, float]:
-        for n in ("target_psnr", "quality", "target_bpp"):
-            if getattr(self, n) is not None:
-                return n, getattr(self, n)
-        raise AssertionError
+        """(mode, value) of :attr:`rate_target`, as the stats columns and ``codec.encode`` take it."""
+        target = self.rate_target
+        return target.mode, target.value
 
 
 class RestoreJobConfig(JobConfig):
@@ -156,7 +159,7 @@ class RestoreJobConfig(JobConfig):
     format: Literal["auto", "png", "tiff"] = Field(
         default="auto", description="auto: GeoTIFF for georeferenced records, PNG otherwise")
     model_registry: str | None = Field(default=None, description="where to find models that are not built in")
-    replicas: int | None = None
+    replicas: int | None = Field(default=None, description="restore replicas; default as the compress job's")
     gpus_per_replica: float = Field(default=1.0, gt=0, le=8)
     batch_size: int = Field(default=4, ge=1)
     replica_start_timeout_s: int = Field(default=900, ge=1)

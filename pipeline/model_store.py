@@ -4,10 +4,11 @@
     URL/NAME/v0003/card.json     written last, so a version exists once its card does:
                                  sha256, model config, base model, training config, data, metrics
 
-``install("aerial")`` / ``install("aerial@3")`` copies a version into a local cache
-folder laid out as a ``codec.Registry`` (hash checked) and adds that folder to the
-codec's search path, so ``codec.load_model("aerial@3")`` — and the decoding of any
-record that names it — works in this process. The codec itself never touches storage.
+A ``ModelStore`` is a ``codec.registry.ModelSource``: ``model_resolver(url, storage)``
+chains it after the built-in models, and that resolver is the one place a job turns
+``--model aerial`` into ``aerial@3`` (on the driver, once) and into weights (in each
+replica, hash checked, cached locally per store URL). The codec itself never touches
+storage, and nothing is registered in process-global state.
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ import hashlib
 import json
 import os
 import re
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from codec.errors import ModelNotFoundError
-from codec.registry import DEFAULT_REGISTRY, Registry, add_registry, parse_spec
+from codec.registry import BUILTIN, ModelResolver, Registry, parse_spec
 
 from .config import StorageOptions
 from .storage import filesystem, put_if_absent
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 MAX_REGISTER_TRIES = 20  # versions tried in a row before register gives up
+VERSIONS_TTL_S = 60.0  # how long a listing of a name's versions is trusted
 
 
 def cache_root() -> Path:
@@ -34,23 +37,36 @@ def cache_root() -> Path:
 
 
 class ModelStore:
+    """Versioned models under a URL, readable as a ``ModelSource`` and writable by ``register``."""
+
     def __init__(self, url: str, storage: StorageOptions | None = None):
         self.url = url.rstrip("/")
         self.storage = storage
         self.fs, self.root = filesystem(url, storage)
         self.root = self.root.rstrip("/")
         self.cache = Registry(cache_root() / hashlib.sha1(self.url.encode()).hexdigest()[:16])
+        self._versions: dict[str, tuple[float, list[int]]] = {}
+
+    @property
+    def label(self) -> str:
+        return self.url
 
     def _dir(self, name: str, version: int) -> str:
         return f"{self.root}/{name}/v{version:04d}"
 
     def versions(self, name: str) -> list[int]:
-        """Committed versions of ``name`` (those whose card exists), ascending."""
+        """Committed versions of ``name`` (those whose card exists), ascending; listed at most once
+        a minute per name, so resolving the model of every record of a restore costs no listing."""
+        hit = self._versions.get(name)
+        if hit and time.monotonic() - hit[0] < VERSIONS_TTL_S:
+            return hit[1]
         try:
             cards = self.fs.glob(f"{self.root}/{name}/v*/card.json")
         except FileNotFoundError:
-            return []
-        return sorted(int(c.rsplit("/", 2)[-2][1:]) for c in cards)
+            cards = []
+        found = sorted(int(c.rsplit("/", 2)[-2][1:]) for c in cards)
+        self._versions[name] = (time.monotonic(), found)
+        return found
 
     def names(self) -> list[str]:
         try:
@@ -85,8 +101,9 @@ class ModelStore:
         """
         if not NAME_RE.match(name):
             raise ValueError(f"model name {name!r}: use lowercase letters, digits, '-' or '_' (starting with a letter)")
-        if name in DEFAULT_REGISTRY.index()["models"]:
+        if BUILTIN.versions(name):
             raise ValueError(f"{name!r} is a built-in model name; pick another so model ids stay unambiguous")
+        self._versions.pop(name, None)
         weights = bytes(weights)
         sha = hashlib.sha256(weights).hexdigest()
         first = (self.versions(name) or [0])[-1] + 1
@@ -102,35 +119,40 @@ class ModelStore:
         raise RuntimeError(f"could not register {name}: versions {first}..{first + MAX_REGISTER_TRIES - 1} were "
                            f"all taken by concurrent registrations in {self.url}; register again")
 
-    def install(self, spec: str) -> str:
-        """Make ``spec`` loadable by ``codec.load_model`` in this process; returns ``NAME@VERSION``.
-
-        The weights are downloaded once, checked against the card's sha256, and those same
-        bytes go into the local cache (whose loads check the hash again). A cached copy
-        whose hash is not the card's (a registry recreated under the same URL) is replaced.
-        """
-        name, version = self.resolve(spec)
-        model_id = f"{name}@{version}"
-        add_registry(self.cache)
-        card = self.card(model_id)
+    def weights(self, name: str, version: int) -> tuple[bytes, str]:
+        """(weights, the card's sha256): from the local cache when it holds exactly those bytes,
+        else downloaded once, checked, and cached (the resolver checks the hash again on load)."""
+        card = self.card(f"{name}@{version}")
         cached = self.cache.index()["models"].get(name, {}).get("versions", {}).get(str(version))
-        if not cached or cached.get("sha256") != card["sha256"]:
-            blob = self.fs.cat_file(f"{self._dir(name, version)}/weights.pt")
-            if hashlib.sha256(blob).hexdigest() != card["sha256"]:
-                raise ModelNotFoundError(f"{self.url}/{name}/v{version:04d}/weights.pt does not match its card's sha256")
-            self.cache.add_version(name, version, blob, source=self.url)
-        return model_id
+        if cached and cached.get("sha256") == card["sha256"]:
+            blob, _ = self.cache.weights(name, version)
+            if hashlib.sha256(blob).hexdigest() == card["sha256"]:
+                return blob, card["sha256"]
+        blob = self.fs.cat_file(f"{self._dir(name, version)}/weights.pt")
+        if hashlib.sha256(blob).hexdigest() != card["sha256"]:
+            raise ModelNotFoundError(f"{self.url}/{name}/v{version:04d}/weights.pt does not match its card's sha256")
+        self.cache.add_version(name, version, blob, source=self.url)
+        return blob, card["sha256"]
 
 
-def install_model(spec: str, registry_url: str | None, storage: StorageOptions | None = None) -> str:
-    """The ``NAME@VERSION`` a job should use: built-in names from the package, others from the
-    object-storage registry (installed into this process). Raises ModelNotFoundError early."""
-    name, _ = parse_spec(spec)
-    if name in DEFAULT_REGISTRY.index()["models"]:
-        n, v, _ = DEFAULT_REGISTRY.resolve(spec)
-        return f"{n}@{v}"
-    if not registry_url:
-        known = ", ".join(sorted(DEFAULT_REGISTRY.index()["models"]))
-        raise ModelNotFoundError(f"model {spec!r} is not built in (built in: {known}); give --model-registry URL "
-                                 "to load models trained with jobs/train_codec.py")
-    return ModelStore(registry_url, storage).install(spec)
+class JobModels(ModelResolver):
+    """The resolver a job uses; without a store, a name it cannot find says how to give one."""
+
+    def __init__(self, sources, hint: str = ""):
+        super().__init__(sources)
+        self.hint = hint
+
+    def locate(self, spec: str):
+        try:
+            return super().locate(spec)
+        except ModelNotFoundError as exc:
+            raise ModelNotFoundError(f"{exc}{self.hint}") from None
+
+
+def model_resolver(registry_url: str | None, storage: StorageOptions | None = None) -> ModelResolver:
+    """The models a job can use: the built-in ones, then (with ``--model-registry``) the store's.
+
+    Build one per process (a resolver holds a lock and a cache, so it is not shipped to actors)."""
+    if registry_url:
+        return JobModels([BUILTIN, ModelStore(registry_url, storage)])
+    return JobModels([BUILTIN], "; models trained with jobs/train_codec.py need --model-registry URL")

@@ -18,8 +18,9 @@ from datetime import date
 import duckdb
 import pyarrow as pa
 
-from .archive import STATS, Archive
+from .archive import STATS, Archive, archive_url
 from .config import StorageOptions
+from .format import cell
 
 GROUPS = {
     "prefix": "regexp_replace(key, '/[^/]*$', '/')",  # the folder holding the object
@@ -29,12 +30,6 @@ GROUPS = {
 }
 
 
-def archive_of(stats_url: str) -> str:
-    """``s3://archive/stats/`` → ``s3://archive/`` (the report takes either)."""
-    url = stats_url.rstrip("/")
-    return url[: -len("/" + STATS)] + "/" if url.endswith("/" + STATS) else url + "/"
-
-
 def connect(stats_url: str, storage: StorageOptions | None = None, since: date | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the views ``stats_all``, ``stats`` and ``archive_problems``.
 
@@ -42,7 +37,7 @@ def connect(stats_url: str, storage: StorageOptions | None = None, since: date |
     (DuckDB scans it with filters pushed down), and "latest" follows the runs' commit order
     from the manifests, not timestamps or names.
     """
-    archive = Archive(archive_of(stats_url), storage)
+    archive = Archive(archive_url(stats_url), storage)
     con = duckdb.connect()
     con.register("stats_committed", archive.committed_dataset(STATS))
     order = archive.run_order()
@@ -116,25 +111,10 @@ def build_report(con: duckdb.DuckDBPyConnection, group_by: str | None = None) ->
                   con.sql(RUNS_SQL).to_arrow_table(), group_by, problems)
 
 
-def _cell(v, name: str) -> str:
-    if v is None:
-        return "-"
-    if name.startswith("bytes"):
-        from .run import _size
-
-        return _size(v)
-    if isinstance(v, float):
-        return f"{v:.1%}" if name.endswith("share") else f"{v:.3f}" if "bpp" in name else f"{v:.2f}"
-    if hasattr(v, "strftime"):
-        return v.strftime("%Y-%m-%d %H:%M:%S")
-    s = str(v)
-    return s if len(s) <= 60 else s[:57] + "..."
-
-
 def format_table(t: pa.Table, title: str = "") -> str:
     """A plain fixed-width table (what a terminal and a log file show alike)."""
     names = t.column_names
-    rows = [[_cell(v, n) for n, v in zip(names, r.values())] for r in t.to_pylist()]
+    rows = [[cell(v, n) for n, v in zip(names, r.values())] for r in t.to_pylist()]
     widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
     line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     out = ([title] if title else []) + [line(names), line(["-" * w for w in widths])] + [line(r) for r in rows]

@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .format import cell  # noqa: E402
 from .report import Report  # noqa: E402
 
 PREVIEW_MAX_PIXELS = 4_000_000  # the most pixels the report decodes to show a record's image
@@ -31,12 +32,10 @@ PLOT_IDS = ("bpp-distribution", "psnr-distribution", "ratio-over-time", "bytes-s
 def tile_bpp_map(bitstream: bytes) -> tuple[np.ndarray, np.ndarray]:
     """Per-tile bits per pixel and per-tile quality, as (rows, cols) grids, from the stream's header."""
     import codec
-    from codec.tiling import grid_boxes
 
     header = codec.read_header(bitstream)
-    boxes = grid_boxes(header.width, header.height, header.tile_size)
-    cols = -(-header.width // header.tile_size)
-    bpp = np.array([t.length * 8 / (w * h) for t, (_, _, w, h) in zip(header.tiles, boxes)]).reshape(-1, cols)
+    cols = header.grid[1]
+    bpp = np.array([t.length * 8 / (w * h) for t, (_, _, w, h) in zip(header.tiles, header.boxes())]).reshape(-1, cols)
     quality = np.array([t.quality for t in header.tiles]).reshape(-1, cols)
     return bpp, quality
 
@@ -148,11 +147,9 @@ def bit_allocation_plot(key: str, record: dict) -> str:
 
 
 def _table_html(t) -> str:
-    from .report import _cell
-
     names = t.column_names
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-    body = "".join("<tr>" + "".join(f"<td{' class=t' if isinstance(v, str) else ''}>{html.escape(_cell(v, n))}</td>"
+    body = "".join("<tr>" + "".join(f"<td{' class=t' if isinstance(v, str) else ''}>{html.escape(cell(v, n))}</td>"
                                     for n, v in zip(names, r.values())) + "</tr>" for r in t.to_pylist())
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 

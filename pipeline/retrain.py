@@ -19,6 +19,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from codec.training.data import random_crop
+
 from .config import StorageOptions, TrainJobConfig
 from .storage import filesystem, iter_objects, pyarrow_filesystem, split_url
 
@@ -27,7 +29,7 @@ FAULT_ENV = "TLIC_FAULT_KILL_TRAIN_WORKER"  # "STEP:/path/marker": the last work
 
 def split_keys(keys: list[str], fraction: float) -> tuple[list[str], list[str]]:
     """(train, held out) by a hash of each file's name: stable as the bucket grows, never mixing a file."""
-    from codec.train import split_validation
+    from codec.training.data import split_validation
 
     train, held = split_validation([PurePosixPath(k) for k in keys], fraction)
     by_path = {PurePosixPath(k): k for k in keys}
@@ -57,26 +59,24 @@ def load_crops(batch: dict, storage: StorageOptions | None, crop: int, crops_per
             continue
         if min(im.shape[:2]) < crop:
             continue
-        for _ in range(crops_per_image):
-            y, x = rng.integers(im.shape[0] - crop + 1), rng.integers(im.shape[1] - crop + 1)
-            c = im[y : y + crop, x : x + crop]
-            c = c[:, ::-1] if rng.random() < 0.5 else c
-            crops.append(c[::-1] if rng.random() < 0.5 else c)
+        crops += [random_crop(im, crop, rng) for _ in range(crops_per_image)]
     return {"crop": np.stack(crops) if crops else np.empty((0, crop, crop, 3), np.uint8)}
 
 
 def _base_model(spec: str | None, registry: str, storage):
     from codec.model import HyperpriorCodec, ModelConfig
-    from codec.registry import load_model
 
-    from .model_store import install_model
+    from .model_store import model_resolver
 
     if spec is None:
         return HyperpriorCodec(ModelConfig()), None
-    loaded = load_model(install_model(spec, registry, storage))
+    loaded = model_resolver(registry, storage).load(spec)
     model = HyperpriorCodec(loaded.model.config)
     model.load_state_dict(loaded.model.state_dict())
     return model, loaded.model_id
+
+
+STATE_FILE = "state.pt"
 
 
 def train_loop(config: dict) -> None:
@@ -85,34 +85,24 @@ def train_loop(config: dict) -> None:
     import ray.train.torch
     import torch
 
-    from codec.train import train_step
+    from codec.training.train import train_step
 
     cfg: TrainJobConfig = config["cfg"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
     torch.manual_seed(1234 + rank)
-    model, _ = _base_model(cfg.base, cfg.registry, cfg.storage)
-    optimizer_state, step, log = None, 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = load_train_state(Path(d) / STATE_FILE)
-        model.load_state_dict(state["model"])
-        optimizer_state, step, log = state["optimizer"], state["step"], state["log"]
-        log.append({"event": "resumed", "step": step, "time": time.time()})
-        print(f"worker {rank}: resumed from step {step}", flush=True)
-    shard = ray.train.get_dataset_shard("train")
-    batches = _endless(shard, cfg.batch_size)
-    if cfg.base is None and not checkpoint:  # from scratch: the block transform starts as PCA of real blocks
-        from codec.train import sample_blocks
+    model, state = _start(cfg, rank)
+    step, log = (state["step"], state["log"]) if state else (0, [])
+    batches = _endless(ray.train.get_dataset_shard("train"), cfg.batch_size)
+    if cfg.base is None and state is None:  # from scratch: the block transform starts as PCA of real blocks
+        from codec.training.train import sample_blocks
 
-        first = next(batches)
-        model.init_block_transform(sample_blocks(_Crops(first), crops=len(first)))
+        model.init_block_transform(sample_blocks(next(batches)))
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    if optimizer_state:
-        optimizer.load_state_dict(optimizer_state)
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
     fault_step, fault_marker = _fault(config.get("fault"))
     running, t0, start_step = None, time.time(), step
     while step < cfg.steps:
@@ -123,27 +113,53 @@ def train_loop(config: dict) -> None:
         running = stats if running is None else {k: 0.9 * running[k] + 0.1 * v for k, v in stats.items()}
         step += 1
         if fault_step == step and rank == world - 1 and not Path(fault_marker).exists():
-            Path(fault_marker).write_text(str(step))
-            # a worker dies mid-run (fault-tolerance test), after the controller has collected the last
-            # report (it polls workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s): a death within that
-            # window would resume from the checkpoint before, and the test would not know which one
-            time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0)))
-            os._exit(1)
+            _die(step, fault_marker)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             log.append({"step": step, "time": time.time(), **running})
             metrics = {"step": step, "steps_per_s": (step - start_step) / max(time.time() - t0, 1e-9), **running}
-            if rank == 0:  # progress, in the job's log
-                print(f"step {step}/{cfg.steps}  loss {running['loss']:.3f}  bpp {running['bpp']:.3f}  "
-                      f"psnr {running['psnr']:.2f} dB  {metrics['steps_per_s']:.2f} steps/s", flush=True)
-            with tempfile.TemporaryDirectory() as d:
-                ckpt = None
-                if rank == 0:
-                    save_train_state(Path(d) / STATE_FILE, model, optimizer, step, log)
-                    ckpt = ray.train.Checkpoint.from_directory(d)
-                ray.train.report(metrics, checkpoint=ckpt)
+            _checkpoint(cfg, rank, metrics, model, optimizer, log)
 
 
-STATE_FILE = "state.pt"
+def _start(cfg: TrainJobConfig, rank: int):
+    """(the worker's model, the last checkpoint's state or None on a fresh start)."""
+    import ray.train
+
+    model, _ = _base_model(cfg.base, cfg.registry, cfg.storage)
+    checkpoint = ray.train.get_checkpoint()
+    if not checkpoint:
+        return model, None
+    with checkpoint.as_directory() as d:
+        state = load_train_state(Path(d) / STATE_FILE)
+    model.load_state_dict(state["model"])
+    state["log"].append({"event": "resumed", "step": state["step"], "time": time.time()})
+    print(f"worker {rank}: resumed from step {state['step']}", flush=True)
+    return model, state
+
+
+def _checkpoint(cfg: TrainJobConfig, rank: int, metrics: dict, model, optimizer, log: list[dict]) -> None:
+    """Report ``metrics`` to Ray Train with a checkpoint (written by rank 0), and log progress."""
+    import ray.train
+
+    step = metrics["step"]
+    if rank == 0:  # progress, in the job's log
+        print(f"step {step}/{cfg.steps}  loss {metrics['loss']:.3f}  bpp {metrics['bpp']:.3f}  "
+              f"psnr {metrics['psnr']:.2f} dB  {metrics['steps_per_s']:.2f} steps/s", flush=True)
+    with tempfile.TemporaryDirectory() as d:
+        ckpt = None
+        if rank == 0:
+            save_train_state(Path(d) / STATE_FILE, model, optimizer, step, log)
+            ckpt = ray.train.Checkpoint.from_directory(d)
+        ray.train.report(metrics, checkpoint=ckpt)
+
+
+def _die(step: int, marker: str) -> None:
+    """The fault-tolerance test's worker death, once (``marker`` records that it happened)."""
+    Path(marker).write_text(str(step))
+    # a worker dies mid-run, after the controller has collected the last report (it polls workers
+    # every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, 2 s): a death within that window would resume from
+    # the checkpoint before, and the test would not know which one
+    time.sleep(3 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", 2.0)))
+    os._exit(1)
 
 
 def save_train_state(path: Path, model, optimizer, step: int, log: list[dict]) -> None:
@@ -162,9 +178,9 @@ def load_train_state(path: Path) -> dict:
 
     Checkpoints live in the run's storage path (object storage): whoever can write there must
     not be able to run code on every worker and on the driver, so a file holding anything
-    but plain data is refused (``codec.train.CheckpointError``), never unpickled.
+    but plain data is refused (``codec.training.train.CheckpointError``), never unpickled.
     """
-    from codec.train import CheckpointError, load_checkpoint
+    from codec.training.train import CheckpointError, load_checkpoint
 
     state = load_checkpoint(path, map_location="cpu")
     missing = {"model", "optimizer", "step", "log", "model_config"} - set(state)
@@ -195,16 +211,6 @@ class _Unwrapped:
 
     def __getattr__(self, name):
         return getattr(self.raw, name)
-
-
-class _Crops:
-    """Adapts a tensor batch to ``sample_blocks``' sampler interface."""
-
-    def __init__(self, x):
-        self.x = x
-
-    def batch(self, n):
-        return self.x[:n]
 
 
 def _endless(shard, batch_size: int):
@@ -249,25 +255,43 @@ def _calibration(keys: list[str], storage, crop: int, n: int = 16) -> "torch.Ten
         size = min(crop, min(im.shape[:2]) // 64 * 64)
         if size < 64:
             continue
-        y, x = rng.integers(im.shape[0] - size + 1), rng.integers(im.shape[1] - size + 1)
-        crops.append(torch.from_numpy(im[y : y + size, x : x + size].copy()).permute(2, 0, 1).float() / 255)
+        c = random_crop(im, size, rng, flip=False)
+        crops.append(torch.from_numpy(np.ascontiguousarray(c)).permute(2, 0, 1).float() / 255)
     size = min(c.shape[-1] for c in crops)
     return torch.stack([c[:, :size, :size] for c in crops])
 
 
 def run_training(cfg: TrainJobConfig, progress: bool = True) -> TrainOutcome:
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    """Train (or resume) ``cfg.run_name`` on Ray Train, finalise, evaluate against the base, register."""
+    import hashlib
 
-    import codec
-    from codec.evaluate import compare
-    from codec.model import HyperpriorCodec, ModelConfig
-    from codec.registry import LoadedModel, save_weights
+    from codec.registry import LoadedModel
 
-    from .model_store import ModelStore, install_model
+    from .model_store import ModelStore, model_resolver
 
     t0 = time.time()
+    train_keys, holdout = _split_data(cfg)
+    state = _fit(cfg, train_keys, progress)
+    model, blob = _finalised(cfg, state, train_keys)
+    candidate = LoadedModel(model, f"{cfg.name}@candidate", hashlib.sha256(blob).digest())
+    models = model_resolver(cfg.registry, cfg.storage)
+    base_id = models.resolve(cfg.base or "default")
+    eval_keys = holdout[: cfg.eval_images] if cfg.eval_images else holdout
+    metrics, table = _evaluate(cfg, base_id, {"base": models.load(base_id), "new": candidate}, eval_keys)
+    resumed = [e["step"] for e in state["log"] if e.get("event") == "resumed"]
+    card = {"base": base_id if cfg.base else None, "config": model.config.model_dump(),
+            "training": cfg.model_dump(mode="json", exclude={"storage"}) | {"steps_done": state["step"], "resumed_at": resumed,
+                                                                              "run_storage": f"{cfg.storage_path.rstrip('/')}/{cfg.run_name}"},
+            "data": {"train": cfg.data, "train_images": len(train_keys), "holdout": cfg.holdout or f"{cfg.holdout_fraction:.0%} of {cfg.data} by file hash",
+                     "holdout_keys": holdout, "evaluated_keys": eval_keys},
+            "metrics": metrics, "train_log": state["log"]}
+    model_id = ModelStore(cfg.registry, cfg.storage).register(cfg.name, blob, **card)
+    return TrainOutcome(model_id, state["step"], resumed, len(train_keys), len(holdout), metrics.get("bd_rate_vs_base_pct"),
+                        table, time.time() - t0)
+
+
+def _split_data(cfg: TrainJobConfig) -> tuple[list[str], list[str]]:
+    """(training keys, held-out keys): --holdout, or a share of --data by file hash."""
     keys = [o.key for o in iter_objects(cfg.data, cfg.storage, cfg.extensions)]
     if cfg.holdout:
         train_keys, holdout = keys, [o.key for o in iter_objects(cfg.holdout, cfg.storage, cfg.extensions)]
@@ -276,6 +300,14 @@ def run_training(cfg: TrainJobConfig, progress: bool = True) -> TrainOutcome:
     if not train_keys:
         raise ValueError(f"no training images under {cfg.data}")
     print(f"training {cfg.name} on {len(train_keys)} images, holding out {len(holdout)}", flush=True)
+    return train_keys, holdout
+
+
+def _fit(cfg: TrainJobConfig, train_keys: list[str], progress: bool) -> dict:
+    """Run the TorchTrainer (resuming ``cfg.run_name`` if it has checkpoints); the last checkpoint's state."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
 
     if not ray.is_initialized():
         ray.init(log_to_driver=progress, include_dashboard=False)
@@ -300,40 +332,36 @@ def run_training(cfg: TrainJobConfig, progress: bool = True) -> TrainOutcome:
     if result.checkpoint is None:
         raise RuntimeError(f"training {cfg.run_name} produced no checkpoint: {result.error}")
     with result.checkpoint.as_directory() as d:
-        state = load_train_state(Path(d) / STATE_FILE)
+        return load_train_state(Path(d) / STATE_FILE)
+
+
+def _finalised(cfg: TrainJobConfig, state: dict, train_keys: list[str]):
+    """(the trained model, finalised for coding; its weights file's bytes)."""
+    from codec.model import HyperpriorCodec, ModelConfig
+    from codec.registry import save_weights
+
     model = HyperpriorCodec(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     model.eval().finalize(_calibration(train_keys, cfg.storage, cfg.crop))
     buf = io.BytesIO()
     save_weights(model, buf)
-    blob = buf.getvalue()
+    return model, buf.getvalue()
 
-    import hashlib
 
-    candidate = LoadedModel(model, f"{cfg.name}@candidate", hashlib.sha256(blob).digest())
-    base_id = install_model(cfg.base or "default", cfg.registry, cfg.storage)
-    models = {"base": codec.load_model(base_id), "new": candidate}
-    eval_keys = holdout[: cfg.eval_images] if cfg.eval_images else holdout
+def _evaluate(cfg: TrainJobConfig, base_id: str, models: dict, eval_keys: list[str]) -> tuple[dict, str]:
+    """(the card's metrics, a table) of the new model against the base on real streams of the held-out images."""
+    from codec.training.evaluate import compare
+
     images = {k: read_rgb(k, cfg.storage) for k in eval_keys}
-    metrics, table = {}, "no held-out images: not evaluated"
-    if images:
-        cmp = compare(models, images, reference="base")
-        metrics = {"bd_rate_vs_base_pct": cmp["bd_rate"]["new"],
-                   "per_image": {k: {"bd_rate_pct": cmp["bd_rate_per_image"][k]["new"],
-                                     "base": vars(cmp["per_image"][k]["base"]), "new": vars(cmp["per_image"][k]["new"])}
-                                 for k in images},
-                   "mean": {m: vars(c) for m, c in cmp["mean"].items()}}
-        table = evaluation_table(cfg.name, base_id, cmp)
-    resumed = [e["step"] for e in state["log"] if e.get("event") == "resumed"]
-    card = {"base": base_id if cfg.base else None, "config": model.config.model_dump(),
-            "training": cfg.model_dump(mode="json", exclude={"storage"}) | {"steps_done": state["step"], "resumed_at": resumed,
-                                                                              "run_storage": f"{cfg.storage_path.rstrip('/')}/{cfg.run_name}"},
-            "data": {"train": cfg.data, "train_images": len(train_keys), "holdout": cfg.holdout or f"{cfg.holdout_fraction:.0%} of {cfg.data} by file hash",
-                     "holdout_keys": holdout, "evaluated_keys": eval_keys},
-            "metrics": metrics, "train_log": state["log"]}
-    model_id = ModelStore(cfg.registry, cfg.storage).register(cfg.name, blob, **card)
-    return TrainOutcome(model_id, state["step"], resumed, len(train_keys), len(holdout), metrics.get("bd_rate_vs_base_pct"),
-                        table, time.time() - t0)
+    if not images:
+        return {}, "no held-out images: not evaluated"
+    cmp = compare(models, images, reference="base")
+    metrics = {"bd_rate_vs_base_pct": cmp["bd_rate"]["new"],
+               "per_image": {k: {"bd_rate_pct": cmp["bd_rate_per_image"][k]["new"],
+                                 "base": vars(cmp["per_image"][k]["base"]), "new": vars(cmp["per_image"][k]["new"])}
+                             for k in images},
+               "mean": {m: vars(c) for m, c in cmp["mean"].items()}}
+    return metrics, evaluation_table(cfg.name, base_id, cmp)
 
 
 def evaluation_table(name: str, base_id: str, cmp: dict) -> str:

@@ -82,7 +82,8 @@ class ObjectInfo:
         return self.etag or f"{self.size}-{self.mtime}"
 
 
-def _info(fs, path: str, info: dict) -> ObjectInfo:
+def object_info(fs, path: str, info: dict) -> ObjectInfo:
+    """An fsspec ``info`` dict as an ObjectInfo (what listings yield and fetches re-check)."""
     etag = info.get("ETag") or info.get("etag")
     mtime = info.get("LastModified") or info.get("mtime") or info.get("last_modified")
     if isinstance(mtime, (int, float)):
@@ -129,10 +130,10 @@ def iter_objects(url: str, storage: StorageOptions | None = None, extensions: li
         else:  # other filesystems: fsspec's glob (materialises the matches)
             for p, info in sorted(fs.glob(path, detail=True).items()):
                 if info.get("type") == "file" and keep(p):
-                    yield _info(fs, p, info)
+                    yield object_info(fs, p, info)
         return
     if fs.isfile(path):
-        yield _info(fs, path, fs.info(path))
+        yield object_info(fs, path, fs.info(path))
         return
     if s3:
         bucket, _, key = fs._strip_protocol(path).partition("/")
@@ -150,7 +151,7 @@ def iter_objects(url: str, storage: StorageOptions | None = None, extensions: li
             for p, info in sorted(files.items()):
                 full = info.get("name", p)
                 if keep(full):
-                    yield _info(fs, full, info)
+                    yield object_info(fs, full, info)
 
 
 def _protocols(fs) -> tuple[str, ...]:
@@ -187,7 +188,7 @@ def _s3_pages(fs, bucket: str, prefix: str, page_size: int) -> Iterator[dict]:
 
 
 def _s3_info(fs, full: str, obj: dict) -> ObjectInfo:
-    return _info(fs, full, {"ETag": obj.get("ETag"), "LastModified": obj.get("LastModified"), "size": obj.get("Size")})
+    return object_info(fs, full, {"ETag": obj.get("ETag"), "LastModified": obj.get("LastModified"), "size": obj.get("Size")})
 
 
 def _glob_parts(pattern: str) -> tuple[str, re.Pattern, int | None]:
@@ -253,10 +254,10 @@ def _local_walk(root: str, maxdepth: int | None = None, _depth: int = 1) -> Iter
 
 def _stat_info(fs, full: str, st: os.stat_result) -> ObjectInfo:
     """The same ObjectInfo (and so the same version string) that fsspec's info gave for local files."""
-    return _info(fs, full, {"size": st.st_size, "mtime": st.st_mtime})
+    return object_info(fs, full, {"size": st.st_size, "mtime": st.st_mtime})
 
 
-# ---- writes ----------------------------------------------------------------------------------
+# ---- S3 error codes, and writes ---------------------------------------------------------------
 
 
 def s3_error(exc: BaseException) -> tuple[str | None, int | None]:

@@ -1,7 +1,14 @@
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import codec
+
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:  # devtools/ (the local S3 server) and jobs/ are not installed packages
+    sys.path.append(ROOT)
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +39,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real SeaweedFS S3 server on free loopback ports, for the whole session."""
-    from pipeline.localstack import LocalS3
+    from devtools.localstack import LocalS3
 
     with LocalS3(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server

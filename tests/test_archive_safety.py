@@ -14,8 +14,9 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pytest
 
-from pipeline.archive import (MANIFESTS, QUARANTINE, RECORD_SCHEMA, RECORDS, STATS, STATS_SCHEMA, Archive, ArchiveError,
-                              LeaseHeldError, LeaseLostError)
+from pipeline.archive import (MANIFESTS, QUARANTINE, RECORDS, STATS, Archive, ArchiveError, LeaseHeldError,
+                              LeaseLostError)
+from pipeline.schema import RECORD_SCHEMA, STATS_SCHEMA
 
 
 def segment(keys, version="v1", status="ok", run_id="r", kind=None):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import codec
-from codec import api, container
+from codec import bitstream, tiles
 from codec.errors import StreamTooLargeError
 from codec.imageio import DEFAULT_MAX_PIXELS
 from conftest import natural_image
@@ -67,7 +67,7 @@ def test_not_a_stream(tmp_path):
 
 def test_future_version_is_refused(stream):
     data = bytearray(stream)
-    struct.pack_into("<H", data, 4, container.FORMAT_VERSION + 1)
+    struct.pack_into("<H", data, 4, bitstream.FORMAT_VERSION + 1)
     with pytest.raises(codec.CorruptStreamError, match="unsupported format version"):
         codec.read_header(bytes(data))
 
@@ -155,7 +155,7 @@ def test_alpha_planes_are_inflated_per_batch(rgba_stream, model, monkeypatch):
             events.append("inflate")
             return zlib.decompressobj(*a, **k)
 
-    monkeypatch.setattr(container, "zlib", SpyZlib())
+    monkeypatch.setattr(bitstream, "zlib", SpyZlib())
     _, coder = codec.get_coder(model)
     synthesize = coder.synthesize
     monkeypatch.setattr(coder, "synthesize", lambda y, q: events.append("synthesize") or synthesize(y, q))
@@ -212,8 +212,8 @@ def test_region_of_a_truncated_stream_is_refused(stream, model):
 
 
 def test_batches_are_capped_by_pixels(model, monkeypatch):
-    assert api.PIXELS_PER_BATCH // (256 * 256) >= 8  # default tiles keep batch 8: the same bytes as before
-    monkeypatch.setattr(api, "PIXELS_PER_BATCH", 2 * 64 * 64)
+    assert tiles.PIXELS_PER_BATCH // (256 * 256) >= 8  # default tiles keep batch 8: the same bytes as before
+    monkeypatch.setattr(tiles, "PIXELS_PER_BATCH", 2 * 64 * 64)
     sizes = []
     _, coder = codec.get_coder(model)
     for name in ("analyse", "synthesize"):

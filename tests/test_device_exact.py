@@ -6,7 +6,9 @@ import pytest
 import torch
 
 import codec
-from codec.coder import TileCoder
+from codec import bitstream, engine
+from codec.engine import Engine as TileCoder
+from codec.tiles import latent_grid, padded_size
 from conftest import natural_image, psnr
 
 
@@ -23,15 +25,12 @@ class NoisyInput(torch.nn.Module):
 
 def decoded_latents(coder: TileCoder, data: bytes):
     """Symbols and ŷ of every tile, parsed with the given coder's arithmetic."""
-    from codec import container
-
     h = codec.read_header(data)
     out = []
     for i in range(len(h.tiles)):
-        z, y, _ = container.split_tile_blob(container.tile_payload(data, h, i))
+        z, y, _ = bitstream.split_tile_blob(bitstream.tile_payload(data, h, i))
         x0, y0, w, hh = h.tile_box(i)
-        pw, ph = -(-w // 64) * 64, -(-hh // 64) * 64
-        z_hat = coder.model.hyper.decompress([z], (ph // 64, pw // 64))
+        z_hat = coder.model.hyper.decompress([z], latent_grid(padded_size(w, hh)))
         mean_q, index = coder.model.int_hs(z_hat)
         y_hat = coder.model.gaussian.decompress([y], mean_q, index)
         out.append((z_hat, index, mean_q, y_hat))
@@ -90,15 +89,14 @@ def test_perturbed_decoder_reads_same_symbols_and_image(model, encoded, kind):
     else:
         coder = perturbed_coder(model, kind)
         latents = decoded_latents(coder, data)
-        from codec import api
-
-        key = (model.model_id + model.hash_hex, "cpu", False)
-        saved = api._CODERS.get(key)
-        api._CODERS[key] = coder
+        key = (model.model_id + model.hash_hex, "cpu", False, 0)
+        assert key in engine._ENGINES  # the key codec.decode looks up: decode runs the perturbed coder
+        saved = engine._ENGINES[key]
+        engine._ENGINES[key] = coder
         try:
             out = codec.decode(data, model)
         finally:
-            api._CODERS[key] = saved
+            engine._ENGINES[key] = saved
     for (z0, i0, m0, y0), (z1, i1, m1, y1) in zip(reference, latents):
         assert torch.equal(z0, z1) and torch.equal(i0, i1) and torch.equal(m0, m1) and torch.equal(y0, y1)
     assert abs(psnr(img, out) - psnr(img, ref_img)) < 0.05

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnec
 from fsspec.implementations.memory import MemoryFileSystem
 
 from pipeline.config import StorageOptions
-from pipeline.fetch import fetch_objects, is_transient
+from pipeline.stages.fetch import fetch_objects, is_transient
 from pipeline.storage import iter_objects
 
 LISTING_SCHEMA = pa.schema([("key", pa.string()), ("version", pa.string()), ("size", pa.int64()),

@@ -10,7 +10,8 @@ from collections import Counter
 import pytest
 
 from pipeline.config import StorageOptions
-from pipeline.storage import _info, filesystem, iter_objects, put_atomic, put_if_absent
+from pipeline.storage import filesystem, iter_objects, put_atomic, put_if_absent
+from pipeline.storage import object_info as _info
 
 NAMES = [
     "top.png", "top.jpg", ".hidden.png", "_SUCCESS", "_marker.png", "UPPER.PNG",

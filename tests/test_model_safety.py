@@ -8,6 +8,8 @@ import pathlib
 import threading
 
 import pytest
+
+from pipeline.model_store import model_resolver
 import torch
 from PIL import Image
 
@@ -49,7 +51,7 @@ def test_retrain_checkpoint_loader_refuses_pickled_code(tmp_path):
 
 
 def test_retrain_checkpoint_round_trip_is_weights_only(tmp_path):
-    from codec.train import train_step
+    from codec.training.train import train_step
     from pipeline.retrain import load_train_state, save_train_state
 
     model = HyperpriorCodec(TINY)
@@ -78,7 +80,7 @@ def images(tmp_path):
 
 
 def test_codec_train_resume_refuses_pickled_code(tmp_path, images):
-    from codec.train import TrainConfig, train
+    from codec.training.train import TrainConfig, train
 
     out = tmp_path / "run"
     out.mkdir()
@@ -92,8 +94,8 @@ def test_codec_train_resume_refuses_pickled_code(tmp_path, images):
 
 
 def test_codec_train_checkpoints_are_weights_only_and_export(tmp_path, images):
-    from codec.export import export, model_from_checkpoint
-    from codec.train import SNAPSHOT_NAME, TrainConfig, train
+    from codec.training.export import export, model_from_checkpoint
+    from codec.training.train import SNAPSHOT_NAME, TrainConfig, train
 
     out = tmp_path / "run"
     cfg = TrainConfig(data=[images], out=out, model=TINY, steps=2, batch_size=2, crop=64, checkpoint_every=1,
@@ -110,7 +112,7 @@ def test_codec_train_checkpoints_are_weights_only_and_export(tmp_path, images):
 
 
 def test_export_refuses_pickled_code(tmp_path):
-    from codec.export import model_from_checkpoint
+    from codec.training.export import model_from_checkpoint
 
     marker = tmp_path / "pwned"
     evil_checkpoint(tmp_path / "checkpoint.pt", marker, config={"model": {}})
@@ -151,14 +153,12 @@ def test_registry_loads_the_bytes_it_hashed(tmp_path, model, monkeypatch):
 @pytest.fixture()
 def model_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TLIC_MODEL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(codec_registry, "_EXTRA_REGISTRIES", [])
     return tmp_path / "cache"
 
 
 def _weights_of(spec: str) -> bytes:
-    reg = codec_registry.DEFAULT_REGISTRY
-    _, _, entry = reg.resolve(spec)
-    return (reg.root / entry["file"]).read_bytes()
+    name, version = codec_registry.parse_spec(codec_registry.ModelResolver().resolve(spec))
+    return codec_registry.BUILTIN.weights(name, version)[0]
 
 
 @pytest.fixture(params=["s3", "local"])
@@ -215,8 +215,7 @@ def test_concurrent_registrations_never_share_a_version(store_url, model_cache, 
         assert card["sha256"] == hashlib.sha256(blobs[i]).hexdigest()
         name, version = store.resolve(model_id)
         assert store.fs.cat_file(f"{store._dir(name, version)}/weights.pt") == blobs[i]
-        assert store.install(model_id) == model_id
-        assert codec.load_model(model_id).sha256 == hashlib.sha256(blobs[i]).digest()
+        assert model_resolver(store_url).load(model_id).sha256 == hashlib.sha256(blobs[i]).digest()
 
 
 def test_register_never_overwrites_an_existing_card(store_url, model_cache, monkeypatch):
@@ -241,7 +240,7 @@ def test_tampered_cached_weights_are_refused(store_url, model_cache):
     store = ModelStore(store_url)
     blob = _weights_of("default")
     model_id = store.register("cached", blob)
-    assert store.install(model_id) == model_id
+    assert model_resolver(store_url).load(model_id).model_id == model_id
     cached = store.cache.root / "cached-v1.pt"
     assert cached.read_bytes() == blob  # the cache holds exactly the verified bytes
     data = bytearray(blob)

@@ -10,9 +10,9 @@ from PIL import Image, ImageCms
 import codec
 from codec.metrics import psnr
 from pipeline.archive import Archive
+from pipeline.compress import run_job
 from pipeline.config import CompressJobConfig
 from codec.imageio import load_image
-from pipeline.run import run_job
 from pipeline.storage import StorageAccessError
 from conftest import natural_image
 from pipeline_fixtures import EPSG, bad_objects, good_objects, upload

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from pipeline.archive import Archive
-from pipeline.replica import FAULT_ENV, FAULT_KEY_ENV
+from pipeline.stages.encode import FAULT_ENV, FAULT_KEY_ENV
 from pipeline_fixtures import good_objects, upload
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,8 +5,9 @@ import json
 import pytest
 
 from pipeline.archive import Archive
+from pipeline.compress import run_job
 from pipeline.config import CompressJobConfig
-from pipeline.run import replica_plan, run_job
+from pipeline.driver import replica_plan
 from pipeline_fixtures import good_objects, upload
 
 

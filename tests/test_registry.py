@@ -5,15 +5,15 @@ import pytest
 import torch
 
 import codec
-from codec.registry import Registry, WEIGHTS_DIR
+from codec.registry import BUILTIN, ModelResolver, Registry, parse_spec
 
 
 def test_default_loads_with_verified_hash(model):
     import hashlib
 
-    name, version, entry = codec.registry.DEFAULT_REGISTRY.resolve("default")
-    assert model.model_id == f"{name}@{version}"
-    assert hashlib.sha256((WEIGHTS_DIR / entry["file"]).read_bytes()).digest() == model.sha256
+    assert model.model_id == ModelResolver().resolve("default")
+    blob, sha256 = BUILTIN.weights(*parse_spec(model.model_id))
+    assert hashlib.sha256(blob).digest() == model.sha256 and sha256 == model.hash_hex
 
 
 def test_versions_and_errors(tmp_path, model):

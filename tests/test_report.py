@@ -12,10 +12,10 @@ from PIL import Image
 
 from jobs import report as report_job
 from pipeline.archive import Archive
+from pipeline.compress import run_job
 from pipeline.config import CompressJobConfig
 from pipeline.report import build_report, connect
 from pipeline.report_html import PLOT_IDS, tile_bpp_map
-from pipeline.run import run_job
 from pipeline_fixtures import bad_objects, good_objects, png, upload
 from conftest import natural_image
 

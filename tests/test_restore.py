@@ -14,10 +14,11 @@ import codec
 from codec.metrics import psnr
 from jobs import restore as restore_job
 from pipeline.archive import Archive
+from pipeline.compress import run_job
 from pipeline.config import CompressJobConfig, RestoreJobConfig
 from codec.imageio import load_image
-from pipeline.restore import output_name, restore_one, run_restore, shifted_geo
-from pipeline.run import run_job
+from pipeline.restore import output_name, restore_one, run_restore
+from pipeline.stages.restore import shifted_geo
 from pipeline_fixtures import EPSG, good_objects, upload
 
 pytestmark = pytest.mark.usefixtures("ray_local")

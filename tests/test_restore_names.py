@@ -39,7 +39,7 @@ def test_restored_files_carry_the_sources_icc_profile_and_orientation(tmp_path):
     from PIL import Image, ImageCms
 
     import codec
-    from pipeline.restore import restore_record
+    from pipeline.stages.restore import restore_record
 
     icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     exif = Image.Exif()

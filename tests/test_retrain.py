@@ -11,11 +11,11 @@ from codec import registry as codec_registry
 from codec.errors import ModelNotFoundError
 from conftest import natural_image
 from pipeline.archive import Archive
+from pipeline.compress import run_job
 from pipeline.config import CompressJobConfig, RestoreJobConfig, TrainJobConfig
-from pipeline.model_store import ModelStore, install_model
+from pipeline.model_store import JobModels, ModelStore, model_resolver
 from pipeline.restore import run_restore
 from pipeline.retrain import FAULT_ENV, run_training, split_keys
-from pipeline.run import run_job
 from pipeline_fixtures import png, upload
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -30,9 +30,8 @@ def test_split_keeps_files_apart_and_is_stable():
 
 @pytest.fixture()
 def model_cache(tmp_path, monkeypatch):
-    """A private model cache, and a codec that has not seen any store yet."""
+    """A private model cache."""
     monkeypatch.setenv("TLIC_MODEL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(codec_registry, "_EXTRA_REGISTRIES", [])
     return tmp_path / "cache"
 
 
@@ -70,7 +69,6 @@ def test_train_kill_resume_register_then_archive_and_restore(s3_server, s3_env, 
     store.register("aerialtest", _weights_of("default"), note="second version")
     assert store.versions("aerialtest") == [1, 2]
     monkeypatch.setenv("TLIC_MODEL_CACHE", str(tmp_path / "fresh-cache"))
-    monkeypatch.setattr(codec_registry, "_EXTRA_REGISTRIES", [])
     summary = run_restore(RestoreJobConfig(archive=job.output, output=f"s3://{bucket}/restored/",
                                            model_registry=cfg.registry), progress=False)
     assert (summary.ok, summary.errors) == (1, 0)
@@ -79,9 +77,8 @@ def test_train_kill_resume_register_then_archive_and_restore(s3_server, s3_env, 
 
 
 def _weights_of(spec: str) -> bytes:
-    reg = codec_registry.DEFAULT_REGISTRY
-    _, _, entry = reg.resolve(spec)
-    return (reg.root / entry["file"]).read_bytes()
+    name, version = codec_registry.parse_spec(codec_registry.ModelResolver().resolve(spec))
+    return codec_registry.BUILTIN.weights(name, version)[0]
 
 
 def test_registry_names_and_errors(s3_server, s3_env, bucket, model_cache):
@@ -91,19 +88,19 @@ def test_registry_names_and_errors(s3_server, s3_env, bucket, model_cache):
     with pytest.raises(ValueError, match="model name"):
         store.register("Bad Name", b"x")
     with pytest.raises(ModelNotFoundError, match="no model named"):
-        store.install("nothing")
+        model_resolver(f"s3://{bucket}/models/").resolve("nothing")
     with pytest.raises(ModelNotFoundError, match="model-registry"):
-        install_model("nothing", None)
-    assert install_model("default", None) == codec.load_model("default").model_id
+        model_resolver(None).resolve("nothing")
+    assert model_resolver(None).resolve("default") == codec.load_model("default").model_id
     mid = store.register("tiny", _weights_of("default"), note="copy of default")
     assert mid == "tiny@1" and json.loads(fs_cat(s3_server, f"{bucket}/models/tiny/v0001/card.json"))["note"] == "copy of default"
-    assert store.install("tiny@1") == "tiny@1" and codec.load_model("tiny@1").model_id == "tiny@1"
+    assert model_resolver(f"s3://{bucket}/models/").load("tiny").model_id == "tiny@1"
     # a tampered upload is refused, not loaded
     s3_server.filesystem().pipe(f"{bucket}/models/tiny/v0001/weights.pt", _weights_of("default") + b"tampered")
     other = ModelStore(f"s3://{bucket}/models/")
     other.cache = codec_registry.Registry(model_cache / ("other-" + uuid.uuid4().hex[:6]))
     with pytest.raises(ModelNotFoundError, match="sha256"):
-        other.install("tiny@1")
+        JobModels([codec_registry.BUILTIN, other]).load("tiny@1")
 
 
 def fs_cat(s3_server, path):

@@ -39,15 +39,15 @@ def test_target_psnr_every_tile_reaches_target_with_lowest_level(model, image):
         if not t.missed_target:
             assert p >= target
     # lowest level: one grid step below fails for every tile above level 0
-    from codec.coder import QUALITY_LEVELS
+    from codec.quality import LEVELS
 
     for i, t in enumerate(r.header.tiles):
-        level = round(t.quality * (QUALITY_LEVELS - 1))
+        level = round(t.quality * (LEVELS - 1))
         if level == 0 or t.missed_target:
             continue
         x, y, w, h = r.header.tile_box(i)
         tile = np.ascontiguousarray(image[y : y + h, x : x + w])
-        below = codec.encode(tile, model, quality=(level - 1) / (QUALITY_LEVELS - 1), tile_size=128)
+        below = codec.encode(tile, model, quality=(level - 1) / (LEVELS - 1), tile_size=128)
         assert psnr(tile, codec.decode(below.data)) < target
 
 

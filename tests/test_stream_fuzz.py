@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import codec
-from codec import container, rangecoder
-from codec.tiling import padded_size
+from codec import bitstream, rangecoder
+from codec.tiles import padded_size
 from conftest import natural_image
 
 _PREFIX, _IMAGE, _TILE, _CRC = (struct.Struct(f) for f in ("<4sHI", "<IIBHBfI", "<QIHBI", "<I"))
@@ -224,7 +224,7 @@ CRAFTED = {  # name: (mutation, what the error must say)
     "target_nan": (_set(target=math.nan), "target nan"),
     "target_inf": (_set(target=math.inf), "target inf"),
     "quality_target_above_1": (_set(target=1.5), "target 1.5"),
-    "alpha_flag_on_rgb": (_tile_flag(container.FLAG_ALPHA), "alpha flag"),
+    "alpha_flag_on_rgb": (_tile_flag(bitstream.FLAG_ALPHA), "alpha flag"),
     "unknown_flag": (_tile_flag(0x80), "unknown flags 0x80"),
     "overlapping_tiles": (_every_tile_is_tile_0, "overlaps"),
     "alpha_bytes_in_rgb_tile": (_alpha_in_rgb, r"tile 0 \(row 0, col 0\): 26 unexpected bytes"),
@@ -268,7 +268,7 @@ def test_escape_count_guard_stops_before_constriction(streams, model, capfd):
 
 def test_rgba_stream_without_alpha_flag_is_refused(streams, model):
     raw = parse(streams["rgba"])
-    raw.tiles[3][3] &= ~container.FLAG_ALPHA
+    raw.tiles[3][3] &= ~bitstream.FLAG_ALPHA
     with pytest.raises(codec.CorruptStreamError, match="flag"):
         codec.read_header(build(raw))
 

@@ -6,9 +6,10 @@ import torch
 from PIL import Image
 
 import codec
-from codec.export import export
 from codec.model import ModelConfig
-from codec.train import TrainConfig, list_images, train
+from codec.training.data import list_images
+from codec.training.export import export
+from codec.training.train import TrainConfig, train
 from conftest import natural_image
 
 TINY = ModelConfig(channels=16, latent_channels=24, hyper_channels=16)

@@ -25,7 +25,7 @@ if [[ -f "$STATE/s3.pid" ]] && kill -0 "$(cat "$STATE/s3.pid")" 2>/dev/null; the
   echo "up.sh: already running (state in $STATE); infra/local/down.sh first" >&2; exit 1
 fi
 
-setsid "$PY" -m pipeline.localstack --dir "$STATE/s3" --env-file "$STATE/s3.env" >"$STATE/s3.log" 2>&1 &
+setsid "$PY" -m devtools.localstack --dir "$STATE/s3" --env-file "$STATE/s3.env" >"$STATE/s3.log" 2>&1 &
 echo $! >"$STATE/s3.pid"
 wait_for 60 "SeaweedFS" test -s "$STATE/s3.env"
 # shellcheck disable=SC1091
@@ -40,7 +40,7 @@ RAY_TMP=$(mktemp -d /tmp/tlic-ray.XXXXXX)  # short (socket paths) and private: o
 echo "$RAY_TMP" >"$STATE/ray.tmp"
 # every port Ray would otherwise take at a fixed default gets a free one, so this stack
 # coexists with other Ray instances on the machine (tests, a notebook, a second stack)
-PORTS=($("$PY" -c 'from pipeline.localstack import free_ports; print(*free_ports(9))'))
+PORTS=($("$PY" -c 'from devtools.localstack import free_ports; print(*free_ports(9))'))
 setsid "$BIN/ray" start --head --block --node-ip-address=127.0.0.1 --port="${PORTS[0]}" \
   --dashboard-host=127.0.0.1 --dashboard-port="${PORTS[1]}" --include-dashboard=true \
   --dashboard-agent-listen-port="${PORTS[2]}" --dashboard-agent-grpc-port="${PORTS[3]}" \

@@ -1,9 +1,20 @@
-"""The variable-rate hyperprior model (mean-scale, no autoregressive context).
+"""The variable-rate mean-scale hyperprior model (no autoregressive context).
 
-    x ─g_a─▶ y ─×gain(q)─▶ y_s ─h_a─▶ z ─[FactorizedPrior]─▶ ẑ
-                            │                                │ h_s (integer at coding time)
-                            │                                ▼
-                            └──────[GaussianConditional(μ, σ)]──▶ ŷ_s ─×inv_gain(q)─▶ g_s ─▶ x̂
+Training (``forward``) and coding (``compress`` … ``decompress``) run the same stages; coding
+swaps the float h_s for its exact integer twin and noise for rounding:
+
+    x ─g_a─▶ y ─×gain(q)─▶ y_s ─h_a─▶ z ─hyper.quantize─▶ ẑ ──────────────────────▶ [FactorizedPrior] ─▶ z bytes
+                            │                             │ h_s (float: training; IntegerHyperSynthesis: coding)
+                            │                             ▼
+                            └──gaussian.quantize(· − μ)──▶ symbols ──(scale index)──▶ [GaussianConditional] ─▶ y bytes
+    y bytes ─▶ symbols + μ = ŷ_s ─×inv_gain(q)─▶ g_s ─▶ x̂
+
+Coding API (batches of same-shaped tiles, per-tile q):
+
+    compress(y, q) -> Latents                       y (from g_a) → ẑ, μ, scale index, symbols   [exact]
+    to_bytes(latents, coder) -> (z streams, y streams)
+    from_bytes(z streams, y streams, spatial, device, coder) -> ŷ_s                           [exact]
+    decompress(ŷ_s, q) -> x̂ (float)                ŷ_s → g_s
 
 One model covers the whole rate range: the quality ``q`` in [0, 1] selects a
 per-channel gain vector (log-linear interpolation between learned anchors, as
@@ -18,26 +29,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict
 
+from .. import rangecoder
+from .config import ModelConfig
 from .entropy import FactorizedPrior, GaussianConditional, LatentResult, scale_thresholds
 from .intnet import IntegerHyperSynthesis
-from .layers import SimplifiedGDN, conv, deconv
-
-DOWNSAMPLING = 64  # total stride down to the hyper-latent: tiles are padded to a multiple
-
-
-class ModelConfig(BaseModel):
-    """Architecture and rate range of a model; stored in its weights file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    channels: int = 64  # N: transform width
-    latent_channels: int = 192  # M: channels of y
-    hyper_channels: int = 64  # channels of z
-    gain_anchors: int = 6
-    lambda_min: float = 0.0016  # λ at q=0 (distortion: MSE on [0,255] scale / 255²)
-    lambda_max: float = 0.16  # λ at q=1
+from .layers import SimplifiedGDN, TwoPath, conv, deconv, param_dtype
 
 
 @dataclass
@@ -53,24 +50,27 @@ class ForwardResult:
         return bits / (h * w)
 
 
-class TwoPath(nn.Module):
-    """A linear block transform plus a convolutional refinement: ``linear(x) + nonlinear(x)``.
+@dataclass
+class Latents:
+    """Everything the bits of a batch of tiles depend on, at one q per tile (``compress``'s output)."""
 
-    The linear path (16×16 blocks) starts as a PCA of training patches and the
-    nonlinear path's last layer starts at zero, so the model begins as a good
-    block transform and learns its non-linear, overlapping refinement from there:
-    this makes short (CPU) training runs converge far faster than from scratch.
-    """
+    z_hat: torch.Tensor  # int64 (B, Nh, h/4, w/4)
+    symbols: torch.Tensor  # int64 (B, M, h, w)
+    mean_q: torch.Tensor  # float32, multiples of 1/256
+    index: torch.Tensor  # int64 scale index
+    q: torch.Tensor  # (B,) float32
 
-    def __init__(self, linear: nn.Module, nonlinear: nn.Sequential):
-        super().__init__()
-        self.linear = linear
-        self.nonlinear = nonlinear
-        nn.init.zeros_(nonlinear[-1].weight)
-        nn.init.zeros_(nonlinear[-1].bias)
+    FIELDS = ("z_hat", "symbols", "mean_q", "index", "q")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x) + self.nonlinear(x)
+    @property
+    def y_hat(self) -> torch.Tensor:
+        """ŷ_s: what the decoder reconstructs from the bytes."""
+        return self.symbols.to(self.mean_q.dtype) + self.mean_q
+
+    @classmethod
+    def gather(cls, picks: list[tuple["Latents", int]]) -> "Latents":
+        """One tile from each ``(latents, row)``, stacked into a batch."""
+        return cls(**{f: torch.stack([getattr(lat, f)[row] for lat, row in picks]) for f in cls.FIELDS})
 
 
 class HyperpriorCodec(nn.Module):
@@ -111,7 +111,7 @@ class HyperpriorCodec(nn.Module):
         self.g_s.linear.weight.copy_((basis / scale).reshape(-1, 3, 16, 16).float())
         self.g_s.linear.bias.zero_()
 
-    # --- rate control -------------------------------------------------------------------
+    # --- rate: q → λ and gains ------------------------------------------------------------
     def lmbda_of(self, q: float) -> float:
         c = self.config
         return math.exp(math.log(c.lambda_min) + q * (math.log(c.lambda_max) - math.log(c.lambda_min)))
@@ -139,6 +139,39 @@ class HyperpriorCodec(nn.Module):
         x_hat = self.g_s(y_res.hat * inv_gain)
         return ForwardResult(x_hat=x_hat, y=y_res, z=z)
 
+    # --- coding ------------------------------------------------------------------------
+    @torch.no_grad()
+    def compress(self, y: torch.Tensor, q: torch.Tensor) -> Latents:
+        """Quantise analysed tiles ``y`` (B, M, h, w) at qualities ``q`` (B,): every integer the bits hold."""
+        q = q.to(y.device, torch.float32)
+        gain, _ = self.gains(q)
+        y_s = y * gain
+        z_hat = self.hyper.quantize(self.h_a(y_s.to(param_dtype(self.h_a))).float())
+        mean_q, index = self.int_hs(z_hat)
+        return Latents(z_hat.to(torch.int64), self.gaussian.quantize(y_s, mean_q), mean_q, index, q)
+
+    def to_bytes(self, latents: Latents, coder=rangecoder) -> tuple[list[bytes], list[bytes]]:
+        """(z streams, y streams), one of each per tile."""
+        return self.hyper.compress(latents.z_hat, coder), self.gaussian.compress(latents.symbols, latents.index, coder)
+
+    @torch.no_grad()
+    def from_bytes(self, z_streams: list[bytes], y_streams: list[bytes], spatial: tuple[int, int],
+                   device: torch.device | str = "cpu", coder=rangecoder) -> torch.Tensor:
+        """ŷ_s (CPU) of a batch of tiles: ẑ → integer h_s (on ``device``) → symbols + μ."""
+        z_hat = self.hyper.decompress(z_streams, spatial, coder)
+        mean_q, index = self.int_hs(z_hat.to(device))
+        return self.gaussian.decompress(y_streams, mean_q, index, coder)
+
+    @torch.no_grad()
+    def decompress(self, y_hat: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """x̂ (float, unclamped) from ŷ_s at qualities ``q``, in the synthesis transform's dtype."""
+        _, inv_gain = self.gains(q.to(y_hat.device, torch.float32))
+        return self.g_s((y_hat * inv_gain).to(param_dtype(self.g_s)).contiguous(memory_format=torch.channels_last))
+
+    def estimate_bits(self, latents: Latents):
+        """Ideal code length of each tile (numpy), for rate control."""
+        return self.hyper.estimate_bits(latents.z_hat) + self.gaussian.estimate_bits(latents.symbols, latents.index)
+
     # --- coding support ----------------------------------------------------------------
     @torch.no_grad()
     def finalize(self, calibration_images: torch.Tensor) -> None:
@@ -148,8 +181,12 @@ class HyperpriorCodec(nn.Module):
         zs = []
         for q in (0.0, 0.5, 1.0):
             gain, _ = self.gains(torch.full((len(calibration_images),), q))
-            zs.append(torch.round(self.h_a(self.g_a(calibration_images) * gain)))
+            zs.append(self.hyper.quantize(self.h_a(self.g_a(calibration_images) * gain)))
         self.int_hs = IntegerHyperSynthesis.from_float(self.h_s, torch.cat(zs), scale_thresholds())
+
+    def tables(self) -> list[rangecoder.TableSet]:
+        """Every table the range coder uses (what an entropy pool's workers hold)."""
+        return [self.hyper.tables, self.gaussian.tables]
 
     def coding_state(self) -> dict:
         return {
@@ -159,8 +196,6 @@ class HyperpriorCodec(nn.Module):
         }
 
     def load_coding_state(self, state: dict) -> None:
-        from .rangecoder import TableSet
-
-        self.hyper.tables = TableSet.from_dict(state["hyper_tables"])
-        self.gaussian.tables = TableSet.from_dict(state["gaussian_tables"])
+        self.hyper.tables = rangecoder.TableSet.from_dict(state["hyper_tables"])
+        self.gaussian.tables = rangecoder.TableSet.from_dict(state["gaussian_tables"])
         self.int_hs = IntegerHyperSynthesis.from_dict(state["int_hs"])

@@ -1,10 +1,13 @@
 """Entropy-coded stages, each one module with the same trio.
 
-``forward`` gives training what it needs (straight-through values for the
-decoder, noisy-value likelihoods for the rate); ``compress`` turns a batch of
-tiles into one byte string per tile; ``decompress`` inverts it. Both coding
-paths use fixed tables built once by ``build_tables`` and shipped with the
-weights, so the bits never depend on float arithmetic at decode time.
+    forward(v)            training: straight-through values for the decoder, noisy-value likelihoods for the rate
+    quantize(v, ...)      coding: the integers that are coded (the one place each stage rounds)
+    compress / decompress coding: one byte string per tile of a batch, and back
+
+Both coding paths use fixed tables built once by ``build_tables`` and shipped with the
+weights, so the bits never depend on float arithmetic at decode time. ``compress`` and
+``decompress`` take a *coder*: the :mod:`codec.rangecoder` module (in process) or a
+:class:`codec.parallel.EntropyPool` (the same functions mapped over CPU processes).
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import rangecoder
+from .. import rangecoder
+from ..rangecoder import TableSet
 from .layers import lower_bound
-from .rangecoder import TableSet
 
 LIKELIHOOD_BOUND = 1e-9
 SCALE_MIN = 0.11
@@ -47,7 +50,7 @@ def add_noise(x: torch.Tensor) -> torch.Tensor:
 class FactorizedPrior(nn.Module):
     """Hyper-latent stage: a learned per-channel density (Ballé et al. 2018).
 
-        z ──round──▶ ẑ (ints) ──table[channel]──▶ range coder ──▶ bytes
+        z ──quantize (round)──▶ ẑ (ints) ──table[channel]──▶ range coder ──▶ bytes
     """
 
     def __init__(self, channels: int, filters: tuple[int, ...] = (3, 3, 3), init_scale: float = 10.0):
@@ -85,8 +88,13 @@ class FactorizedPrior(nn.Module):
         return lower_bound(lik, LIKELIHOOD_BOUND)
 
     def forward(self, z: torch.Tensor) -> LatentResult:
-        noisy = add_noise(z) if self.training else torch.round(z)
+        noisy = add_noise(z) if self.training else self.quantize(z)
         return LatentResult(hat=ste_round(z), likelihoods=self.likelihood(noisy))
+
+    @staticmethod
+    def quantize(z: torch.Tensor) -> torch.Tensor:
+        """ẑ: the hyper-latent as coded (integer-valued, same dtype)."""
+        return torch.round(z)
 
     @torch.no_grad()
     def build_tables(self, max_half_width: int = 128) -> TableSet:
@@ -106,20 +114,24 @@ class FactorizedPrior(nn.Module):
             offsets.append(lo - max_half_width)
         return _pack_tables(rows, lengths, offsets)
 
-    def compress(self, z_hat: torch.Tensor) -> list[bytes]:
-        """One stream per tile of already-rounded hyper-latents (B, C, h, w)."""
-        z_hat = z_hat.to(torch.int64).cpu().numpy()
-        index = np.broadcast_to(np.arange(self.channels).reshape(-1, 1, 1), z_hat.shape[1:])
-        return [rangecoder.encode(t, index, self.tables) for t in z_hat]
+    def _index(self, spatial) -> np.ndarray:
+        """The table of every hyper-latent element: its channel."""
+        return np.broadcast_to(np.arange(self.channels).reshape(-1, 1, 1), (self.channels, *spatial))
+
+    def compress(self, z_hat: torch.Tensor, coder=rangecoder) -> list[bytes]:
+        """One stream per tile of quantised hyper-latents (B, C, h, w)."""
+        z = z_hat.to(torch.int64).cpu().numpy()
+        return coder.encode_each(z, [self._index(z.shape[2:])] * len(z), self.tables)
+
+    def decompress(self, streams: list[bytes], spatial: tuple[int, int], coder=rangecoder) -> torch.Tensor:
+        """ẑ (int64, (B, C, h, w), CPU) of a batch of tiles."""
+        index = self._index(spatial)
+        return torch.from_numpy(np.stack(coder.decode_each(streams, [index] * len(streams), self.tables)))
 
     def estimate_bits(self, z_hat: torch.Tensor) -> np.ndarray:
-        z_hat = z_hat.to(torch.int64).cpu().numpy()
-        index = np.broadcast_to(np.arange(self.channels).reshape(-1, 1, 1), z_hat.shape[1:])
-        return np.array([self.tables.estimate_bits(t, index) for t in z_hat])
-
-    def decompress(self, streams: list[bytes], spatial: tuple[int, int]) -> torch.Tensor:
-        index = np.broadcast_to(np.arange(self.channels).reshape(-1, 1, 1), (self.channels, *spatial))
-        return torch.from_numpy(np.stack(rangecoder.decode_each(streams, [index] * len(streams), self.tables)))
+        z = z_hat.to(torch.int64).cpu().numpy()
+        index = self._index(z.shape[2:])
+        return np.array([self.tables.estimate_bits(t, index) for t in z])
 
 
 def scale_table() -> np.ndarray:
@@ -139,7 +151,7 @@ def _std_normal_cdf(x: torch.Tensor) -> torch.Tensor:
 class GaussianConditional(nn.Module):
     """Main-latent stage: a Gaussian per element with mean and scale from the hyperprior.
 
-        y ──(− μ, round)──▶ s ──table[scale index]──▶ range coder ──▶ bytes
+        y ──quantize (− μ, round)──▶ s ──table[scale index]──▶ range coder ──▶ bytes
         bytes ──▶ s ──(+ μ)──▶ ŷ
 
     μ is a multiple of 1/256 and the scale index an integer, both computed by the
@@ -163,6 +175,11 @@ class GaussianConditional(nn.Module):
         return LatentResult(hat=hat, likelihoods=self.likelihood(noisy, mean, scale))
 
     @staticmethod
+    def quantize(y: torch.Tensor, mean_q: torch.Tensor) -> torch.Tensor:
+        """The symbols coded for ``y`` around the integer hyper-synthesis' means (int64)."""
+        return torch.round(y - mean_q).to(torch.int64)
+
+    @staticmethod
     def build_tables() -> TableSet:
         rows, lengths, offsets = [], [], []
         for s in scale_table():
@@ -175,16 +192,13 @@ class GaussianConditional(nn.Module):
             offsets.append(-half)
         return _pack_tables(rows, lengths, offsets)
 
-    def symbols(self, y: torch.Tensor, mean_q: torch.Tensor) -> torch.Tensor:
-        return torch.round(y - mean_q).to(torch.int64)
+    def compress(self, symbols: torch.Tensor, index: torch.Tensor, coder=rangecoder) -> list[bytes]:
+        """One stream per tile of symbols (B, M, h, w), each coded with its scale index."""
+        return coder.encode_each(symbols.cpu().numpy(), index.cpu().numpy(), self.tables)
 
-    def compress(self, symbols: torch.Tensor, index: torch.Tensor) -> list[bytes]:
-        sym, idx = symbols.cpu().numpy(), index.cpu().numpy()
-        return [rangecoder.encode(s, i, self.tables) for s, i in zip(sym, idx)]
-
-    def decompress(self, streams: list[bytes], mean_q: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        idx = index.cpu().numpy()
-        sym = np.stack(rangecoder.decode_each(streams, idx, self.tables))
+    def decompress(self, streams: list[bytes], mean_q: torch.Tensor, index: torch.Tensor, coder=rangecoder) -> torch.Tensor:
+        """ŷ = symbols + μ (CPU) of a batch of tiles."""
+        sym = np.stack(coder.decode_each(streams, index.cpu().numpy(), self.tables))
         return torch.from_numpy(sym).to(mean_q.dtype) + mean_q.cpu()
 
     def estimate_bits(self, symbols: torch.Tensor, index: torch.Tensor) -> np.ndarray:

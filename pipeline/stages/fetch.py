@@ -21,8 +21,8 @@ import random
 import time
 from datetime import datetime
 
-from .config import StorageOptions
-from .storage import _info, filesystem, is_precondition_failed, is_s3, s3_error
+from ..config import StorageOptions
+from ..storage import filesystem, is_precondition_failed, is_s3, object_info, s3_error
 
 OK, PERMANENT, TRANSIENT, CHANGED = "", "fetch", "transient", "changed"
 TRANSIENT_CODES = frozenset({"500", "502", "503", "504", "SlowDown", "RequestTimeout", "InternalError",
@@ -145,7 +145,7 @@ def _read_listed_version(fs, path: str, row: dict) -> bytes:
             raise SourceChangedError(f"changed since it was listed: {len(data)} bytes, listed {row['size']}")
         return data
     data = fs.cat_file(path)
-    now = _info(fs, path, fs.info(path))  # re-stat after reading: a rewrite before or during the read shows
+    now = object_info(fs, path, fs.info(path))  # re-stat after reading: a rewrite before or during the read shows
     if etag and now.etag:
         if now.etag != etag:
             raise SourceChangedError(f"changed since it was listed: ETag {now.etag!r}, listed {etag!r}")

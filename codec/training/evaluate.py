@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .api import decode, encode
-from .metrics import bd_rate, psnr
-from .registry import LoadedModel
+from .. import decode, encode
+from ..metrics import bd_rate, psnr
+from ..registry import LoadedModel
 
 QUALITIES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 

@@ -1,4 +1,4 @@
-"""A local S3-compatible server (SeaweedFS ``weed mini``) for the demo and the tests.
+"""A local S3-compatible server (SeaweedFS ``weed mini``) for the demo, the tests, the benchmarks and infra/local.
 
 Binds to 127.0.0.1 only, on free ports, with its own access keys; wrong keys are
 rejected. ``with LocalS3(tmpdir) as s3: ...`` starts it and stops it.

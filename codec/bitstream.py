@@ -1,4 +1,4 @@
-"""The container: a self-describing, versioned header with a tile index, then tile payloads.
+"""The bitstream (container): a self-describing, versioned header with a tile index, then tile payloads.
 
 Layout (little-endian)::
 
@@ -15,21 +15,21 @@ images, by the tile's alpha plane deflated (lossless). Random access needs only 
 
 from __future__ import annotations
 
-import math
 import struct
 import zlib
 from dataclasses import dataclass, field
 
+from . import tiles
 from .errors import CorruptStreamError
+from .quality import quality_of
+from .ratecontrol import MODES, RateTarget
 
 MAGIC = b"TLIC"
 FORMAT_VERSION = 1
-MODES = ("quality", "target_psnr", "target_bpp")
 FLAG_MISSED_TARGET = 1
 FLAG_ALPHA = 2
 KNOWN_FLAGS = FLAG_MISSED_TARGET | FLAG_ALPHA
 CHANNELS = (1, 3, 4)  # what prepare() produces: gray, RGB, RGBA
-MIN_TILE, MAX_TILE = 64, 4096  # the tile sizes encode() accepts (multiples of 64)
 
 _PREFIX = struct.Struct("<4sHI")
 _IMAGE = struct.Struct("<IIBHBfI")
@@ -37,20 +37,19 @@ _TILE = struct.Struct("<QIHBI")
 _CRC = struct.Struct("<I")
 # a header without model id and tiles: prefix, id length, sha256, image fields, CRC
 MIN_HEADER_LEN = _PREFIX.size + 1 + 32 + _IMAGE.size + _CRC.size
-QUALITY_STEPS = 65535  # quality is stored as a u16 fraction of [0, 1]
 
 
 @dataclass
 class TileEntry:
     offset: int
     length: int
-    quality_code: int
+    quality_code: int  # u16: the quality the tile was coded at (codec.quality)
     flags: int
     crc: int
 
     @property
     def quality(self) -> float:
-        return self.quality_code / QUALITY_STEPS
+        return quality_of(self.quality_code)
 
     @property
     def missed_target(self) -> bool:
@@ -74,23 +73,20 @@ class Header:
     @property
     def grid(self) -> tuple[int, int]:
         """(rows, cols) of the tile grid."""
-        return -(-self.height // self.tile_size), -(-self.width // self.tile_size)
+        return tiles.grid(self.width, self.height, self.tile_size)
 
-    def tile_box(self, i: int) -> tuple[int, int, int, int]:
+    def tile_box(self, i: int) -> tiles.Box:
         """(x, y, w, h) of tile ``i`` in image pixels."""
-        rows, cols = self.grid
-        r, c = divmod(i, cols)
-        x, y = c * self.tile_size, r * self.tile_size
-        return x, y, min(self.tile_size, self.width - x), min(self.tile_size, self.height - y)
+        return tiles.tile_box(i, self.width, self.height, self.tile_size)
+
+    def boxes(self) -> list[tiles.Box]:
+        """(x, y, w, h) of every tile, row-major."""
+        return tiles.grid_boxes(self.width, self.height, self.tile_size)
 
     def tile_label(self, i: int) -> str:
         """How errors name tile ``i``: index, row and column."""
         r, c = divmod(i, self.grid[1])
         return f"tile {i} (row {r}, col {c})"
-
-
-def quality_code(q: float) -> int:
-    return int(round(min(max(q, 0.0), 1.0) * QUALITY_STEPS))
 
 
 _LENGTHS = struct.Struct("<II")
@@ -159,6 +155,12 @@ def pack(header: Header, blobs: list[bytes]) -> bytes:
     return head + _CRC.pack(zlib.crc32(head)) + b"".join(blobs)
 
 
+def estimated_overhead(model_id: str, n_tiles: int) -> int:
+    """Bytes besides the latents, as rate control budgets them: header, tile index, per-tile
+    length fields and range-coder flushes."""
+    return 64 + len(model_id) + 19 * n_tiles + 16 * n_tiles
+
+
 def _model_part(h: Header) -> bytes:
     mid = h.model_id.encode()
     if len(mid) > 255 or len(h.model_hash) != 32:
@@ -218,14 +220,17 @@ def _check_image_fields(width: int, height: int, channels: int, tile_size: int, 
         raise CorruptStreamError(f"empty image ({width}×{height})")
     if channels not in CHANNELS:
         raise CorruptStreamError(f"{channels} channels (streams hold {', '.join(map(str, CHANNELS))})")
-    if tile_size % 64 or not MIN_TILE <= tile_size <= MAX_TILE:
-        raise CorruptStreamError(f"tile size {tile_size} is not a multiple of 64 in [{MIN_TILE}, {MAX_TILE}]")
+    try:
+        tiles.check_tile_size(tile_size)
+    except ValueError:
+        raise CorruptStreamError(f"tile size {tile_size} is not a multiple of 64 in "
+                                 f"[{tiles.MIN_TILE}, {tiles.MAX_TILE}]") from None
     if mode >= len(MODES):
         raise CorruptStreamError(f"unknown rate-control mode {mode}")
-    if not math.isfinite(target):
-        raise CorruptStreamError(f"target {target} is not a finite number")
-    if (MODES[mode] == "quality" and not 0.0 <= target <= 1.0) or (MODES[mode] == "target_bpp" and not target > 0):
-        raise CorruptStreamError(f"target {target} is out of range for mode {MODES[mode]}")
+    try:
+        RateTarget(MODES[mode], target)  # the encoder's own rule: what it accepts is what it writes
+    except ValueError as exc:
+        raise CorruptStreamError(f"target {target} is out of range for mode {MODES[mode]} ({exc})") from None
 
 
 def _check_tile_index(h: Header, payload_len: int) -> None:

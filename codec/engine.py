@@ -1,0 +1,148 @@
+"""Batched tile engine: one model on one device, many same-shaped tiles per forward pass. No policy.
+
+    image, boxes ─batches─▶ Batch(y = g_a(padded tiles), originals, masks)        (tiles.batches: by padded shape)
+    y, codes ─quantize─▶ Latents ─encode_latents─▶ (z bytes, y bytes) per tile      encoder
+    y, codes ─measure─▶ Latents + MSE of the 8-bit reconstruction                     what rate control asks
+    (z bytes, y bytes) ─decode_latents─▶ ŷ_s ─synthesize(codes)─▶ uint8 tiles        decoder
+
+Qualities come in as u16 codes (:mod:`codec.quality`) and are handed to the model the same
+way on both sides. The float transforms run on any device and dtype; everything that decides
+the bits (ẑ, the integer hyper-synthesis, the symbols) is exact, so a CPU decodes what a GPU
+encoded. Which quality a tile gets is decided in :mod:`codec.ratecontrol`, not here.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import quality, rangecoder
+from .imageprep import PreparedImage
+from .model import HyperpriorCodec, Latents
+from .registry import LoadedModel, load_model
+from .tiles import Box, batches, pad_tile
+
+
+@dataclass
+class Batch:
+    """One forward pass worth of same-shaped tiles, analysed."""
+
+    ids: list[int]
+    y: torch.Tensor
+    originals: torch.Tensor  # uint8 (B, 3, H, W) on the device
+    masks: torch.Tensor  # 1 inside the image, 0 on padding
+    npix: np.ndarray  # valid pixels per tile
+
+
+@dataclass
+class Measured:
+    """Tiles quantised at some codes, and the MSE of their 8-bit reconstructions."""
+
+    latents: Latents
+    codes: np.ndarray
+    mse: np.ndarray
+
+    @property
+    def psnr(self) -> np.ndarray:
+        return psnr_from_mse(self.mse)
+
+
+def psnr_from_mse(mse: np.ndarray) -> np.ndarray:
+    """PSNR of 8-bit data; inf for a perfect match, NaN where the MSE is unknown."""
+    mse = np.asarray(mse, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(mse > 0, 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12)), np.where(np.isnan(mse), np.nan, np.inf))
+
+
+class Engine:
+    """One model on one device; tiles in, latents, bytes and reconstructions out."""
+
+    def __init__(self, model: HyperpriorCodec, device: str | torch.device = "cpu", half: bool = False,
+                 entropy_workers: int = 0):
+        self.device = torch.device(device)
+        self.entropy_workers = entropy_workers
+        self._pool = None
+        self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
+        self.model = model.to(self.device).eval()
+        for m in (model.g_a, model.g_s, model.h_a):
+            m.to(dtype=self.dtype, memory_format=torch.channels_last)
+
+    # --- tensors and transforms ------------------------------------------------------------
+    def to_tensor(self, tiles: np.ndarray) -> torch.Tensor:
+        """uint8 (B, H, W, 3) → float (B, 3, H, W) in [0, 1] on the device."""
+        x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
+        x = x.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def analyse(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.g_a(x).float()
+
+    def batches(self, img: PreparedImage, boxes: list[Box], batch_size: int):
+        """Every tile of ``img``, padded, analysed and grouped into :class:`Batch` es."""
+        for (pw, ph), ids in batches(boxes, range(len(boxes)), batch_size):
+            tiles = np.empty((len(ids), ph, pw, 3), dtype=np.uint8)
+            masks = np.zeros((len(ids), ph, pw), dtype=np.float32)
+            for k, i in enumerate(ids):
+                x, y, w, h = boxes[i]
+                tiles[k] = pad_tile(img.tile_rgb(x, y, w, h), pw, ph)
+                masks[k, :h, :w] = 1.0
+            y = self.analyse(self.to_tensor(tiles))
+            originals = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device).permute(0, 3, 1, 2)
+            yield Batch(ids, y, originals, torch.from_numpy(masks).to(self.device), masks.reshape(len(ids), -1).sum(1))
+
+    def quantize(self, y: torch.Tensor, codes) -> Latents:
+        return self.model.compress(y, quality.q_tensor(codes))
+
+    @torch.no_grad()
+    def synthesize(self, y_hat: torch.Tensor, codes) -> torch.Tensor:
+        """Reconstruction as uint8 (B, 3, H, W): exactly what a decoder outputs."""
+        x = self.model.decompress(y_hat.to(self.device), quality.q_tensor(codes))
+        return x.float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+
+    @torch.no_grad()
+    def measure(self, y: torch.Tensor, codes, originals: torch.Tensor, masks: torch.Tensor) -> Measured:
+        """Quantise at ``codes`` and measure the MSE of the 8-bit reconstruction over ``masks``."""
+        latents = self.quantize(y, codes)
+        recon = self.synthesize(latents.y_hat, codes)
+        err = (recon.double() - originals.double()).pow_(2).sum(1) * masks  # float64: exact enough to compare with T
+        mse = (err.flatten(1).sum(1) / (3 * masks.flatten(1).sum(1))).cpu().numpy()
+        return Measured(latents, np.asarray(codes), mse)
+
+    def estimate_bits(self, latents: Latents) -> np.ndarray:
+        return self.model.estimate_bits(latents)
+
+    # --- entropy coding (in process, or mapped over a pool of CPU processes) ------------------
+    @property
+    def coder(self):
+        """What range-codes lists of tiles: the :mod:`codec.rangecoder` module or an entropy pool."""
+        if self.entropy_workers and self._pool is None:
+            from .parallel import EntropyPool
+
+            self._pool = EntropyPool(self.model.tables(), self.entropy_workers)
+        return self._pool or rangecoder
+
+    def encode_latents(self, latents: Latents) -> tuple[list[bytes], list[bytes]]:
+        """(z streams, y streams), one of each per tile."""
+        return self.model.to_bytes(latents, self.coder)
+
+    def decode_latents(self, z_streams: list[bytes], y_streams: list[bytes], spatial: tuple[int, int]) -> torch.Tensor:
+        """ŷ_s of a batch of tiles (the integer hyper-synthesis runs on the device)."""
+        return self.model.from_bytes(z_streams, y_streams, spatial, self.device, self.coder)
+
+
+_ENGINES: dict[tuple[str, str, bool, int], Engine] = {}
+
+
+def get_coder(model: str | LoadedModel | None = None, device: str = "cpu", half: bool = False,
+              entropy_workers: int = 0) -> tuple[LoadedModel, Engine]:
+    """The cached :class:`Engine` for a model on a device (the model is loaded once)."""
+    loaded = model if isinstance(model, LoadedModel) else load_model(model or "default")
+    key = (loaded.model_id + loaded.hash_hex, str(device), half, entropy_workers)
+    if key not in _ENGINES:
+        net = loaded.model if str(device) == "cpu" and not half else copy.deepcopy(loaded.model)
+        _ENGINES[key] = Engine(net, device, half, entropy_workers)
+    return loaded, _ENGINES[key]

@@ -1,0 +1,1 @@
+"""Tooling for the demo, the tests, the benchmarks and infra/local: not part of the shipped packages."""

@@ -1,0 +1,123 @@
+"""Every Parquet schema the pipeline writes, and the builders of its rows.
+
+    LISTING_SCHEMA  _runs/RUN/listing/*.parquet   what a run still has to archive (driver ─▶ fetch)
+    ROW_SCHEMA      codec replica ─▶ driver       one row per input: the stats columns + the record-only ones
+    RECORD_SCHEMA   records/run=RUN/*.parquet     the ``ok`` rows' bitstreams and source metadata
+    STATS_SCHEMA    stats/run=RUN/*.parquet       every row, ok or error, without the bitstream
+    RESULT_SCHEMA   _restore_log/ID.parquet       one row per restored key, ok or error
+
+Rows are plain dicts keyed by these schemas' names (``pa.Table.from_pylist`` takes them as
+they are); the builders below are the only places that fill them in, so a new column is
+added here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+
+LISTING_SCHEMA = pa.schema([("key", pa.string()), ("version", pa.string()), ("size", pa.int64()),
+                            ("etag", pa.string()), ("mtime", pa.string())])
+
+RECORD_SCHEMA = pa.schema([
+    ("key", pa.string()), ("version", pa.string()), ("source_size", pa.int64()), ("etag", pa.string()),
+    ("mtime", pa.string()), ("bitstream", pa.large_binary()), ("model_id", pa.string()),
+    ("format_version", pa.int16()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int8()),
+    ("geo", pa.string()), ("run_id", pa.string()),
+    ("icc_profile", pa.binary()), ("exif", pa.binary()),
+])
+
+STATS_SCHEMA = pa.schema([
+    ("key", pa.string()), ("version", pa.string()), ("status", pa.string()), ("error_kind", pa.string()),
+    ("error", pa.string()), ("original_bytes", pa.int64()), ("compressed_bytes", pa.int64()), ("bpp", pa.float64()),
+    ("ratio", pa.float64()), ("psnr", pa.float64()), ("ms_ssim", pa.float64()), ("mode", pa.string()),
+    ("target", pa.float64()), ("tile_quality_min", pa.float64()), ("tile_quality_mean", pa.float64()),
+    ("tile_quality_max", pa.float64()), ("tiles", pa.int32()), ("tiles_missed", pa.int32()), ("width", pa.int32()),
+    ("height", pa.int32()), ("channels", pa.int8()), ("model_id", pa.string()), ("encode_seconds", pa.float64()),
+    ("replica", pa.string()), ("run_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
+])
+
+# what a replica emits per input: every stats column plus the record-only ones
+ROW_SCHEMA = pa.schema(list(STATS_SCHEMA) + [f for f in RECORD_SCHEMA if f.name not in STATS_SCHEMA.names])
+
+RESULT_SCHEMA = pa.schema([
+    ("key", pa.string()), ("status", pa.string()), ("error", pa.string()), ("output", pa.string()),
+    ("width", pa.int32()), ("height", pa.int32()), ("model_id", pa.string()), ("seconds", pa.float64()),
+    ("restore_id", pa.string()),
+])
+
+MAX_ERROR_CHARS = 2000  # an error message is cut here: a stats row is not a log file
+
+
+# --- the archival job ---------------------------------------------------------------------------
+def listing_row(obj) -> dict:
+    """A listed object (``storage.ObjectInfo``) as a listing shard's row."""
+    return {"key": obj.key, "version": obj.version, "size": obj.size, "etag": obj.etag, "mtime": obj.mtime}
+
+
+@dataclass(frozen=True)
+class RowContext:
+    """What every row of one replica says about how it was made (fixed for the replica's life)."""
+
+    run_id: str
+    mode: str  # target_psnr, quality or target_bpp
+    target: float
+    replica: str  # host:pid/gpuN
+
+    @classmethod
+    def of(cls, cfg, replica: str) -> "RowContext":
+        mode, target = cfg.mode
+        return cls(cfg.run_id, mode, float(target), replica)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Quality measured on the decoded record (verification), over the colour channels."""
+
+    psnr: float
+    ms_ssim: float
+
+
+def base_row(listed: dict, ctx: RowContext) -> dict:
+    """A fetched listing row as an ``error`` row with nothing known yet: what every outcome starts from."""
+    row = dict.fromkeys(ROW_SCHEMA.names)
+    row.update(key=str(listed["key"]), version=listed["version"], source_size=int(listed["size"]),
+               etag=listed["etag"], mtime=listed["mtime"], status="error", original_bytes=int(listed["size"]),
+               mode=ctx.mode, target=ctx.target, replica=ctx.replica, run_id=ctx.run_id,
+               timestamp=datetime.now(timezone.utc))
+    return row
+
+
+def error_row(row: dict, kind: str, message: str) -> dict:
+    """``row`` as an error of ``kind`` (one of the ``error_kind`` values the README lists)."""
+    row.update(status="error", error_kind=kind, error=message[:MAX_ERROR_CHARS])
+    return row
+
+
+def ok_row(row: dict, result, image, seconds: float, measured: Measured | None) -> dict:
+    """``row`` filled in from a codec ``EncodeResult`` of ``image`` (a ``codec.imageio`` image)."""
+    q = np.array([tile.quality for tile in result.header.tiles])
+    h, w = image.pixels.shape[:2]
+    row.update(
+        status="ok", bitstream=result.data, compressed_bytes=len(result.data), bpp=result.bpp,
+        tile_quality_min=float(q.min()), tile_quality_mean=float(q.mean()), tile_quality_max=float(q.max()),
+        tiles=len(q), tiles_missed=result.missed_tiles, width=w, height=h, channels=result.header.channels,
+        format_version=result.header.version, encode_seconds=seconds, psnr=result.psnr,
+        model_id=result.header.model_id,  # what the stream says decodes it
+    )
+    if measured is not None:
+        row.update(psnr=measured.psnr, ms_ssim=measured.ms_ssim)
+    row.update(geo=image.geo, icc_profile=image.icc_profile, exif=image.exif)
+    row["ratio"] = row["original_bytes"] / row["compressed_bytes"]
+    return row
+
+
+# --- restores -----------------------------------------------------------------------------------
+def restore_row(key: str, error: str | None = None, **fields) -> dict:
+    """A restore result: ``ok`` unless ``error`` is given; ``fields`` fill in other RESULT_SCHEMA columns."""
+    row = dict.fromkeys(RESULT_SCHEMA.names)
+    row.update(key=key, status="error" if error else "ok", error=error, **fields)
+    return row

@@ -1,0 +1,172 @@
+"""The codec replica: one Ray actor that holds the model and turns fetched images into rows.
+
+    fetched row ─▶ decode_image ─▶ codec.encode ─▶ codec.decode + measure (--verify) ─▶ ok row
+                   any failure on the way ─▶ error row naming the key and its error_kind
+
+The model loads once per replica (on its GPU in float16, or on the CPU), which is why this is
+a callable class in an actor pool and not a task. Every input row comes out as exactly one
+output row, even when an image kills the replica: see ``crashes.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+import numpy as np
+
+from ..archive import Archive
+from ..config import CompressJobConfig
+from ..schema import ROW_SCHEMA, Measured, RowContext, base_row, error_row, ok_row
+from .crashes import CRASH_LIMIT, CrashLedger
+from .decode import Rejected, decode_image
+
+FAULT_ENV = "TLIC_FAULT_KILL_REPLICA_AFTER"  # "N:/path/marker": die once after N images (resilience tests)
+FAULT_KEY_ENV = "TLIC_FAULT_KILL_ON_KEY"  # die whenever a key containing this text is processed (tests)
+
+
+class CodecReplica:
+    """One codec replica: loads the model once, then encodes (and verifies) batches of images.
+
+    With a GPU assigned by Ray (``num_gpus``) it runs on that GPU in float16;
+    otherwise on the CPU.
+    """
+
+    def __init__(self, config: CompressJobConfig, cpu_threads: int | None = None):
+        import ray
+        import torch
+
+        import codec
+
+        from ..model_store import model_resolver
+
+        self.cfg = config  # passed as an object: its SecretStr credentials survive pickling, not JSON
+        self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+        self.device = "cuda" if self.gpu_ids and torch.cuda.is_available() else "cpu"
+        if self.device == "cpu" and cpu_threads:
+            torch.set_num_threads(cpu_threads)
+        # the driver pinned cfg.model to NAME@VERSION: every replica loads exactly those weights
+        loaded = model_resolver(config.model_registry, config.storage).load(config.model)
+        self.model, _ = codec.get_coder(loaded, self.device, half=self.device == "cuda")
+        self.archive = Archive(config.output, config.storage)
+        gpu = f"/gpu{','.join(self.gpu_ids)}" if self.gpu_ids else "/cpu"
+        self.ctx = RowContext.of(config, f"{socket.gethostname()}:{os.getpid()}{gpu}")
+        self.target = dict([config.mode])  # {"target_psnr": 38.0}: how codec.encode takes it
+        self.crashes = CrashLedger(self.archive, config.run_id)
+        self.done = 0
+        self._announce()
+
+    def _announce(self) -> None:
+        """Record this replica (host, GPU, device, model) under the run, for audits and tests."""
+        info = {"replica": self.ctx.replica, "gpu_ids": self.gpu_ids, "device": self.device,
+                "model_id": self.model.model_id}
+        path = self.archive.replica_info(self.cfg.run_id, f"{socket.gethostname()}-{os.getpid()}")
+        self.archive.put(path, json.dumps(info).encode())
+
+    def __call__(self, batch):
+        """One output row per input row, whatever happens to any one image.
+
+        The batch is coded under one in-flight marker. If an earlier attempt at it died with
+        its replica, Ray retries it here: then each key is coded under its own marker, so the
+        key that kills the replica is named, and a key that did so CRASH_LIMIT times becomes a
+        ``crashed`` error row while the rest of the batch goes on.
+        """
+        import pyarrow as pa
+
+        rows = batch.to_pylist()
+        keys = [str(r["key"]) for r in rows]
+        deaths = self.crashes.deaths(keys)
+        if not any(deaths.values()):
+            with self.crashes.in_flight(keys):
+                out = [self._one(row) for row in rows]
+        else:
+            out = [self._one_alone(row, deaths[key]) for row, key in zip(rows, keys)]
+        return pa.Table.from_pylist(out, schema=ROW_SCHEMA)
+
+    def _one_alone(self, listed: dict, deaths: int) -> dict:
+        """A key of a batch that killed a replica before: coded under its own marker, or given up on."""
+        key = str(listed["key"])
+        if deaths >= CRASH_LIMIT:
+            return error_row(base_row(listed, self.ctx), "crashed",
+                             f"{key}: the codec replica died {deaths} times while coding this image "
+                             "(out of memory, or a crash in native code); it is not retried without --retry-errors")
+        with self.crashes.in_flight([key]):
+            return self._one(listed)
+
+    def _one(self, listed: dict) -> dict:
+        """Decode, encode and verify one fetched image; any failure is an error row naming the key."""
+        row = base_row(listed, self.ctx)
+        key = row["key"]
+        if listed.get("fetch_error"):
+            return error_row(row, listed.get("fetch_error_kind") or "fetch", f"cannot read {key}: {listed['fetch_error']}")
+        row["original_bytes"] = len(listed["data"])
+        try:
+            maybe_fault(key, self.done)
+            image = decode_image(listed["data"], key, self.cfg.max_pixels, self.cfg.max_image_memory)
+        except Rejected as exc:
+            return error_row(row, exc.kind, str(exc))
+        try:
+            t = time.perf_counter()
+            result = self._encode(image.pixels, key)
+            seconds = time.perf_counter() - t
+            measured = self._verify(result, image.pixels) if self.cfg.verify else None
+        except BaseException as exc:  # noqa: BLE001 — CUDA OOM, MemoryError, native panics, asserts
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            self._free_memory()
+            return error_row(row, "encode", f"{key}: {type(exc).__name__}: {exc}")
+        ok_row(row, result, image, seconds, measured)
+        self.done += 1
+        maybe_fault(key, self.done)
+        return row
+
+    def _encode(self, pixels: np.ndarray, key: str):
+        import codec
+
+        return codec.encode(pixels, self.model, tile_size=self.cfg.tile_size, device=self.device,
+                            half=self.device == "cuda", name=key, **self.target)
+
+    def _verify(self, r, pixels: np.ndarray) -> Measured:
+        """Decode the record as a restore would; measure it; refuse it if it is not what was encoded.
+
+        PSNR and MS-SSIM are over the colour channels (an alpha plane is checked to be exact).
+        """
+        import codec
+        from codec.metrics import ms_ssim, psnr
+
+        decoded = codec.decode(r.data, self.model, device=self.device, half=self.device == "cuda",
+                               max_pixels=self.cfg.max_pixels)
+        if decoded.shape != pixels.shape:
+            raise codec.CodecError(f"verification failed: decoded shape {decoded.shape} != {pixels.shape}")
+        colour, decoded_colour = (pixels[..., :3], decoded[..., :3]) if pixels.ndim == 3 else (pixels, decoded)
+        if pixels.ndim == 3 and pixels.shape[2] == 4 and not np.array_equal(pixels[..., 3], decoded[..., 3]):
+            raise codec.CodecError("verification failed: the alpha plane did not come back exactly")
+        measured = psnr(colour, decoded_colour)
+        if r.psnr is not None and np.isfinite(r.psnr) and r.header.channels != 1 and abs(measured - r.psnr) > 0.05:
+            raise codec.CodecError(f"verification failed: decoded PSNR {measured:.3f} dB, encoder measured {r.psnr:.3f} dB")
+        return Measured(measured, ms_ssim(colour, decoded_colour))
+
+    def _free_memory(self) -> None:
+        import gc
+
+        gc.collect()
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def maybe_fault(key: str, done: int) -> None:
+    """Test hooks: die like a replica killed for memory (no Python cleanup)."""
+    poison = os.environ.get(FAULT_KEY_ENV)
+    if poison and poison in key:
+        os._exit(1)
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    n, marker = spec.split(":", 1)
+    if done >= int(n) and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)

@@ -1,0 +1,71 @@
+"""Rate targets, the one quality representation, and the tile grid."""
+
+import numpy as np
+import pytest
+
+import codec
+from codec import quality, tiles
+from codec.ratecontrol import DEFAULT_TARGET_PSNR, MODES, RateTarget
+from conftest import natural_image, psnr
+
+
+def test_one_mode_rule_and_default():
+    assert RateTarget.from_options() == RateTarget("target_psnr", DEFAULT_TARGET_PSNR) == RateTarget("target_psnr", 38)
+    assert RateTarget.from_options(quality=0.5) == RateTarget("quality", 0.5)
+    assert RateTarget.from_options(target_bpp=0.3).mode == "target_bpp"
+    with pytest.raises(ValueError, match=r"only one of .*\(got target_psnr, target_bpp\)"):
+        RateTarget.from_options(target_psnr=30, target_bpp=0.3)
+
+
+@pytest.mark.parametrize("mode,value,match", [
+    ("quality", 1.5, r"quality must be in \[0, 1\]"), ("quality", -0.1, r"\[0, 1\]"),
+    ("target_bpp", 0, "positive"), ("target_psnr", float("nan"), "finite"), ("target_bpp", float("inf"), "finite"),
+    ("target_psnr", "x", "must be a number"), ("psnr", 30, "unknown rate-control mode"),
+])
+def test_invalid_targets(mode, value, match):
+    with pytest.raises(ValueError, match=match):
+        RateTarget(mode, value)
+
+
+def test_modes_order_is_the_stream_byte():
+    assert MODES == ("quality", "target_psnr", "target_bpp")
+
+
+def test_quality_codes():
+    levels = np.arange(quality.LEVELS)
+    codes = quality.code_of_level(levels)
+    assert codes[0] == 0 and codes[-1] == quality.QUALITY_STEPS and (np.diff(codes) > 0).all()
+    # a user quality on the grid gets the grid's code, so quality mode and the search agree
+    assert [quality.code_of(lv / (quality.LEVELS - 1)) for lv in levels] == codes.tolist()
+    assert quality.code_of(-1) == 0 and quality.code_of(2) == quality.QUALITY_STEPS
+    assert quality.q_tensor([codes[5]]).item() == np.float32(codes[5] / quality.QUALITY_STEPS)
+
+
+def test_encoder_measures_what_the_decoder_reconstructs(model):
+    """Every tile's PSNR as the encoder measured it is the decoded tile's PSNR (same q on both sides)."""
+    img = natural_image(130, 200, seed=1)
+    r = codec.encode(img, model, target_psnr=31.0, tile_size=64)
+    out = codec.decode(r.data, model)
+    for i in range(len(r.header.tiles)):
+        x, y, w, h = r.header.tile_box(i)
+        assert psnr(img[y : y + h, x : x + w], out[y : y + h, x : x + w]) == pytest.approx(r.tile_psnr[i], abs=1e-9)
+
+
+def test_one_tile_grid():
+    for w, h, t in [(1, 1, 64), (330, 200, 64), (512, 512, 256), (300, 451, 128)]:
+        header = codec.Header("m", bytes(32), w, h, 3, t, "quality", 0.5)
+        boxes = tiles.grid_boxes(w, h, t)
+        rows, cols = header.grid
+        assert len(boxes) == rows * cols and header.boxes() == boxes
+        assert [header.tile_box(i) for i in range(len(boxes))] == boxes
+        assert sum(bw * bh for _, _, bw, bh in boxes) == w * h
+    with pytest.raises(ValueError, match="multiple of 64"):
+        tiles.check_tile_size(96)
+
+
+def test_batches_group_by_shape_and_cap_pixels():
+    boxes = tiles.grid_boxes(330, 200, 64)
+    got = list(tiles.batches(boxes, range(len(boxes)), 8, max_pixels=3 * 64 * 64))
+    assert sorted(i for _, ids in got for i in ids) == list(range(len(boxes)))
+    for (pw, ph), ids in got:
+        assert len(ids) <= 3 and all(tiles.padded_size(*boxes[i][2:]) == (pw, ph) for i in ids)
