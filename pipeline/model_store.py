@@ -103,7 +103,6 @@ class ModelStore:
             raise ValueError(f"model name {name!r}: use lowercase letters, digits, '-' or '_' (starting with a letter)")
         if BUILTIN.versions(name):
             raise ValueError(f"{name!r} is a built-in model name; pick another so model ids stay unambiguous")
-        self._versions.pop(name, None)
         weights = bytes(weights)
         sha = hashlib.sha256(weights).hexdigest()
         first = (self.versions(name) or [0])[-1] + 1
@@ -114,6 +113,7 @@ class ModelStore:
             body = {"model_id": f"{name}@{version}", "sha256": sha,
                     "registered_at": datetime.now(timezone.utc).isoformat(), **card}
             if put_if_absent(self.fs, f"{d}/card.json", json.dumps(body, indent=1, default=str).encode()):
+                self._versions.pop(name, None)  # the next listing sees the new version
                 return f"{name}@{version}"
             # another registration of the very same weights committed this version first: take the next
         raise RuntimeError(f"could not register {name}: versions {first}..{first + MAX_REGISTER_TRIES - 1} were "
