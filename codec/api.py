@@ -50,6 +50,7 @@ def encode(
     target_psnr: float | None = None,
     quality: float | None = None,
     target_bpp: float | None = None,
+    target: RateTarget | None = None,
     tile_size: int = DEFAULT_TILE,
     device: str = "cpu",
     half: bool = False,
@@ -57,12 +58,16 @@ def encode(
     entropy_workers: int = 0,
     name: str = "image",
 ) -> EncodeResult:
-    """Encode an 8-bit image. At most one of ``target_psnr`` (default 38 dB), ``quality`` or ``target_bpp``.
+    """Encode an 8-bit image. At most one of ``target_psnr`` (default 38 dB), ``quality`` or ``target_bpp``,
+    or a ready :class:`~codec.ratecontrol.RateTarget` as ``target`` (what a job validated once).
 
     ``device``/``half`` run the transforms on a GPU (float16); ``entropy_workers`` range-codes
     tiles in that many CPU processes. Neither changes the bits' meaning: any device decodes.
     """
-    target = RateTarget.from_options(target_psnr=target_psnr, quality=quality, target_bpp=target_bpp)
+    if target is None:
+        target = RateTarget.from_options(target_psnr=target_psnr, quality=quality, target_bpp=target_bpp)
+    elif any(v is not None for v in (target_psnr, quality, target_bpp)):
+        raise ValueError("give target or one of target_psnr, quality, target_bpp, not both")
     check_tile_size(tile_size)
     img = prepare(image, name)
     loaded, engine = get_coder(model, device, half, entropy_workers)

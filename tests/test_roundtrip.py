@@ -129,3 +129,12 @@ def test_entropy_workers_give_identical_bytes(model, image):
     pooled = codec.encode(image, model, quality=0.4, tile_size=128, entropy_workers=2)
     assert pooled.data == serial.data
     assert np.array_equal(codec.decode(serial.data, model, entropy_workers=2), codec.decode(serial.data, model))
+
+
+def test_a_validated_rate_target_codes_like_its_keywords(image, model):
+    from codec.ratecontrol import RateTarget
+
+    assert codec.encode(image[:64, :96], model, target=RateTarget("quality", 0.5)).data == \
+        codec.encode(image[:64, :96], model, quality=0.5).data
+    with pytest.raises(ValueError, match="not both"):
+        codec.encode(image[:64, :96], model, target=RateTarget("quality", 0.5), quality=0.5)

@@ -53,7 +53,7 @@ class CodecReplica:
         self.archive = Archive(config.output, config.storage)
         gpu = f"/gpu{','.join(self.gpu_ids)}" if self.gpu_ids else "/cpu"
         self.ctx = RowContext.of(config, f"{socket.gethostname()}:{os.getpid()}{gpu}")
-        self.target = dict([config.mode])  # {"target_psnr": 38.0}: how codec.encode takes it
+        self.target = config.rate_target  # validated once, by the codec's own rule
         self.crashes = CrashLedger(self.archive, config.run_id)
         self.done = 0
         self._announce()
@@ -126,7 +126,7 @@ class CodecReplica:
         import codec
 
         return codec.encode(pixels, self.model, tile_size=self.cfg.tile_size, device=self.device,
-                            half=self.device == "cuda", name=key, **self.target)
+                            half=self.device == "cuda", name=key, target=self.target)
 
     def _verify(self, r, pixels: np.ndarray) -> Measured:
         """Decode the record as a restore would; measure it; refuse it if it is not what was encoded.
