@@ -71,7 +71,8 @@ def main(argv=None) -> int:
         print()
         from jobs import report as report_job
 
-        report_job.main(["--stats", folder_url(OUTPUT, STATS), "--html", str(a.dir / "report.html")])
+        report_job.main(["--stats", folder_url(OUTPUT, STATS), "--html", str(a.dir / "report.html")]
+                        + (["--model-registry", registry] if registry else []))
         restore_sample(a.dir, registry)
     return 0
 

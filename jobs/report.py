@@ -34,6 +34,7 @@ def parse_args(argv=None) -> ReportJobConfig:
     ap.add_argument("--group-by", dest="group_by", choices=["prefix", "day", "model", "run"])
     ap.add_argument("--html")
     ap.add_argument("--image")
+    ap.add_argument("--model-registry", dest="model_registry", help="URL of the model registry (non-built-in models)")
     ap.add_argument("--endpoint-url")
     a = vars(ap.parse_args(argv))
     return ReportJobConfig.from_cli(a, a.pop("config"), a.pop("endpoint_url"))
@@ -55,6 +56,7 @@ def main(argv=None) -> int:
         report = build_report(con, cfg.group_by)
         print(report.text())
         if cfg.html:
+            from pipeline.model_store import model_resolver
             from pipeline.report_html import render_html
 
             archive = Archive(archive_url(cfg.stats), cfg.storage)
@@ -63,7 +65,8 @@ def main(argv=None) -> int:
             record = archive.find_record(key) if key else None
             if cfg.image and record is None:
                 print(f"report: {cfg.image}: no committed record; the bit-allocation plot is left out", file=sys.stderr)
-            page = render_html(report, con, archive_url(cfg.stats), (key, record) if record else None)
+            page = render_html(report, con, archive_url(cfg.stats), (key, record) if record else None,
+                               model_resolver(cfg.model_registry, cfg.storage))
             fs, path = filesystem(cfg.html, cfg.storage)
             fs.pipe_file(path, page.encode())
             print(f"\nHTML report: {cfg.html}")

@@ -195,6 +195,7 @@ class ReportJobConfig(JobConfig):
     group_by: Literal["prefix", "day", "model", "run"] | None = None
     html: str | None = Field(default=None, description="write the HTML report here (a path or URL)")
     image: str | None = Field(default=None, description="key whose bit allocation the HTML shows (default: the most tiles)")
+    model_registry: str | None = Field(default=None, description="where the shown record's model is, if not built in")
     storage: StorageOptions = Field(default_factory=StorageOptions)
 
 

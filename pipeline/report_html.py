@@ -115,13 +115,15 @@ def preview_box(width: int, height: int, tile_size: int, max_pixels: int | None 
     return x0, y0, cw, ch
 
 
-def bit_allocation_plot(key: str, record: dict) -> str:
+def bit_allocation_plot(key: str, record: dict, models=None) -> str:
     """The image beside its per-tile bpp map (as in the tiled-codec paper's bit-rate masks).
 
     The maps come from the stream's tile index alone; the picture decodes only :func:`preview_box`
-    (the tiles that cover it), never a whole large image.
+    (the tiles that cover it), never a whole large image. ``models`` (a ``ModelResolver``) finds
+    the record's model; if it cannot, the maps are shown without the picture.
     """
     import codec
+    from codec.registry import ModelResolver
     from matplotlib.patches import Rectangle
 
     data = record["bitstream"]
@@ -129,11 +131,18 @@ def bit_allocation_plot(key: str, record: dict) -> str:
     bpp, quality = tile_bpp_map(data)
     w, h = header.width, header.height
     box = preview_box(w, h, header.tile_size)
-    img = codec.decode_region(data, box, header=header)
+    try:
+        model = (models or ModelResolver()).load(header.model_id)
+        img, note = codec.decode_region(data, box, model, header=header), None
+    except codec.CodecError as exc:  # e.g. a registry model and no --model-registry: keep the maps
+        img, note = np.zeros((box[3], box[2]), np.uint8), f"picture left out: {exc}"
     cropped = box != (0, 0, w, h)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1, 1]})
     axes[0].imshow(img[..., :3] if img.ndim == 3 else img, cmap=None if img.ndim == 3 else "gray")
     axes[0].set_title(f"reconstruction, {box[2]}×{box[3]} crop at ({box[0]}, {box[1]})" if cropped else "reconstruction")
+    if note:
+        axes[0].text(0.5, 0.5, "\n".join(note[i : i + 40] for i in range(0, min(len(note), 200), 40)),
+                     ha="center", va="center", color="white", fontsize=8, transform=axes[0].transAxes)
     for ax, grid, label, cmap in ((axes[1], bpp, "bits per pixel", "magma"), (axes[2], quality, "tile quality (0–1)", "viridis")):
         im = ax.imshow(grid, cmap=cmap, extent=(0, w, h, 0), interpolation="nearest")
         if cropped:
@@ -161,7 +170,7 @@ figcaption{font-size:13px;color:#555}h2{margin-top:28px;border-bottom:1px solid 
 
 
 def render_html(report: Report, con: duckdb.DuckDBPyConnection, source: str,
-                allocation: tuple[str, dict] | None = None) -> str:
+                allocation: tuple[str, dict] | None = None, models=None) -> str:
     """The whole report as one HTML string."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Compression report</title><style>{CSS}</style>"
@@ -170,7 +179,7 @@ def render_html(report: Report, con: duckdb.DuckDBPyConnection, source: str,
              "<h2>Distributions</h2>", *distribution_plots(con),
              "<h2>Over time and by prefix</h2>", *time_and_prefix_plots(con)]
     if allocation:
-        parts += ["<h2>Bit allocation</h2>", bit_allocation_plot(*allocation)]
+        parts += ["<h2>Bit allocation</h2>", bit_allocation_plot(*allocation, models)]
     parts += ["<h2>Errors by cause</h2>", _table_html(report.errors) if report.errors.num_rows else "<p>No errors.</p>",
               "<h2>Runs</h2>", _table_html(report.runs), "</body></html>"]
     return "\n".join(parts)

@@ -25,6 +25,8 @@ from .schema import RESULT_SCHEMA, restore_row
 from .stages.restore import image_format, restore_record
 from .storage import filesystem
 
+RESTORE_MAX_RESTARTS = 20  # per restore replica, before the job fails
+
 SUFFIX = {"png": ".png", "tiff": ".tif"}
 
 
@@ -147,7 +149,10 @@ def run_restore(cfg: RestoreJobConfig, progress: bool = True) -> RestoreSummary:
         driver.start(cfg.replica_start_timeout_s)
         ds = ray.data.from_arrow(index.select(["key", "file", "output"])).repartition(
             target_num_rows_per_block=cfg.batch_size)
-        results += driver.results(driver.actor_map(ds, RestoreReplica, cfg), index.num_rows, "restore", progress)
+        # bounded like the compress job's replicas (a record that kills its replica 3 times fails the
+        # job rather than looping); rows of a retried batch are counted once
+        ds = driver.actor_map(ds, RestoreReplica, cfg, max_restarts=RESTORE_MAX_RESTARTS, max_task_retries=3)
+        results += driver.results(ds, index.num_rows, "restore", progress, unique="key")
     for r in results:
         summary.add(r)
     summary.seconds = time.time() - t0

@@ -111,3 +111,13 @@ def test_html_report_renders_with_its_plots(s3_env, archived, tmp_path, capsys):
     c0 = np.all(np.abs(img - [31, 119, 180]) < 12, axis=-1).sum()
     c2 = np.all(np.abs(img - [44, 160, 44]) < 12, axis=-1).sum()
     assert c0 > 2000 and c2 > 1000, (c0, c2)
+
+
+def test_bit_allocation_without_the_records_model_keeps_the_maps(image, model):
+    import codec
+    from codec.registry import ModelResolver
+    from pipeline.report_html import bit_allocation_plot
+
+    record = {"bitstream": codec.encode(image, model, quality=0.3).data}
+    html_part = bit_allocation_plot("s3://raw/x.png", record, ModelResolver([]))  # no source knows the model
+    assert "bit-allocation" in html_part and "<img" in html_part
