@@ -1,0 +1,38 @@
+"""The pure helpers of bench/rd.py: the tile grid of tile_psnrs and the bisection of lowest_passing."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from rd import lowest_passing, tile_psnrs  # noqa: E402
+
+
+def test_tile_psnrs_follows_the_codec_grid_with_partial_edge_tiles():
+    ref = np.zeros((300, 600, 3), np.uint8)
+    rec = ref.copy()
+    rec[256:, 512:] = 10  # only the last (partial, 44×88) tile differs
+    p = tile_psnrs(ref, rec, tile=256)
+    assert p.shape == (2 * 3,)
+    assert np.isinf(p[:-1]).all()
+    assert p[-1] == pytest.approx(10 * np.log10(255**2 / 100))
+
+
+@pytest.mark.parametrize("threshold", [0, 1, 37, 99, 100])
+def test_lowest_passing_finds_the_threshold_with_few_calls(threshold):
+    calls = []
+
+    def passes(k):
+        calls.append(k)
+        return k >= threshold
+
+    assert lowest_passing(passes, 0, 100) == threshold
+    assert len(calls) <= 8
+
+
+def test_lowest_passing_none_when_even_the_top_fails():
+    assert lowest_passing(lambda k: False, 0, 100) is None
+    assert lowest_passing(lambda k: k >= 5, 5, 5) == 5
