@@ -71,15 +71,16 @@ AERIAL_HELDOUT = [
 ]
 # The goal values of issue "Codec v3: archival quality range and state-of-the-art RD" as this
 # benchmark reads them; ``le``: the measured value must be at most the goal, ``ge``: at least.
-GOALS = {
-    "q1_mean_psnr": ("ge", 42.0),
-    "q1_worst_tile_psnr": ("ge", 42.0),  # so that a 42 dB target flags nothing
-    "flagged": ("le", 0),
-    "bd_vs_jpeg": ("le", -50.0),
+GOALS = {  # the "this issue" column of the codec-v3 issue
+    "q1_mean_psnr": ("ge", 46.0),
+    "q1_worst_tile_psnr": ("ge", 42.0),
+    "flagged_pct_38": ("le", 2.0),  # share of 256² tiles flagged at a 38 dB target
+    "flagged_pct_42": ("le", 5.0),
+    "bd_vs_jpeg": ("le", -55.0),
     "bd_vs_avif": ("le", 0.0),
-    "bd_vs_jxl": ("le", 0.0),
-    "bd_targets_vs_jpeg": ("le", -50.0),
-    "guaranteed_ratio_vs_avif": ("lt", 1.0),  # with no tile left below T
+    "bd_vs_jxl": ("le", -30.0),
+    "bd_targets_vs_jpeg": ("le", -48.0),
+    "guaranteed_ratio_vs_avif": ("le", 0.8),  # with no tile left below T
 }
 
 
@@ -330,12 +331,12 @@ def goals(res: dict) -> list[dict]:
             round(A["q1"]["worst_tile_psnr"], 2), f"mean {A['q1']['psnr']:.2f} dB")
     for p in res["targets"]["points"]:
         if p["target"] in (38.0, 42.0):
-            add(f"Kodak tiles flagged at a {p['target']:.0f} dB target", "flagged", p["missed_flagged"],
-                f"of {p['tiles']}; {p['tiles_below']} below")
+            add(f"Kodak tiles flagged at a {p['target']:.0f} dB target, %", f"flagged_pct_{p['target']:.0f}",
+                round(100 * p["missed_flagged"] / p["tiles"], 1), f"{p['missed_flagged']} of {p['tiles']}")
     if res.get("aerial"):
         for p in res["aerial"]["targets"]:
-            add(f"aerial tiles flagged at a {p['target']:.0f} dB target", "flagged", p["missed_flagged"],
-                f"of {p['tiles']}; {p['tiles_below']} below")
+            add(f"aerial tiles flagged at a {p['target']:.0f} dB target, %", f"flagged_pct_{p['target']:.0f}",
+                round(100 * p["missed_flagged"] / p["tiles"], 1), f"{p['missed_flagged']} of {p['tiles']}")
     q, t = res["bd_rate_pct"]["quality_sweep"], res["bd_rate_pct"]["target_sweep"]
     for fmt, key, label in (("JPEG", "bd_vs_jpeg", "JPEG"), ("AVIF", "bd_vs_avif", "AVIF"), ("JXL", "bd_vs_jxl", "JPEG XL (effort 7)")):
         k = next((k for k in q if k.startswith(f"{fmt} (")), None)
@@ -352,7 +353,7 @@ def goals(res: dict) -> list[dict]:
             None if r is None else round(r, 3),
             ("guaranteed" if guaranteed else f"NO guarantee: {g['ours_tiles_below']} of {g['tiles']} tiles below")
             + (f"; ours/JPEG XL {fmt_ratio(g['ratio_vs_JXL'])}" if g["ratio_vs_JXL"] else ""),
-            met=guaranteed and r is not None and r < GOALS["guaranteed_ratio_vs_avif"][1])
+            met=guaranteed and r is not None and r <= GOALS["guaranteed_ratio_vs_avif"][1])
     return rows
 
 
