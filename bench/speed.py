@@ -214,8 +214,8 @@ def agreement(img: np.ndarray, model, target: float) -> dict:
 def commit() -> str:
     root = Path(__file__).resolve().parents[1]
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                           text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"],
+                           cwd=root, capture_output=True, text=True).stdout.strip()  # results: this script's output
     return sha + ("-dirty" if dirty else "")
 
 
