@@ -40,7 +40,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def codec_root() -> Path:
+    """The checkout whose codec is measured: ``--codec-root`` (e.g. an exported baseline), else this one."""
+    if "--codec-root" in sys.argv[:-1]:
+        return Path(sys.argv[sys.argv.index("--codec-root") + 1]).resolve()
+    return Path(__file__).resolve().parents[1]
+
+
+sys.path.insert(0, str(codec_root()))
 
 import codec  # noqa: E402
 from codec import bitstream, parallel, rangecoder  # noqa: E402
@@ -205,8 +214,8 @@ def agreement(img: np.ndarray, model, target: float) -> dict:
 def commit() -> str:
     root = Path(__file__).resolve().parents[1]
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                           text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"],
+                           cwd=root, capture_output=True, text=True).stdout.strip()  # results: this script's output
     return sha + ("-dirty" if dirty else "")
 
 
@@ -219,8 +228,10 @@ def main() -> None:
     ap.add_argument("--agreement", action="store_true", help="compare target-PSNR levels with the exhaustive search")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--commit", default=None, help="label the run with this commit (default: git HEAD here)")
+    ap.add_argument("--codec-root", type=Path, help="measure the codec package of another checkout (a baseline)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    assert Path(codec.__file__).resolve().is_relative_to(codec_root()), codec.__file__
     model = codec.load_model(a.model)
     images = mosaics()
     if not images:
@@ -240,7 +251,10 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "speed.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
-    result = {"baseline": run if a.baseline else previous.get("baseline"), "current": run}
+    result = {"baseline": run if a.baseline else previous.get("baseline"), "current": run,
+              "earlier_baselines": previous.get("earlier_baselines", [])}
+    if a.baseline and previous.get("baseline"):
+        result["earlier_baselines"].append(previous["baseline"])
     path.write_text(json.dumps(result, indent=1))
     (a.out / "speed.log").write_text(summary(result))
     print(summary(result))
@@ -260,6 +274,16 @@ def summary(result: dict) -> str:
             lines.append(f"  {name}: " + "; ".join(cells))
         if run.get("agreement"):
             lines.append(f"  agreement with the exhaustive search: {run['agreement']}")
+    base, cur = result.get("baseline"), result.get("current")
+    if base and cur and base is not cur:
+        for name in set(base["images"]) & set(cur["images"]):
+            cells = []
+            for mode, v in cur["images"][name].items():
+                b = base["images"][name].get(mode)
+                if b:
+                    cells.append(f"{mode} ×{v['mp_s'] / b['mp_s']:.2f}" + (
+                        f" ({v['bytes'] - b['bytes']:+d} bytes)" if "bytes" in v and "bytes" in b else ""))
+            lines.append(f"current vs baseline, {name}: " + "; ".join(cells))
     return "\n".join(lines) + "\n"
 
 

@@ -45,7 +45,9 @@ class SimplifiedGDN(nn.Module):
         beta = lower_bound(self.beta_raw, 1e-4)
         gamma = lower_bound(self.gamma_raw, 0.0)
         norm = F.conv2d(x.abs(), gamma.to(x.dtype), beta.to(x.dtype))
-        return x * norm if self.inverse else x / norm
+        if torch.is_grad_enabled():
+            return x * norm if self.inverse else x / norm
+        return norm.mul_(x) if self.inverse else torch.div(x, norm, out=norm)  # coding: no new activation
 
 
 class TwoPath(nn.Module):
@@ -65,7 +67,19 @@ class TwoPath(nn.Module):
         nn.init.zeros_(nonlinear[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x) + self.nonlinear(x)
+        return self._linear(x) + self.nonlinear(x)
+
+    def _linear(self, x: torch.Tensor) -> torch.Tensor:
+        """The linear path. A transposed convolution over whole blocks (stride = kernel, the synthesis')
+        runs, when coding, as the same sums in a 1×1 convolution and a pixel shuffle: several times
+        faster on CPU, and the same bits."""
+        lin = self.linear
+        if (torch.is_grad_enabled() or not isinstance(lin, nn.ConvTranspose2d)
+                or lin.stride != lin.kernel_size or lin.padding != (0, 0) or lin.kernel_size[0] != lin.kernel_size[1]):
+            return lin(x)
+        k = lin.kernel_size[0]
+        weight = lin.weight.reshape(lin.in_channels, -1).t().reshape(-1, lin.in_channels, 1, 1)
+        return F.pixel_shuffle(F.conv2d(x, weight, lin.bias.repeat_interleave(k * k)), k)
 
 
 def conv(cin: int, cout: int, kernel: int = 5, stride: int = 2) -> nn.Conv2d:
