@@ -28,6 +28,8 @@ RECORD_SCHEMA = pa.schema([
     ("format_version", pa.int16()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int8()),
     ("geo", pa.string()), ("run_id", pa.string()),
     ("icc_profile", pa.binary()), ("exif", pa.binary()),
+    # rasters (codec.imageio): sample type, band count, the nodata value and band descriptions of the source
+    ("bands", pa.int16()), ("dtype", pa.string()), ("nodata", pa.float64()), ("band_names", pa.list_(pa.string())),
 ])
 
 STATS_SCHEMA = pa.schema([
@@ -38,6 +40,9 @@ STATS_SCHEMA = pa.schema([
     ("tile_quality_max", pa.float64()), ("tiles", pa.int32()), ("tiles_missed", pa.int32()), ("width", pa.int32()),
     ("height", pa.int32()), ("channels", pa.int8()), ("model_id", pa.string()), ("encode_seconds", pa.float64()),
     ("replica", pa.string()), ("run_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
+    # rasters: bits / (pixels × bands) and PSNR as codec.metrics defines them for any bit depth
+    ("bands", pa.int16()), ("dtype", pa.string()), ("bits_per_sample", pa.float64()),
+    ("nodata_fraction", pa.float64()), ("lossless_tiles", pa.int32()),
 ])
 
 # what a replica emits per input: every stats column plus the record-only ones
