@@ -68,22 +68,25 @@ class RowContext:
     """What every row of one replica says about how it was made (fixed for the replica's life)."""
 
     run_id: str
-    mode: str  # target_psnr, quality or target_bpp
-    target: float
+    mode: str  # target_psnr, quality, target_bpp or lossless
+    target: float | None  # None when lossless
     replica: str  # host:pid/gpuN
 
     @classmethod
     def of(cls, cfg, replica: str) -> "RowContext":
+        if cfg.lossless:
+            return cls(cfg.run_id, "lossless", None, replica)
         mode, target = cfg.mode
         return cls(cfg.run_id, mode, float(target), replica)
 
 
 @dataclass(frozen=True)
 class Measured:
-    """Quality measured on the decoded record (verification), over the colour channels."""
+    """Quality measured on the decoded record (verification): 8-bit images over the colour channels,
+    rasters by codec.metrics.raster_psnr (no MS-SSIM)."""
 
     psnr: float
-    ms_ssim: float
+    ms_ssim: float | None
 
 
 def base_row(listed: dict, ctx: RowContext) -> dict:
@@ -109,15 +112,27 @@ def ok_row(row: dict, result, image, seconds: float, measured: Measured | None) 
     row.update(
         status="ok", bitstream=result.data, compressed_bytes=len(result.data), bpp=result.bpp,
         tile_quality_min=float(q.min()), tile_quality_mean=float(q.mean()), tile_quality_max=float(q.max()),
-        tiles=len(q), tiles_missed=result.missed_tiles, width=w, height=h, channels=result.header.channels,
+        tiles=len(q), tiles_missed=result.missed_tiles, width=w, height=h,
+        channels=result.header.bands if result.header.bands <= 127 else None,  # int8: `bands` holds any count
         format_version=result.header.version, encode_seconds=seconds, psnr=result.psnr,
         model_id=result.header.model_id,  # what the stream says decodes it
+        bands=result.header.bands, dtype=result.header.dtype, bits_per_sample=result.bits_per_sample,
+        nodata_fraction=nodata_fraction(image), lossless_tiles=sum(t.lossless for t in result.header.tiles),
+        nodata=image.nodata, band_names=list(image.band_names) if image.band_names else None,
     )
     if measured is not None:
         row.update(psnr=measured.psnr, ms_ssim=measured.ms_ssim)
     row.update(geo=image.geo, icc_profile=image.icc_profile, exif=image.exif)
     row["ratio"] = row["original_bytes"] / row["compressed_bytes"]
     return row
+
+
+def nodata_fraction(image) -> float:
+    """Share of the image's pixels that are nodata (all bands equal to it; codec.bands.valid_mask)."""
+    from codec.bands import valid_mask
+
+    valid = valid_mask(image.pixels, image.nodata)
+    return 0.0 if valid is None else float(1 - valid.mean())
 
 
 # --- restores -----------------------------------------------------------------------------------
