@@ -296,3 +296,24 @@ def test_band_groups_and_fill():
     valid[:, :8] = False
     filled = bands.fill_nodata(x.copy(), valid)
     assert np.array_equal(filled[valid], x[valid]) and 0.0 <= filled.min() and filled.max() <= 1.0
+
+
+def test_cli_encodes_decodes_and_describes_a_geotiff_raster(tmp_path, capsys):
+    from codec.cli import main
+
+    a = raster(70, 90, 5, nodata=0)
+    src = tmp_path / "scene.tif"
+    src.write_bytes(write_geotiff(a, GEO, nodata=0, band_names=["B1", "B2", "B3", "B4", "B5"]))
+    assert main(["encode", str(src), str(tmp_path / "x.tlic"), "--lossless"]) == 0
+    assert "bits/sample (5 uint16 bands)" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "x.tlic"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["bands"] == 5 and info["dtype"] == "uint16" and info["nodata"] == 0 and info["lossless"]
+    assert info["band_names"] == ["B1", "B2", "B3", "B4", "B5"]
+    assert main(["decode", str(tmp_path / "x.tlic"), str(tmp_path / "out.tif")]) == 0
+    back = load_image(tmp_path / "out.tif", "out.tif")
+    assert np.array_equal(back.pixels, a) and back.nodata == 0 and back.band_names == ("B1", "B2", "B3", "B4", "B5")
+    assert main(["decode", str(tmp_path / "x.tlic"), str(tmp_path / "out.png")]) == 2  # 5 bands: TIFF only
+    assert "needs a .tif output" in capsys.readouterr().err
+    assert main(["encode", str(src), str(tmp_path / "y.tlic"), "--nodata", "1", "--quality", "0.5"]) == 0
+    assert codec.read_header((tmp_path / "y.tlic").read_bytes()).raster.nodata == 1  # --nodata overrides the file's
