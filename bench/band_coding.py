@@ -11,10 +11,12 @@ On held-out satellite scenes (codec.training.satellite.held_out; nodata 0), with
                  (B² + 3B float32) counted
 
 and BD-rate (bits per sample at equal PSNR) of (b) and (c) against (a), per scene and over all.
-Also: the nodata mask's size as deflate of packed bits (what the container stores) vs JPEG XL
-lossless of the 0/1 plane, over the scenes' nodata tiles.
+Also (``--mask-only``, over all of satellite/train: masks are not learned): the nodata mask's
+bytes per tile as the container stores it (rows XORed with the row above, packed bits,
+deflate) vs plain packed bits, the uint8 plane deflated and JPEG XL lossless.
 
     PYTHONPATH=. python bench/band_coding.py [--json bench/results/band_coding.json]
+    PYTHONPATH=. python bench/band_coding.py --mask-only --json bench/results/band_coding_mask.json
 """
 
 from __future__ import annotations
@@ -104,19 +106,55 @@ def klt(a, model, q):
     return len(r.data) + side, out
 
 
-def mask_sizes(a, tile: int = 256) -> dict:
+def mask_coders() -> dict:
+    import zlib
+
     import imagecodecs
 
-    deflate = jxl = tiles = 0
+    def jxl(effort):
+        return lambda v: imagecodecs.jpegxl_encode(v.astype(np.uint8), lossless=True, effort=effort, bitspersample=1)
+
+    return {"container (rows xor, packed bits, deflate)": bands.pack_mask,
+            "packed bits, deflate": lambda v: zlib.compress(np.packbits(v, axis=None).tobytes(), 9),
+            "uint8 plane, deflate": lambda v: zlib.compress(v.astype(np.uint8).tobytes(), 9),
+            "jpegxl lossless effort 3": jxl(3), "jpegxl lossless effort 7": jxl(7)}
+
+
+def mask_sizes(a, tile: int = 256) -> dict:
+    """Bytes and ms per nodata tile of each mask coder over ``a``'s tiles that hold nodata."""
+    coders = mask_coders()
+    size = {k: 0 for k in coders}
+    secs = {k: 0.0 for k in coders}
+    tiles = 0
     for y in range(0, a.shape[0], tile):
         for x in range(0, a.shape[1], tile):
-            valid = ~np.all(a[y:y + tile, x:x + tile] == NODATA, axis=2)
+            valid = ~np.all(bands.as_bands(a[y:y + tile, x:x + tile]) == NODATA, axis=2)
             if valid.all():
                 continue
             tiles += 1
-            deflate += len(bands.pack_mask(valid))
-            jxl += len(imagecodecs.jpegxl_encode(valid.astype(np.uint8), lossless=True, effort=7, bitspersample=1))
-    return {"nodata_tiles": tiles, "deflate_bytes": deflate, "jpegxl_bytes": jxl}
+            for k, f in coders.items():
+                t = time.perf_counter()
+                size[k] += len(f(valid))
+                secs[k] += time.perf_counter() - t
+    return {"nodata_tiles": tiles, "bytes": size, "seconds": secs}
+
+
+def mask_only(root: Path) -> dict:
+    """Mask coders over every satellite/train file with nodata (masks are not what the model learns)."""
+    import tifffile
+
+    total = {"nodata_tiles": 0, "bytes": {}, "seconds": {}}
+    for path in sorted(root.glob("*.tif")):
+        m = mask_sizes(tifffile.imread(path))
+        total["nodata_tiles"] += m["nodata_tiles"]
+        for k in m["bytes"]:
+            total["bytes"][k] = total["bytes"].get(k, 0) + m["bytes"][k]
+            total["seconds"][k] = total["seconds"].get(k, 0.0) + m["seconds"][k]
+    n = max(total["nodata_tiles"], 1)
+    for k in total["bytes"]:
+        print(f"{k:45s} {total['bytes'][k] / n:7.1f} bytes/tile  {1000 * total['seconds'][k] / n:6.2f} ms/tile")
+    print(f"over {total['nodata_tiles']} nodata tiles of 256², load {os.getloadavg()}")
+    return total
 
 
 METHODS = {"triplets": triplets, "per_band": per_band, "klt": klt}
@@ -131,7 +169,13 @@ def main() -> None:
     ap.add_argument("--model", default="default@2")
     ap.add_argument("--files", type=int, default=4)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--mask-only", action="store_true", help="only the nodata-mask coders, over all of satellite/train")
     a = ap.parse_args()
+    if a.mask_only:
+        out = mask_only(DATA)
+        if a.json:
+            a.json.write_text(json.dumps(out, indent=1))
+        return
     model = codec.load_model(a.model)
     files = held_out_files(DATA, a.files)
     results = {"model": model.model_id, "qualities": QUALITIES, "load_avg_start": os.getloadavg(), "scenes": {}}
