@@ -209,14 +209,31 @@ def read_image(source: str | Path | bytes, name: str | None = None, max_pixels: 
 
 
 def write_image(path: str | Path, array: np.ndarray, format: str | None = None, **raster) -> None:
-    """Write an image file: rasters (anything but 8-bit gray/RGB/RGBA) and ``.tif``/``.tiff`` paths as a
-    GeoTIFF (:func:`write_geotiff`, which takes ``raster``'s keywords), everything else through Pillow."""
-    eight_bit = array.dtype == np.uint8 and (array.ndim == 2 or array.shape[2] in (1, 3, 4))
-    suffix = Path(path).suffix.lower()
-    if not eight_bit or raster or (format or "").upper() in ("TIFF", "GTIFF") or (format is None and suffix in (".tif", ".tiff")):
+    """Write an image file, the format from ``format`` or the extension: ``.tif``/``.tiff`` as a GeoTIFF
+    (:func:`write_geotiff`, which takes ``raster``'s keywords: geo, nodata, band_names, bit_depth), 16-bit
+    PNG through imagecodecs, 8-bit gray/RGB/RGBA through Pillow. A raster no other format holds (more
+    than 4 bands, nodata, band names) must go to a TIFF: ValueError naming the path otherwise."""
+    fmt = (format or Path(path).suffix.lstrip(".")).upper()
+    if fmt in ("TIF", "TIFF", "GTIFF"):
         Path(path).write_bytes(write_geotiff(array, **raster))
         return
-    Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array).save(path, format=format)
+    bands = 1 if array.ndim == 2 else array.shape[2]
+    if any(v is not None for v in raster.values()) or array.dtype not in (np.uint8, np.uint16) or bands > 4:
+        raise ValueError(f"{path}: a {bands}-band {array.dtype} raster"
+                         f"{' with ' + ', '.join(k for k, v in raster.items() if v is not None) if raster else ''} "
+                         "needs a .tif output")
+    if array.ndim == 3 and bands == 1:
+        array = array[..., 0]
+    if array.dtype == np.uint16:
+        if fmt != "PNG":
+            raise ValueError(f"{path}: 16-bit samples need a .png or .tif output")
+        import imagecodecs
+
+        Path(path).write_bytes(imagecodecs.png_encode(array))
+        return
+    if bands == 2:
+        raise ValueError(f"{path}: a 2-band raster needs a .tif output")
+    Image.fromarray(array).save(path, format=format)
 
 
 # TIFF tag name → (code, TIFF type) of what write_geotiff writes back (GEO_TAGS' names)

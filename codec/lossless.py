@@ -1,6 +1,6 @@
 """Exact (lossless) tiles: each band of a tile coded on its own with JPEG XL lossless (libjxl via imagecodecs).
 
-Why this coder (bench/lossless.py has the figures): on 256² tiles of satellite/train (uint16, 3–6 bands)
+Why this coder (bench/lossless_coders.py has the figures): on 256² tiles of satellite/train (uint16, 3–6 bands)
 JPEG XL lossless per band at effort 3 was the smallest of JPEG XL (effort 1/3), reversible JPEG 2000
 (OpenJPEG, per band and multi-component) and deflate, and several times faster than reversible JPEG
 2000. Coding bands separately lets a decoder of a region of some bands read only those (and it
@@ -30,6 +30,8 @@ def encode_tile(block: np.ndarray, effort: int = EFFORT) -> bytes:
     for b in range(block.shape[2]):
         band = np.ascontiguousarray(block[..., b])
         bits = max(int(band.max()).bit_length(), 1)
+        if bits <= 8 and band.dtype != np.uint8:  # libjxl takes 16-bit buffers only for 9-16 bits: the decoder widens
+            band = band.astype(np.uint8)
         data = imagecodecs.jpegxl_encode(band, lossless=True, effort=effort, bitspersample=bits)
         parts += [_LEN.pack(len(data)), data]
     return b"".join(parts)

@@ -99,6 +99,8 @@ def test_eight_bit_rgb_stays_version_1_and_rasters_are_version_2(tiny):
 def test_lossless_is_bit_exact(tiny, n_bands, dtype):
     a = raster(70, 90, n_bands, dtype, nodata=0)
     a[5, 60] = np.iinfo(dtype).max  # full range, one pixel
+    a[64:, 64:] = 0  # a tile of nothing but nodata
+    a[:64, 64:, -1] = np.minimum(a[:64, 64:, -1], 200)  # a 16-bit band with 8-bit values in one tile
     r = codec.encode(a, tiny, lossless=True, nodata=0, tile_size=64)
     assert all(t.lossless for t in r.header.tiles) and r.header.lossless and r.psnr == float("inf")
     d = codec.decode(r.data)  # no model needed for exact tiles
@@ -296,3 +298,55 @@ def test_band_groups_and_fill():
     valid[:, :8] = False
     filled = bands.fill_nodata(x.copy(), valid)
     assert np.array_equal(filled[valid], x[valid]) and 0.0 <= filled.min() and filled.max() <= 1.0
+
+
+def test_cli_encodes_decodes_and_describes_a_geotiff_raster(tmp_path, capsys):
+    from codec.cli import main
+
+    a = raster(70, 90, 5, nodata=0)
+    src = tmp_path / "scene.tif"
+    src.write_bytes(write_geotiff(a, GEO, nodata=0, band_names=["B1", "B2", "B3", "B4", "B5"]))
+    assert main(["encode", str(src), str(tmp_path / "x.tlic"), "--lossless"]) == 0
+    assert "bits/sample (5 uint16 bands)" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "x.tlic"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["bands"] == 5 and info["dtype"] == "uint16" and info["nodata"] == 0 and info["lossless"]
+    assert info["band_names"] == ["B1", "B2", "B3", "B4", "B5"]
+    assert main(["decode", str(tmp_path / "x.tlic"), str(tmp_path / "out.tif")]) == 0
+    back = load_image(tmp_path / "out.tif", "out.tif")
+    assert np.array_equal(back.pixels, a) and back.nodata == 0 and back.band_names == ("B1", "B2", "B3", "B4", "B5")
+    assert main(["decode", str(tmp_path / "x.tlic"), str(tmp_path / "out.png")]) == 2  # 5 bands: TIFF only
+    assert "needs a .tif output" in capsys.readouterr().err
+    assert main(["encode", str(src), str(tmp_path / "y.tlic"), "--nodata", "1", "--quality", "0.5"]) == 0
+    assert codec.read_header((tmp_path / "y.tlic").read_bytes()).raster.nodata == 1  # --nodata overrides the file's
+
+
+def _reseal_all(data: bytearray, h) -> bytes:
+    """Recompute every tile CRC in the index and the header CRC (so the checks behind them are tested)."""
+    entry = h.header_len - 4 - len(h.tiles) * bitstream._TILE.size
+    for k, t in enumerate(h.tiles):
+        blob = bytes(data[h.header_len + t.offset : h.header_len + t.offset + t.length])
+        struct.pack_into("<I", data, entry + k * bitstream._TILE.size + 15, zlib.crc32(blob))
+    return _resealed(data, h.header_len)
+
+
+@pytest.mark.parametrize("lossless", [False, True])
+def test_fuzzed_v2_streams_decode_or_raise_codec_errors(tiny, lossless):
+    a = raster(64, 128, 4, nodata=0)
+    data = codec.encode(a, tiny, quality=0.5, nodata=0, tile_size=64, lossless=lossless, band_names=list("wxyz")).data
+    h = codec.read_header(data)
+    rng = np.random.default_rng(3)
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(40):
+        bad = bytearray(data)
+        for _ in range(int(rng.integers(1, 4))):
+            pos = int(rng.integers(6, len(bad)))  # anything after the magic and version
+            bad[pos] = int(rng.integers(0, 256))
+        try:
+            stream = _reseal_all(bad, h)
+            out = codec.decode(stream, tiny)
+            assert out.shape == a.shape and out.dtype == np.uint16
+            outcomes["ok"] += 1
+        except codec.CodecError:
+            outcomes["error"] += 1
+    assert outcomes["error"] > 0  # the mutations do reach checks
