@@ -405,10 +405,10 @@ def _check_pillow_content(im: Image.Image, name: str, head: bytes) -> int:
         bits = im.tag_v2.get(258, (8,))
         bits = max(bits) if isinstance(bits, tuple) else int(bits)
         if bits > 8:
-            raise _not_supported(name, f"{bits}-bit TIFF", "the codec takes 8-bit images")
+            raise _not_supported(name, f"{bits}-bit TIFF", "the codec takes unsigned 8- or 16-bit integer samples")
     deep = _deep_tile(im)
     if deep:
-        raise _not_supported(name, f"{deep} {fmt}", "the codec takes 8-bit images (Pillow would silently reduce it to 8 bits)")
+        raise _not_supported(name, f"{deep} {fmt}", "the codec reads this kind only as 8-bit (Pillow would silently reduce it to 8 bits)")
     if mode.startswith("I") or mode == "F":
         depth = "16-bit" if "16" in mode else "32-bit float" if mode == "F" else "32-bit"
         raise _not_supported(name, f"{mode} ({depth}) images", "convert to 8-bit first")
@@ -651,7 +651,7 @@ def _tiff_plan(page, name: str) -> dict:
         raise _not_supported(name, f"a TIFF volume ({page.imagedepth} deep)")
     if fmt != 1 or bits not in (1, 2, 4, 8):
         kind = {2: " signed", 3: " float"}.get(fmt, "" if fmt == 1 else f" (sample format {fmt})")
-        raise _not_supported(name, f"{bits}-bit{kind} TIFF samples", "the codec takes 8-bit images")
+        raise _not_supported(name, f"{bits}-bit{kind} TIFF samples", "the codec takes unsigned 8- or 16-bit integer samples")
     try:
         pname = P(photometric).name
     except ValueError:
@@ -670,7 +670,7 @@ def _tiff_plan(page, name: str) -> dict:
     if colour != expect or (photometric in (P.PALETTE, P.YCBCR) and extras):
         raise _not_supported(name, f"a {pname} TIFF with {spp} samples per pixel ({len(extras)} extra)")
     if bits != 8 and not (photometric == P.PALETTE or (bits == 1 and spp == 1)):
-        raise _not_supported(name, f"{bits}-bit {pname} TIFF samples", "the codec takes 8-bit images")
+        raise _not_supported(name, f"{bits}-bit {pname} TIFF samples", "the codec takes unsigned 8- or 16-bit integer samples")
     colormap = None
     if photometric == P.PALETTE:
         cmap = page.colormap
