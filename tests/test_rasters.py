@@ -109,12 +109,12 @@ def test_lossless_is_bit_exact(tiny, n_bands, dtype):
 
 
 def test_target_psnr_beyond_the_model_falls_back_to_exact_tiles(tiny):
-    a = raster(64, 128, 4, nodata=0)
+    a = raster(64, 64, 4, nodata=0)
     r = codec.encode(a, tiny, target_psnr=90, tile_size=64)
     assert all(t.lossless for t in r.header.tiles) and r.missed_tiles == 0
     assert np.array_equal(codec.decode(r.data, tiny), a)
     flagged = codec.encode(a, tiny, target_psnr=90, tile_size=64, lossless_fallback=False)
-    assert flagged.missed_tiles == 2 and not any(t.lossless for t in flagged.header.tiles)
+    assert flagged.missed_tiles == 1 and not any(t.lossless for t in flagged.header.tiles)
 
 
 # --- metrics: defined once, nodata never counts ----------------------------------------------------------
@@ -139,7 +139,8 @@ def test_raster_psnr_ignores_nodata_and_uses_the_valid_peak():
 def test_encoder_psnr_is_the_decoded_raster_psnr_and_targets_hold(tiny):
     a = raster(100, 130, 4, nodata=0)
     valid = valid_of(a, 0)
-    r = codec.encode(a, "default", target_psnr=36, tile_size=64, nodata=0, lossless_fallback=False)
+    r = codec.encode(a, "default", target_psnr=34, tile_size=64, nodata=0, lossless_fallback=False)
+    assert 0 < r.missed_tiles < len(r.header.tiles)  # both kinds of tile are checked below
     d = codec.decode(r.data)
     assert r.psnr == pytest.approx(raster_psnr(a, d, valid), abs=0.02)
     boxes = r.header.boxes()
@@ -147,12 +148,12 @@ def test_encoder_psnr_is_the_decoded_raster_psnr_and_targets_hold(tiny):
         if r.header.tiles[i].missed_target:
             continue
         tile = raster_psnr(a[y:y + h, x:x + w], d[y:y + h, x:x + w], valid[y:y + h, x:x + w], peak=a[valid].max())
-        assert tile >= 36 - 0.01, f"tile {i}: {tile}"
+        assert tile >= 34 - 0.01, f"tile {i}: {tile}"
         assert r.tile_psnr[i] == pytest.approx(tile, abs=0.02)
 
 
 def test_target_bits_per_sample_is_met(tiny):
-    a = raster(128, 128, 4, nodata=0)
+    a = raster(64, 128, 4, nodata=0)
     r = codec.encode(a, tiny, target_bpp=0.5, tile_size=64)
     assert r.bits_per_sample <= 0.5
 
@@ -169,7 +170,7 @@ def test_nodata_costs_nearly_nothing():
 # --- region decode --------------------------------------------------------------------------------------
 def test_region_decode_equals_the_crop_of_a_full_decode(tiny):
     a = raster(150, 170, 5, nodata=0)
-    r = codec.encode(a, tiny, quality=0.6, nodata=0, tile_size=64)
+    r = codec.encode(a, tiny, quality=0.6, nodata=0, tile_size=128)
     full = codec.decode(r.data, tiny)
     for box in [(0, 0, 170, 150), (30, 40, 100, 70), (129, 129, 41, 21), (5, 140, 1, 1)]:
         x, y, w, h = box
