@@ -351,3 +351,24 @@ def test_fuzzed_v2_streams_decode_or_raise_codec_errors(tiny, lossless):
         except codec.CodecError:
             outcomes["error"] += 1
     assert outcomes["error"] > 0  # the mutations do reach checks
+
+
+def test_memory_is_bounded_by_batches_not_the_raster(tiny):
+    """numpy's allocations while coding a 1024² × 10 uint16 raster (20 MB) stay below one float32 copy of it
+    (40 MB) or even the raster itself: floats exist per tile batch (2 tiles here) and band group only."""
+    import tracemalloc
+
+    a = np.zeros((1024, 1024, 10), np.uint16)
+    a[:] = raster(256, 256, 10, nodata=0)[np.arange(1024) % 256][:, np.arange(1024) % 256]
+    tracemalloc.start()
+    try:
+        r = codec.encode(a, tiny, quality=0.5, nodata=0, batch_size=2)
+        _, enc_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        out = codec.decode(r.data, tiny, batch_size=2)
+        _, dec_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.shape == a.shape
+    assert enc_peak < 0.75 * a.nbytes, enc_peak  # nodata masks and two batches, not the raster
+    assert dec_peak < 1.5 * a.nbytes, dec_peak  # the output plus two batches
