@@ -257,6 +257,16 @@ def test_geotiff_write_read_keeps_geo_nodata_band_names_dtype(tmp_path):
     assert np.array_equal(load_image(planar, "planar.tif").pixels, a)
 
 
+@pytest.mark.parametrize("n_bands", [1, 2, 3, 4, 10])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_geotiff_round_trip_of_every_band_count_and_dtype(n_bands, dtype):
+    a = raster(20, 30, n_bands, dtype)
+    got = load_image(write_geotiff(a, GEO, nodata=0), "x.tif")
+    want = a if n_bands > 1 else a[..., 0]
+    assert got.pixels.dtype == dtype and np.array_equal(got.pixels, want) and got.nodata == 0
+    assert json.loads(got.geo)["crs"] == "EPSG:32629"
+
+
 def test_georeferenced_raster_through_codec_and_back(tiny, tmp_path):
     a = raster(64, 80, 4, nodata=0)
     loaded = load_image(write_geotiff(a, GEO, nodata=0, band_names=list("ABCD")), "in.tif")
