@@ -273,10 +273,12 @@ def write_geotiff(pixels: np.ndarray, geo: str | dict | None = None, nodata: int
         else:
             value = [value] if np.isscalar(value) else list(value)
             out.append((code, ttype, len(value), value, True))
+    if pixels.ndim == 3 and bands == 1:
+        pixels = pixels[..., 0]
     rgb = pixels.dtype == np.uint8 and bands in (3, 4)
     extrasamples = (["unassalpha"] if rgb and bands == 4 else ["unspecified"] * (bands - (3 if rgb else 1))) or None
     buf = io.BytesIO()
-    tifffile.imwrite(buf, pixels, photometric="rgb" if rgb else "minisblack", planarconfig="contig",
+    tifffile.imwrite(buf, pixels, photometric="rgb" if rgb else "minisblack", planarconfig="contig" if bands > 1 else None,
                      extrasamples=extrasamples, extratags=out, compression="zlib", predictor=True)
     return buf.getvalue()
 
@@ -593,7 +595,10 @@ def _is_tiff_raster(page) -> bool:
         return False
     if 8 < bits <= 16:
         return True
-    return bits == 8 and spp > (2 if photometric == P.MINISBLACK else 4) and len(tuple(page.extrasamples)) > 1
+    extras = tuple(int(e) for e in page.extrasamples)
+    if bits == 8 and photometric == P.MINISBLACK and spp == 2 and extras == (0,):
+        return True  # two bands (an unspecified extra sample, not alpha): what GIS tools write for 2-band rasters
+    return bits == 8 and spp > (2 if photometric == P.MINISBLACK else 4) and len(extras) > 1
 
 
 def _load_tiff_raster(page, name: str, max_pixels: int, max_bytes: int | None) -> LoadedImage:
