@@ -14,7 +14,10 @@ encoded. Which quality a tile gets is decided in :mod:`codec.ratecontrol`, not h
 from __future__ import annotations
 
 import copy
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -152,6 +155,33 @@ class Engine:
     def decode_latents(self, z_streams: list[bytes], y_streams: list[bytes], spatial: tuple[int, int]) -> torch.Tensor:
         """ŷ_s of a batch of tiles (the integer hyper-synthesis runs on the device)."""
         return self.model.from_bytes(z_streams, y_streams, spatial, self.device, self.coder)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def map_ahead(fn: Callable[[T], R], items: Iterable[T], overlap: bool = True) -> Iterator[tuple[T, R]]:
+    """``(item, fn(item))`` in order. With ``overlap``, ``fn`` runs on one background thread, one item
+    ahead: it overlaps both the work that produces the next item (a lazy generator's transforms)
+    and what the caller does with the previous result. Entropy coding is ``fn``: the transforms
+    release the GIL in torch's kernels, and an entropy pool's waits release it too. The results
+    are the same either way; at most two items are in flight.
+    """
+    if not overlap:
+        for item in items:
+            yield item, fn(item)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="tlic-coding") as thread:
+        pending: deque = deque()
+        for item in items:
+            pending.append((item, thread.submit(fn, item)))
+            if len(pending) > 1:
+                first, future = pending.popleft()
+                yield first, future.result()
+        while pending:
+            first, future = pending.popleft()
+            yield first, future.result()
 
 
 _ENGINES: dict[tuple[str, str, bool, int], Engine] = {}

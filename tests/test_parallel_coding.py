@@ -61,3 +61,47 @@ def test_an_old_stream_re_encodes_to_its_own_bytes():
         _, index = net.int_hs(z_hat)
         symbols = rangecoder.decode_each([y_bytes], index.numpy(), net.gaussian.tables)
         assert rangecoder.encode_each(symbols, index.numpy(), net.gaussian.tables) == [y_bytes]
+
+
+def test_map_ahead_keeps_order_runs_one_item_ahead_and_raises_in_order():
+    import threading
+
+    from codec.engine import map_ahead
+
+    producing_next = threading.Event()
+    overlapped = []
+
+    def fn(x):
+        if x == 0:  # coding batch 0 must run while the next batch is being produced
+            overlapped.append(producing_next.wait(5))
+        if x == 3:
+            raise KeyError("item 3")
+        return x * 10
+
+    def items():
+        for x in range(5):
+            if x == 1:
+                producing_next.set()
+            yield x
+
+    got = []
+    with pytest.raises(KeyError, match="item 3"):
+        for item, result in map_ahead(fn, items()):
+            got.append((item, result))
+    assert overlapped == [True]
+    assert got == [(0, 0), (1, 10), (2, 20)]
+    assert list(map_ahead(lambda x: -x, range(4), overlap=False)) == [(0, 0), (1, -1), (2, -2), (3, -3)]
+
+
+@pytest.mark.parametrize("mode", [{"quality": 0.45}, {"target_psnr": 36.0}])
+def test_overlap_and_entropy_workers_give_identical_bytes(model, image, mode):
+    image = image[:128]  # 12 tiles of 64² in 6 batches: coding overlaps 5 of them
+    kwargs = dict(tile_size=64, batch_size=2, **mode)
+    serial = codec.encode(image, model, overlap_coding=False, **kwargs)
+    assert codec.encode(image, model, **kwargs).data == serial.data
+    pixels = codec.decode(serial.data, model, overlap_coding=False, batch_size=2)
+    assert np.array_equal(codec.decode(serial.data, model, batch_size=2), pixels)
+    if "quality" in mode:  # the pool's start-up costs seconds: once is enough
+        pooled = codec.encode(image, model, entropy_workers=2, **kwargs)
+        assert pooled.data == serial.data
+        assert np.array_equal(codec.decode(serial.data, model, entropy_workers=2, batch_size=2), pixels)
