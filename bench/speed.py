@@ -82,7 +82,8 @@ class StageTimer:
     stages, so it is not subtracted when ``other`` is computed from the wall time.
     """
 
-    def __init__(self):
+    def __init__(self, stages: dict | None = None):
+        self.stages = STAGES if stages is None else stages
         self.seconds: dict[str, float] = defaultdict(float)
         self.tile_syntheses = 0
         self._local = threading.local()  # per thread: time spent in timed children of each open frame
@@ -116,7 +117,7 @@ class StageTimer:
     @contextmanager
     def active(self):
         saved = []
-        for stage, targets in STAGES.items():
+        for stage, targets in self.stages.items():
             for owner, name in targets:
                 fn = getattr(owner, name)
                 saved.append((owner, name, fn))

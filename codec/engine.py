@@ -81,11 +81,21 @@ class Engine:
             m.to(dtype=self.dtype, memory_format=torch.channels_last)
 
     # --- tensors and transforms ------------------------------------------------------------
+    def upload(self, tiles: np.ndarray) -> torch.Tensor:
+        """uint8 (B, H, W, 3) on the host → uint8 (B, 3, H, W) on the device: the one host→device copy
+        of a batch (from pinned memory, asynchronous, on a GPU)."""
+        x = torch.from_numpy(np.ascontiguousarray(tiles))
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        return x.permute(0, 3, 1, 2)
+
+    def as_float(self, originals: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) on the device → the transforms' float input in [0, 1], channels-last."""
+        return originals.to(self.dtype).div_(255.0).contiguous(memory_format=torch.channels_last)
+
     def to_tensor(self, tiles: np.ndarray) -> torch.Tensor:
         """uint8 (B, H, W, 3) → float (B, 3, H, W) in [0, 1] on the device."""
-        x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
-        x = x.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
-        return x.contiguous(memory_format=torch.channels_last)
+        return self.as_float(self.upload(tiles))
 
     def _per_chunk(self, transform, pixels: int, x: torch.Tensor, *per_tile) -> torch.Tensor:
         """``transform(x, *per_tile)``, on a CPU over chunks of tiles of at most :data:`TRANSFORM_PIXELS`
@@ -109,8 +119,8 @@ class Engine:
                 x, y, w, h = boxes[i]
                 tiles[k] = pad_tile(img.tile_rgb(x, y, w, h), pw, ph)
                 masks[k, :h, :w] = 1.0
-            y = self.analyse(self.to_tensor(tiles))
-            originals = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device).permute(0, 3, 1, 2)
+            originals = self.upload(tiles)  # uploaded once: the transforms' input and the error's reference
+            y = self.analyse(self.as_float(originals))
             yield Batch(ids, y, originals, torch.from_numpy(masks).to(self.device), masks.reshape(len(ids), -1).sum(1))
 
     def quantize(self, y: torch.Tensor, codes) -> Latents:
