@@ -73,13 +73,10 @@ def batches(boxes: list[Box], ids: Iterable[int], batch_size: int,
     """``((pw, ph), ids)`` chunks of tiles with one padded shape: each chunk is one forward pass.
 
     Groups in order of first appearance; a chunk has at most ``batch_size`` tiles and
-    ``max_pixels`` padded pixels, and at least one tile: ``batch_size`` alone would put 8 tiles
-    of 4096² (134 MP) in one pass. ``max_pixels`` defaults to :data:`PIXELS_PER_BATCH` or
-    ``batch_size`` default tiles if more (a GPU's larger batches), so ``batch_size`` counts
-    default-size tiles and larger tiles go proportionally fewer at a time.
+    ``max_pixels`` (default :data:`PIXELS_PER_BATCH`) padded pixels, and at least one tile:
+    ``batch_size`` alone would put 8 tiles of 4096² (134 MP) in one pass.
     """
-    if max_pixels is None:
-        max_pixels = max(PIXELS_PER_BATCH, batch_size * DEFAULT_TILE * DEFAULT_TILE)
+    max_pixels = PIXELS_PER_BATCH if max_pixels is None else max_pixels
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
     for i in ids:
         groups[padded_size(boxes[i][2], boxes[i][3])].append(i)
