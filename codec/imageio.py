@@ -1,5 +1,13 @@
-"""The one image loader: file bytes or a path → the 8-bit pixels the codec takes, plus what the
-file says about them (ICC colour profile, EXIF, GeoTIFF georeferencing).
+"""The one image loader: file bytes or a path → the pixels the codec takes, plus what the
+file says about them (ICC colour profile, EXIF, GeoTIFF georeferencing, nodata, band names).
+
+Rasters (issue 17): a TIFF/GeoTIFF of unsigned samples of 9–16 bits (any band count, chunky or
+planar), or of 8 bits with more bands than gray/RGB/RGBA (several extra samples), comes back as
+(H, W, bands) in file band order (uint16 or uint8; (H, W) for one band), with ``nodata`` from the
+GDAL_NODATA tag, ``band_names`` from GDAL_METADATA's band descriptions and ``bit_depth`` from
+BitsPerSample when under 16. 16-bit PNGs (gray, gray+alpha, RGB, RGBA) come back as uint16
+through imagecodecs. :func:`write_geotiff` writes such a raster back with its dtype, band order,
+nodata, band descriptions and georeferencing tags.
 
     load_image(source, name, max_pixels, max_bytes) -> LoadedImage   the archival pipeline, retraining
     read_image(source, name, max_pixels) -> np.ndarray                the CLI (pixels only)
@@ -26,9 +34,8 @@ Converted, losslessly or exactly as the file's own tags define:
   like alpha) · JPEG-compressed YCbCr TIFF → RGB (libtiff's conversion, what viewers show).
 
 Refused ("not supported"):
-  * more than 8 bits per sample, float or signed samples, in any format. 16-bit PNGs are
-    caught from the IHDR bit depth: Pillow opens a 16-bit RGB(A) PNG as 8-bit RGB(A) and
-    would silently keep the high byte only;
+  * float or signed samples, more than 16 bits, in any format; more than 8 bits in formats other
+    than TIFF and PNG (Pillow would reduce them to 8 bits);
   * CMYK, in TIFF and JPEG. Decision: refuse rather than convert. Pillow's CMYK → RGB is the
     naive formula (R = (255 − C)(255 − K)/255) that ignores the file's colour profile, so
     printed colours change; CMYK JPEGs are moreover usually stored Adobe-inverted (Pillow
@@ -108,11 +115,24 @@ _PNG_COLOUR = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: 
 class LoadedImage:
     """One decoded image: what the codec codes, and the metadata a faithful record keeps beside it."""
 
-    pixels: np.ndarray  # uint8, (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA: the stored grid, not rotated
+    pixels: np.ndarray  # uint8, (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA: the stored grid, not rotated;
+    #                     rasters: uint8/uint16 (H, W) or (H, W, bands) in file band order
     geo: str | None = None  # GeoTIFF georeferencing as JSON ({"tags", "crs", "geotransform", "nodata"}) or None
     icc_profile: bytes | None = None  # the embedded ICC profile, raw; None when the file has none
     exif: bytes | None = None  # EXIF as in a JPEG APP1 segment (b"Exif\0\0" + TIFF header + IFDs), or None
     format: str | None = None  # the source format as Pillow names it: "PNG", "JPEG", "TIFF", "WEBP", ...
+    nodata: int | None = None  # GDAL_NODATA when it is a value the samples can hold; None otherwise
+    band_names: tuple[str, ...] | None = None  # GDAL_METADATA band descriptions (one per band), or None
+    bit_depth: int | None = None  # significant bits per sample when the file says (< 16 for uint16), else None
+
+    @property
+    def bands(self) -> int:
+        return self.channels
+
+    @property
+    def is_raster(self) -> bool:
+        """Coded as a raster (stream v2): anything but 8-bit gray/RGB/RGBA without nodata."""
+        return not (self.pixels.dtype == np.uint8 and self.channels in (1, 3, 4) and self.nodata is None)
 
     @property
     def height(self) -> int:
@@ -127,14 +147,23 @@ class LoadedImage:
         return 1 if self.pixels.ndim == 2 else self.pixels.shape[2]
 
 
-def working_set_bytes(width: int, height: int, channels: int, bytes_per_sample: int = 1) -> int:
+def working_set_bytes(width: int, height: int, channels: int, bytes_per_sample: int = 1, raster: bool = False) -> int:
     """Estimated peak memory (bytes) to decode a ``width``×``height`` image and code it.
 
     ``channels``: of the decoded image (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA; gray+alpha is
     coded as RGBA); ``bytes_per_sample``: of the file's samples (the decoder's raster). The
     decoder's raster plus the codec's measured peak (:data:`CODEC_PEAK_BYTES_PER_PIXEL`): a
     rough, deliberately conservative figure (the two peaks do not in fact coincide).
+
+    Rasters (``raster=True``, or more than 4 channels): the codec
+    works a tile batch and a band group at a time, so it holds the raster three times at most (the
+    file decoder's array, the array as loaded, the decoded copy) plus a byte per pixel of nodata
+    mask: ``(3·bands·bytes + 1)`` per pixel.
     """
+    if raster or channels > 4:
+        if channels < 1:
+            raise ValueError(f"channels must be positive, got {channels}")
+        return int(width) * int(height) * (3 * int(channels) * int(bytes_per_sample) + 1)
     if channels not in DECODER_BYTES_PER_PIXEL:
         raise ValueError(f"channels must be 1, 2, 3 or 4, got {channels}")
     coded = 4 if channels == 2 else channels
@@ -179,19 +208,128 @@ def read_image(source: str | Path | bytes, name: str | None = None, max_pixels: 
     return load_image(source, name, max_pixels).pixels
 
 
-def write_image(path: str | Path, array: np.ndarray, format: str | None = None) -> None:
-    Image.fromarray(array).save(path, format=format)
+def write_image(path: str | Path, array: np.ndarray, format: str | None = None, **raster) -> None:
+    """Write an image file: rasters (anything but 8-bit gray/RGB/RGBA) and ``.tif``/``.tiff`` paths as a
+    GeoTIFF (:func:`write_geotiff`, which takes ``raster``'s keywords), everything else through Pillow."""
+    eight_bit = array.dtype == np.uint8 and (array.ndim == 2 or array.shape[2] in (1, 3, 4))
+    suffix = Path(path).suffix.lower()
+    if not eight_bit or raster or (format or "").upper() in ("TIFF", "GTIFF") or (format is None and suffix in (".tif", ".tiff")):
+        Path(path).write_bytes(write_geotiff(array, **raster))
+        return
+    Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array).save(path, format=format)
+
+
+# TIFF tag name → (code, TIFF type) of what write_geotiff writes back (GEO_TAGS' names)
+GEO_TAG_TYPES = {
+    "ModelPixelScale": (33550, 12), "ModelTiepoint": (33922, 12), "ModelTransformation": (34264, 12),
+    "GeoKeyDirectory": (34735, 3), "GeoDoubleParams": (34736, 12), "GeoAsciiParams": (34737, 2),
+    "GDAL_METADATA": (42112, 2), "GDAL_NODATA": (42113, 2),
+}
+
+
+def write_geotiff(pixels: np.ndarray, geo: str | dict | None = None, nodata: int | float | None = None,
+                  band_names=None, bit_depth: int | None = None, icc_profile: bytes | None = None,
+                  extratags=()) -> bytes:
+    """A (Geo)TIFF of ``pixels`` ((H, W) or (H, W, bands), uint8/uint16; chunky, deflate + predictor):
+    dtype and band order as given, ``geo`` (LoadedImage.geo JSON, or its "tags" dict) written back,
+    GDAL_NODATA from ``nodata`` and band descriptions from ``band_names`` in GDAL_METADATA (GDAL's own
+    conventions, so GDAL/rasterio read them as nodata and band descriptions), ``bit_depth`` as GDAL's
+    NBITS. 8-bit 3/4-band images are tagged RGB(A), everything else MinIsBlack with extra samples."""
+    import tifffile
+
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"write_geotiff writes uint8/uint16 rasters, got {pixels.dtype}")
+    tags = dict(json.loads(geo).get("tags", {}) if isinstance(geo, str) else (geo or {}))
+    tags.pop("GDAL_NODATA", None)
+    if nodata is not None:
+        tags["GDAL_NODATA"] = str(int(nodata)) if float(nodata).is_integer() else repr(float(nodata))
+    bands = 1 if pixels.ndim == 2 else pixels.shape[2]
+    if band_names is not None or bit_depth is not None:
+        tags["GDAL_METADATA"] = gdal_metadata(band_names, bit_depth, tags.get("GDAL_METADATA"))
+    out = list(extratags) + ([(34675, 7, len(icc_profile), icc_profile, True)] if icc_profile else [])
+    for name, value in tags.items():
+        if name not in GEO_TAG_TYPES:
+            continue
+        code, ttype = GEO_TAG_TYPES[name]
+        if ttype == 2:
+            out.append((code, 2, 0, str(value), True))
+        else:
+            value = [value] if np.isscalar(value) else list(value)
+            out.append((code, ttype, len(value), value, True))
+    rgb = pixels.dtype == np.uint8 and bands in (3, 4)
+    extrasamples = (["unassalpha"] if rgb and bands == 4 else ["unspecified"] * (bands - (3 if rgb else 1))) or None
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, pixels, photometric="rgb" if rgb else "minisblack", planarconfig="contig",
+                     extrasamples=extrasamples, extratags=out, compression="zlib", predictor=True)
+    return buf.getvalue()
+
+
+def gdal_metadata(band_names=None, bit_depth: int | None = None, existing: str | None = None) -> str:
+    """GDAL_METADATA XML with band descriptions (``role="description"``) and NBITS, keeping ``existing``'s other items."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.Element("GDALMetadata")
+    if existing:
+        try:
+            for item in ET.fromstring(str(existing).strip("\x00 ")):
+                if item.get("role") != "description" and item.get("name") != "NBITS":
+                    root.append(item)
+        except ET.ParseError:
+            pass
+    if bit_depth is not None:
+        ET.SubElement(root, "Item", name="NBITS", domain="IMAGE_STRUCTURE").text = str(int(bit_depth))
+    for b, name in enumerate(band_names or ()):
+        ET.SubElement(root, "Item", name="DESCRIPTION", sample=str(b), role="description").text = str(name)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _gdal_band_names(xml: str | None, bands: int) -> tuple[str, ...] | None:
+    """Band descriptions from GDAL_METADATA, when every band has one."""
+    if not xml:
+        return None
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(str(xml).strip("\x00 "))
+    except ET.ParseError:
+        return None
+    names = {}
+    for item in root.iter("Item"):
+        if item.get("role") == "description" and item.get("sample", "").isdigit():
+            names[int(item.get("sample"))] = item.text or ""
+    return tuple(names[b] for b in range(bands)) if names and set(names) == set(range(bands)) else None
+
+
+def _gdal_nbits(xml: str | None) -> int | None:
+    if not xml:
+        return None
+    import re
+
+    m = re.search(r'<Item name="NBITS"[^>]*>\s*(\d+)\s*<', str(xml))
+    return int(m.group(1)) if m else None
+
+
+def _nodata_value(text, dtype) -> int | None:
+    """GDAL_NODATA as a sample value, or None when it is not one ``dtype`` can hold (then no pixel is nodata)."""
+    if text is None:
+        return None
+    try:
+        v = float(str(text).strip("\x00 "))
+    except ValueError:
+        return None
+    top = np.iinfo(dtype).max
+    return int(v) if v.is_integer() and 0 <= v <= top else None
 
 
 # --- limits ------------------------------------------------------------------------------------
 def _check_size(name: str, width: int, height: int, channels: int, bytes_per_sample: int,
-                max_pixels: int, max_bytes: int | None) -> None:
+                max_pixels: int, max_bytes: int | None, raster: bool = False) -> None:
     if width <= 0 or height <= 0:
         raise UnsupportedImageError(f"{name}: empty image ({width}×{height})")
     if width * height > max_pixels:
         raise ImageTooLargeError(f"{name}: {width}×{height} = {width * height} pixels exceeds the limit of {max_pixels}")
     if max_bytes is not None:
-        need = working_set_bytes(width, height, channels, bytes_per_sample)
+        need = working_set_bytes(width, height, channels, bytes_per_sample, raster)
         if need > max_bytes:
             raise ImageTooLargeError(f"{name}: {width}×{height}×{channels} needs an estimated working set of {need} bytes, "
                                      f"over the memory limit of {max_bytes} bytes")
@@ -242,10 +380,10 @@ def _has_alpha(im: Image.Image) -> bool:
 def _check_pillow_content(im: Image.Image, name: str, head: bytes) -> int:
     """Refuse what Pillow would truncate or mislabel; returns the decoded image's channel count."""
     mode, fmt = im.mode, im.format or "image"
-    if fmt == "PNG" and head[12:16] == b"IHDR" and head[24] > 8:
+    if fmt == "PNG" and head[12:16] == b"IHDR" and head[24] > 8:  # _load_png16 takes the ones we can read exactly
         colour = _PNG_COLOUR.get(head[25], f"colour type {head[25]}")
         raise _not_supported(name, f"{head[24]}-bit PNG ({colour})",
-                             "the codec takes 8-bit images (Pillow would silently keep only the high 8 bits)")
+                             "(Pillow would silently keep only the high 8 bits)")
     if fmt == "TIFF":
         bits = im.tag_v2.get(258, (8,))
         bits = max(bits) if isinstance(bits, tuple) else int(bits)
@@ -327,7 +465,25 @@ def _exif_block(raw) -> bytes | None:
     return raw
 
 
+def _load_png16(fp, name: str, head: bytes, max_pixels: int, max_bytes: int | None) -> LoadedImage:
+    """A 16-bit PNG (gray, gray+alpha, RGB, RGBA) as uint16 samples, through imagecodecs (libpng/zlib-ng)."""
+    import imagecodecs
+
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    bands = {0: 1, 2: 3, 4: 2, 6: 4}[head[25]]
+    _check_size(name, width, height, bands, 2, max_pixels, max_bytes, raster=True)
+    try:
+        pixels = imagecodecs.png_decode(fp.read())
+    except Exception as exc:
+        raise UnsupportedImageError(f"{name}: cannot decode PNG ({type(exc).__name__}: {exc})") from exc
+    if pixels.dtype != np.uint16 or pixels.shape[:2] != (height, width):
+        raise UnsupportedImageError(f"{name}: 16-bit PNG decoded as {pixels.dtype} {pixels.shape}")
+    return LoadedImage(np.ascontiguousarray(pixels), format="PNG")
+
+
 def _load_pillow(fp, name: str, head: bytes, max_pixels: int, max_bytes: int | None) -> LoadedImage:
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[24] == 16 and head[25] in (0, 2, 4, 6):
+        return _load_png16(fp, name, head, max_pixels, max_bytes)
     with _pillow_bomb_check_lifted():
         try:
             im = Image.open(fp)
@@ -377,6 +533,8 @@ def _load_tiff(fp, name: str, max_pixels: int, max_bytes: int | None) -> LoadedI
             raise UnsupportedImageError(f"{name}: cannot decode TIFF ({type(exc).__name__}: {exc})") from exc
         if count > 1 and any(not int(pages[i].subfiletype) & 1 for i in range(1, count)):
             raise _refuse_multi(name, count, "pages", "multi-page TIFF")
+        if _is_tiff_raster(page):
+            return _load_tiff_raster(page, name, max_pixels, max_bytes)
         plan = _tiff_plan(page, name)
         _check_size(name, page.imagewidth, page.imagelength, plan["channels"], 1, max_pixels, max_bytes)
         geo, icc = _geo(page), page.tags.valueof(34675)
@@ -400,7 +558,48 @@ def _load_tiff(fp, name: str, max_pixels: int, max_bytes: int | None) -> LoadedI
                                                        if plan["channels"] > 1 else ())
         if pixels.shape != want or pixels.dtype != np.uint8:
             raise _not_supported(name, f"this TIFF layout (decoded as {pixels.dtype} {pixels.shape}, expected {want})")
-        return LoadedImage(np.ascontiguousarray(pixels), geo, bytes(icc) if icc else None, exif, "TIFF")
+        xml = page.tags.valueof(42112)
+        return LoadedImage(np.ascontiguousarray(pixels), geo, bytes(icc) if icc else None, exif, "TIFF",
+                           _nodata_value(page.tags.valueof(42113), np.uint8),
+                           _gdal_band_names(xml, 1 if pixels.ndim == 2 else pixels.shape[2]))
+
+
+def _is_tiff_raster(page) -> bool:
+    """Unsigned 9–16-bit samples, or 8-bit MinIsBlack/RGB with more samples than gray(+alpha)/RGB(A)(+1)."""
+    import tifffile
+
+    P = tifffile.PHOTOMETRIC
+    photometric, bits, spp = int(page.photometric), int(page.bitspersample), int(page.samplesperpixel)
+    if int(page.sampleformat) != 1 or int(page.subfiletype) & 1 or int(getattr(page, "imagedepth", 1)) > 1:
+        return False
+    if photometric not in (P.MINISBLACK, P.RGB):
+        return False
+    if 8 < bits <= 16:
+        return True
+    return bits == 8 and spp > (2 if photometric == P.MINISBLACK else 4) and len(tuple(page.extrasamples)) > 1
+
+
+def _load_tiff_raster(page, name: str, max_pixels: int, max_bytes: int | None) -> LoadedImage:
+    """(H, W, bands) uint8/uint16 samples in file band order, with nodata, band names, bit depth and geo."""
+    bits, spp = int(page.bitspersample), int(page.samplesperpixel)
+    bps = 1 if bits <= 8 else 2
+    _check_size(name, page.imagewidth, page.imagelength, spp, bps, max_pixels, max_bytes, raster=True)
+    try:
+        arr = page.asarray()
+    except Exception as exc:
+        raise UnsupportedImageError(f"{name}: cannot decode TIFF ({type(exc).__name__}: {exc})") from exc
+    h, w = page.imagelength, page.imagewidth
+    if arr.ndim == 3 and spp > 1 and arr.shape == (spp, h, w):  # one plane per band
+        arr = np.moveaxis(arr, 0, -1)
+    want = (h, w) + ((spp,) if spp > 1 else ())
+    dtype = np.uint8 if bps == 1 else np.uint16
+    if arr.shape != want or arr.dtype != dtype:
+        raise _not_supported(name, f"this TIFF layout (decoded as {arr.dtype} {arr.shape}, expected {np.dtype(dtype)} {want})")
+    xml = page.tags.valueof(42112)
+    depth = bits if bits < 16 and bps == 2 else _gdal_nbits(xml)
+    icc = page.tags.valueof(34675)
+    return LoadedImage(np.ascontiguousarray(arr), _geo(page), bytes(icc) if icc else None, None, "TIFF",
+                       _nodata_value(page.tags.valueof(42113), dtype), _gdal_band_names(xml, spp), depth)
 
 
 def _pillow_decode_tiff(fp, name: str, plan: dict, tiff_error: Exception | None) -> np.ndarray:
@@ -536,5 +735,6 @@ def is_tiff(data: bytes) -> bool:
     return bytes(data[:4]) in TIFF_MAGIC
 
 
-__all__ = ["LoadedImage", "load_image", "read_image", "write_image", "working_set_bytes", "to_array", "is_tiff",
+__all__ = ["LoadedImage", "load_image", "read_image", "write_image", "write_geotiff", "gdal_metadata", "GEO_TAG_TYPES",
+           "working_set_bytes", "to_array", "is_tiff",
            "DEFAULT_MAX_PIXELS", "CODEC_PEAK_BYTES_PER_PIXEL", "GEO_TAGS", "ImageTooLargeError", "UnsupportedImageError"]

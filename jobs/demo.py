@@ -26,7 +26,39 @@ from pipeline.archive import MANIFESTS, RECORDS, STATS, Archive, folder_url  # n
 
 INPUT, OUTPUT = "s3://raw/samples/", "s3://archive/demo/"
 AERIAL = ROOT.parent / "shared" / "data" / "aerial" / "train"
+SATELLITE = ROOT.parent / "shared" / "data" / "satellite" / "train"
+DEMO_SCENES = [  # small ones, one per sensor and band layout: WorldView 4-band MS, Sentinel-2 60 m (2 bands),
+    "SpaceNet_solaris__ms1.tif", "S2dec_riotilerpds__T29RKH_60m.tif",  # Landsat 3-band, WorldView pan
+    "L8dec_riotiler__mosaic_cog3.tif", "SpaceNet_solaris__pan1.tif", "S2dec_riotilerpds__T29RKH_20m.tif"]
 SEED_MODELS = ROOT / "models"  # a model registry in the object-storage layout (the aerial model lives here)
+
+
+def satellite_scenes(n: int) -> dict[str, bytes]:
+    """16-bit multi-band scenes to archive beside the 8-bit photos: a few of ../shared's satellite
+    rasters when present (the smaller ones, several sensors), else one synthetic georeferenced
+    4-band uint16 scene with nodata corners."""
+    pick = [SATELLITE / name for name in DEMO_SCENES if (SATELLITE / name).exists()][:n]
+    if pick:
+        return {f"satellite/{p.name}": p.read_bytes() for p in pick}
+    return {"satellite/synthetic_4band.tif": synthetic_scene()}
+
+
+def synthetic_scene(size: int = 512, bands: int = 4) -> bytes:
+    """A smooth 12-bit-in-uint16 GeoTIFF (EPSG:32633, 10 m) with zero (nodata) corners."""
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    base = 800 + 1500 * (np.sin(6 * xx) * np.cos(4 * yy) + 1) + rng.normal(0, 30, (size, size))
+    arr = np.stack([np.clip(base * (0.7 + 0.2 * b), 1, 4095) for b in range(bands)], -1).astype(np.uint16)
+    arr[(xx + yy) < 0.3] = 0
+    geo = [(33550, 12, 3, (10.0, 10.0, 0.0), True), (33922, 12, 6, (0, 0, 0, 500000.0, 5000000.0, 0), True),
+           (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True),
+           (42113, 2, 0, "0", True)]
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, photometric="minisblack", planarconfig="contig", extratags=geo, compression="zlib")
+    return buf.getvalue()
 
 
 def sample_images(n: int) -> dict[str, bytes]:
@@ -71,7 +103,7 @@ def main(argv=None) -> int:
         print()
         from jobs import report as report_job
 
-        report_job.main(["--stats", folder_url(OUTPUT, STATS), "--html", str(a.dir / "report.html")]
+        report_job.main(["--stats", folder_url(OUTPUT, STATS), "--html", str(a.dir / "report.html"), "--group-by", "product"]
                         + (["--model-registry", registry] if registry else []))
         restore_sample(a.dir, registry)
     return 0
@@ -79,7 +111,7 @@ def main(argv=None) -> int:
 
 def upload_samples(fs, n: int) -> None:
     """The sample images, to s3://raw/samples/ (the bucket a user would archive)."""
-    images = sample_images(n)
+    images = {**sample_images(n), **satellite_scenes(max(1, n // 6))}
     for name, data in images.items():
         fs.pipe(f"raw/samples/{name}", data)
     print(f"uploaded {len(images)} images ({sum(map(len, images.values())) / 1e6:.1f} MB) to {INPUT}")

@@ -1,6 +1,6 @@
 """Report on what the archive did: a table in the terminal, and an HTML report with plots.
 
-    python jobs/report.py --stats s3://archive/stats/ [--since 2026-11-01] [--group-by prefix|day|model|run] \\
+    python jobs/report.py --stats s3://archive/stats/ [--since 2026-11-01] [--group-by prefix|day|model|run|product] \\
         [--html report.html] [--image s3://raw/scene.tif]
 
 Queries the committed stats with DuckDB (through the same S3 settings as the jobs:
@@ -31,7 +31,7 @@ def parse_args(argv=None) -> ReportJobConfig:
     ap.add_argument("--config", type=Path)
     ap.add_argument("--stats")
     ap.add_argument("--since", help="YYYY-MM-DD")
-    ap.add_argument("--group-by", dest="group_by", choices=["prefix", "day", "model", "run"])
+    ap.add_argument("--group-by", dest="group_by", choices=["prefix", "day", "model", "run", "product"])
     ap.add_argument("--html")
     ap.add_argument("--image")
     ap.add_argument("--model-registry", dest="model_registry", help="URL of the model registry (non-built-in models)")

@@ -377,12 +377,12 @@ class Archive:
     def record_index(self, keys: list[str] | None = None, prefix: str | None = None) -> pa.Table:
         """The latest committed record of each key (no bitstreams), with the file that holds it.
 
-        Columns: key, version, model_id, width, height, channels, geo, run_id, file.
+        Columns: key, version, model_id, width, height, channels, bands, dtype, geo, run_id, file.
         """
         import pyarrow.compute as pc
         import pyarrow.dataset as ds
 
-        cols = ["key", "version", "model_id", "width", "height", "channels", "geo", "run_id"]
+        cols = ["key", "version", "model_id", "width", "height", "channels", "bands", "dtype", "geo", "run_id"]
         wanted = set(keys) if keys is not None else None
         latest: dict[str, dict] = {}
         for m in self.committed():  # commit order: a later record of a key replaces an earlier one

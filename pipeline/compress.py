@@ -114,7 +114,8 @@ def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
     check_writable(cfg.output, cfg.storage)
     # pin NAME to NAME@VERSION once, so every replica uses the same weights even if a new
     # version is registered mid-run (and a missing model fails here, not in every replica)
-    cfg = cfg.model_copy(update={"model": model_resolver(cfg.model_registry, cfg.storage).resolve(cfg.model)})
+    resolver = model_resolver(cfg.model_registry, cfg.storage)
+    cfg = cfg.model_copy(update={"model": resolver.resolve(cfg.model), "raster_model": resolver.resolve(cfg.raster_model)})
     archive = Archive(cfg.output, cfg.storage)
     with archive.acquire_lease(cfg.run_id, cfg.lease_ttl_s) as lease:
         archive.check_new_run(cfg.run_id)

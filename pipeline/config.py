@@ -88,6 +88,9 @@ class CompressJobConfig(JobConfig):
     model: str = "default"
     model_registry: str | None = Field(default=None, description="URL of a model registry on object storage "
                                        "(models trained by jobs/train_codec.py); built-in names are found without it")
+    raster_model: str = Field(default="satellite", description="model for 16-bit or multi-band rasters "
+                              "(8-bit gray/RGB/RGBA images use --model)")
+    lossless: bool = Field(default=False, description="code every tile losslessly: restores are bit-exact")
     tile_size: int = 256
     replicas: int | None = Field(default=None, description="codec replicas; default GPUs / gpus_per_replica on a GPU "
                                  "cluster, else one per 4 CPUs")
@@ -192,7 +195,7 @@ class ReportJobConfig(JobConfig):
 
     stats: str = Field(description="URL of the archive's stats/ (or of the archive itself)")
     since: date | None = Field(default=None, description="only rows archived on or after this day")
-    group_by: Literal["prefix", "day", "model", "run"] | None = None
+    group_by: Literal["prefix", "day", "model", "run", "product"] | None = None
     html: str | None = Field(default=None, description="write the HTML report here (a path or URL)")
     image: str | None = Field(default=None, description="key whose bit allocation the HTML shows (default: the most tiles)")
     model_registry: str | None = Field(default=None, description="where the shown record's model is, if not built in")

@@ -27,6 +27,8 @@ GROUPS = {
     "day": "cast(timestamp as date)",
     "model": "model_id",
     "run": "run_id",
+    # what kind of imagery: 8-bit photos and 16-bit multi-band rasters side by side
+    "product": "coalesce(dtype, 'uint8') || ' × ' || coalesce(bands, channels)::varchar || ' band(s)'",
 }
 
 
@@ -66,6 +68,7 @@ def summary_sql(group_by: str | None) -> str:
                coalesce(sum(compressed_bytes) filter (where status = 'ok'), 0)::bigint as bytes_out,
                (sum(original_bytes) filter (where status = 'ok'))::double / nullif(sum(compressed_bytes), 0) as ratio,
                avg(bpp) as mean_bpp,
+               avg(coalesce(bits_per_sample, bpp / nullif(channels, 0))) as mean_bits_per_sample,
                quantile_cont(bpp, 0.5) as p50_bpp,
                quantile_cont(bpp, 0.9) as p90_bpp,
                avg(psnr) filter (where isfinite(psnr)) as mean_psnr,

@@ -171,7 +171,10 @@ def _selection(cfg: RestoreJobConfig) -> tuple[pa.Table, list[dict]]:
         have = set(index["key"].to_pylist())
         errors += [restore_row(k, f"{k}: no committed record in {cfg.archive}", restore_id=cfg.restore_id)
                    for k in cfg.keys if k not in have]
-    names = output_names(index["key"].to_pylist(), [image_format(cfg.format, g) for g in index["geo"].to_pylist()])
+    keys = index["key"].to_pylist()
+    formats = [_format_of(cfg.format, k, r) for k, r in zip(keys, index.select(["geo", "dtype", "bands"]).to_pylist())]
+    names = output_names(keys, [f if isinstance(f, str) else "tiff" for f in formats])
+    names = [f if isinstance(f, Exception) else n for n, f in zip(names, formats)]  # a refused format is the error
     safe = [not isinstance(n, Exception) for n in names]
     errors += [restore_row(index["key"][i].as_py(), str(n), restore_id=cfg.restore_id)
                for i, n in enumerate(names) if not safe[i]]
@@ -179,6 +182,14 @@ def _selection(cfg: RestoreJobConfig) -> tuple[pa.Table, list[dict]]:
         index = index.filter(pa.array(safe))
         names = [n for n in names if not isinstance(n, Exception)]
     return index.append_column("output", pa.array(names, pa.string())), errors
+
+
+def _format_of(requested: str, key: str, record: dict) -> str | ValueError:
+    """The file format a record restores as, or why it cannot (PNG asked for a 16-bit or multi-band raster)."""
+    try:
+        return image_format(requested, record["geo"], record["dtype"], record["bands"])
+    except ValueError as exc:
+        return ValueError(f"{key}: {exc}")
 
 
 def _write_log(cfg: RestoreJobConfig, results: list[dict], summary: RestoreSummary) -> None:

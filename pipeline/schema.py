@@ -28,6 +28,8 @@ RECORD_SCHEMA = pa.schema([
     ("format_version", pa.int16()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int8()),
     ("geo", pa.string()), ("run_id", pa.string()),
     ("icc_profile", pa.binary()), ("exif", pa.binary()),
+    # rasters (codec.imageio): sample type, band count, the nodata value and band descriptions of the source
+    ("bands", pa.int16()), ("dtype", pa.string()), ("nodata", pa.float64()), ("band_names", pa.list_(pa.string())),
 ])
 
 STATS_SCHEMA = pa.schema([
@@ -38,6 +40,9 @@ STATS_SCHEMA = pa.schema([
     ("tile_quality_max", pa.float64()), ("tiles", pa.int32()), ("tiles_missed", pa.int32()), ("width", pa.int32()),
     ("height", pa.int32()), ("channels", pa.int8()), ("model_id", pa.string()), ("encode_seconds", pa.float64()),
     ("replica", pa.string()), ("run_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
+    # rasters: bits / (pixels × bands) and PSNR as codec.metrics defines them for any bit depth
+    ("bands", pa.int16()), ("dtype", pa.string()), ("bits_per_sample", pa.float64()),
+    ("nodata_fraction", pa.float64()), ("lossless_tiles", pa.int32()),
 ])
 
 # what a replica emits per input: every stats column plus the record-only ones
@@ -63,22 +68,25 @@ class RowContext:
     """What every row of one replica says about how it was made (fixed for the replica's life)."""
 
     run_id: str
-    mode: str  # target_psnr, quality or target_bpp
-    target: float
+    mode: str  # target_psnr, quality, target_bpp or lossless
+    target: float | None  # None when lossless
     replica: str  # host:pid/gpuN
 
     @classmethod
     def of(cls, cfg, replica: str) -> "RowContext":
+        if cfg.lossless:
+            return cls(cfg.run_id, "lossless", None, replica)
         mode, target = cfg.mode
         return cls(cfg.run_id, mode, float(target), replica)
 
 
 @dataclass(frozen=True)
 class Measured:
-    """Quality measured on the decoded record (verification), over the colour channels."""
+    """Quality measured on the decoded record (verification): 8-bit images over the colour channels,
+    rasters by codec.metrics.raster_psnr (no MS-SSIM)."""
 
     psnr: float
-    ms_ssim: float
+    ms_ssim: float | None
 
 
 def base_row(listed: dict, ctx: RowContext) -> dict:
@@ -104,15 +112,27 @@ def ok_row(row: dict, result, image, seconds: float, measured: Measured | None) 
     row.update(
         status="ok", bitstream=result.data, compressed_bytes=len(result.data), bpp=result.bpp,
         tile_quality_min=float(q.min()), tile_quality_mean=float(q.mean()), tile_quality_max=float(q.max()),
-        tiles=len(q), tiles_missed=result.missed_tiles, width=w, height=h, channels=result.header.channels,
+        tiles=len(q), tiles_missed=result.missed_tiles, width=w, height=h,
+        channels=result.header.bands if result.header.bands <= 127 else None,  # int8: `bands` holds any count
         format_version=result.header.version, encode_seconds=seconds, psnr=result.psnr,
         model_id=result.header.model_id,  # what the stream says decodes it
+        bands=result.header.bands, dtype=result.header.dtype, bits_per_sample=result.bits_per_sample,
+        nodata_fraction=nodata_fraction(image), lossless_tiles=sum(t.lossless for t in result.header.tiles),
+        nodata=image.nodata, band_names=list(image.band_names) if image.band_names else None,
     )
     if measured is not None:
         row.update(psnr=measured.psnr, ms_ssim=measured.ms_ssim)
     row.update(geo=image.geo, icc_profile=image.icc_profile, exif=image.exif)
     row["ratio"] = row["original_bytes"] / row["compressed_bytes"]
     return row
+
+
+def nodata_fraction(image) -> float:
+    """Share of the image's pixels that are nodata (all bands equal to it; codec.bands.valid_mask)."""
+    from codec.bands import valid_mask
+
+    valid = valid_mask(image.pixels, image.nodata)
+    return 0.0 if valid is None else float(1 - valid.mean())
 
 
 # --- restores -----------------------------------------------------------------------------------

@@ -126,25 +126,25 @@ def test_geotiff_georeferencing_is_parsed():
 
 # --- item 2: refuse what cannot be archived faithfully; apply palettes -----------------------
 @pytest.mark.parametrize("channels", [3, 4])
-def test_16_bit_rgb_and_rgba_png_are_refused_not_truncated(channels):
+def test_16_bit_rgb_and_rgba_png_are_read_exactly_not_truncated(channels):
     arr = RNG.integers(0, 65536, (6, 9, channels), dtype=np.uint16)
     data = png16(arr)
     with Image.open(io.BytesIO(data)) as im:  # what Pillow does with it: 8 bits kept, silently
         assert im.mode == ("RGB" if channels == 3 else "RGBA")
-    with refused(r"scene\.png: 16-bit PNG .*not supported"):
-        load_image(data, "scene.png")
+    got = load_image(data, "scene.png")
+    assert got.pixels.dtype == np.uint16 and np.array_equal(got.pixels, arr) and got.is_raster
 
 
-def test_16_bit_gray_png_and_tiff_are_refused():
+def test_16_bit_gray_png_and_tiff_are_read_exactly_float_is_refused():
     arr = RNG.integers(0, 65536, (6, 9), dtype=np.uint16)
-    with refused(r"g\.png: .*16-bit.*not supported"):
-        load_image(png16(arr), "g.png")
-    with refused(r"g\.tif: 16-bit .*not supported"):
-        load_image(tiff_bytes(arr), "g.tif")
-    with refused(r"rgb16\.tif: 16-bit .*not supported"):
-        load_image(tiff_bytes(np.dstack([arr] * 3), photometric="rgb"), "rgb16.tif")
+    assert np.array_equal(load_image(png16(arr), "g.png").pixels, arr)
+    assert np.array_equal(load_image(tiff_bytes(arr), "g.tif").pixels, arr)
+    rgb16 = np.dstack([arr, arr // 2, arr // 3])
+    assert np.array_equal(load_image(tiff_bytes(rgb16, photometric="rgb"), "rgb16.tif").pixels, rgb16)
     with refused(r"f\.tif: 32-bit float .*not supported"):
         load_image(tiff_bytes(arr.astype(np.float32)), "f.tif")
+    with refused(r"s\.tif: 16-bit signed .*not supported"):
+        load_image(tiff_bytes(arr.astype(np.int16)), "s.tif")
 
 
 def test_palette_tiff_comes_back_in_its_colours():
@@ -208,10 +208,10 @@ def test_miniswhite_and_bilevel_tiffs_are_inverted_and_scaled_as_their_tags_say(
     assert got.dtype == np.uint8 and np.array_equal(got, np.where(bits, 255, 0))
 
 
-def test_tiff_extra_samples_beyond_rgba_are_refused_and_premultiplied_alpha_is_undone():
-    five = RNG.integers(0, 256, (8, 8, 5), dtype=np.uint8)
-    with refused(r"x\.tif: .*extra samples.*not supported"):
-        load_image(tiff_bytes(five, photometric="rgb", extrasamples=["unassalpha", "unspecified"]), "x.tif")
+def test_tiff_extra_samples_beyond_rgba_are_bands_and_premultiplied_alpha_is_undone():
+    five = RNG.integers(0, 256, (8, 8, 5), dtype=np.uint8)  # 8-bit multispectral: every sample kept, in order
+    got = load_image(tiff_bytes(five, photometric="rgb", extrasamples=["unassalpha", "unspecified"]), "x.tif")
+    assert np.array_equal(got.pixels, five) and got.is_raster
     rgba = np.dstack([rgb(8, 8), np.full((8, 8), 128, np.uint8)])
     premultiplied = rgba.copy()
     premultiplied[..., :3] = rgba[..., :3] // 2
@@ -298,8 +298,11 @@ def test_working_set_estimate_uses_the_measured_constants():
     assert working_set_bytes(100, 10, 3) == 1000 * (6 + 4)
     assert working_set_bytes(100, 10, 4) == working_set_bytes(100, 10, 2) == 1000 * (13 + 4)
     assert working_set_bytes(100, 10, 3, bytes_per_sample=2) == 1000 * (6 + 8)
+    # rasters: three copies of the samples and a byte of nodata mask per pixel
+    assert working_set_bytes(100, 10, 10, bytes_per_sample=2) == 1000 * (3 * 10 * 2 + 1)
+    assert working_set_bytes(100, 10, 3, bytes_per_sample=2, raster=True) == 1000 * (3 * 3 * 2 + 1)
     with pytest.raises(ValueError):
-        working_set_bytes(1, 1, 5)
+        working_set_bytes(1, 1, 0)
 
 
 def test_sparse_tiff_is_refused_from_its_header_before_tifffile_allocates():

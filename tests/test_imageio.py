@@ -26,10 +26,13 @@ def test_gray_alpha_becomes_rgba():
     assert arr.shape == (4, 5, 4) and (arr[..., 3] == 7).all()
 
 
-def test_16_bit_is_rejected_with_name():
-    im = Image.fromarray(np.zeros((4, 4), dtype=np.uint16))
-    with pytest.raises(UnsupportedImageError, match="scene.png.*16-bit"):
-        read_image(encoded(im), name="scene.png")
+def test_16_bit_png_is_read_as_uint16_and_float_is_rejected_with_name():
+    arr = np.arange(16, dtype=np.uint16).reshape(4, 4) * 4000
+    im = Image.fromarray(arr)
+    got = read_image(encoded(im), name="scene.png")
+    assert got.dtype == np.uint16 and np.array_equal(got, arr)
+    with pytest.raises(UnsupportedImageError, match="scene.png.*float"):
+        read_image(encoded(Image.fromarray(arr.astype(np.float32)), "TIFF"), name="scene.png")
 
 
 def test_truncated_and_garbage_and_bomb():

@@ -48,8 +48,9 @@ class CodecReplica:
         if self.device == "cpu" and cpu_threads:
             torch.set_num_threads(cpu_threads)
         # the driver pinned cfg.model to NAME@VERSION: every replica loads exactly those weights
-        loaded = model_resolver(config.model_registry, config.storage).load(config.model)
-        self.model, _ = codec.get_coder(loaded, self.device, half=self.device == "cuda")
+        self.models = model_resolver(config.model_registry, config.storage)
+        self.model = self._coder(config.model)
+        self._raster_model = None  # config.raster_model, loaded with the first raster
         self.archive = Archive(config.output, config.storage)
         gpu = f"/gpu{','.join(self.gpu_ids)}" if self.gpu_ids else "/cpu"
         self.ctx = RowContext.of(config, f"{socket.gethostname()}:{os.getpid()}{gpu}")
@@ -109,9 +110,9 @@ class CodecReplica:
             return error_row(row, exc.kind, str(exc))
         try:
             t = time.perf_counter()
-            result = self._encode(image.pixels, key)
+            result = self._encode(image, key)
             seconds = time.perf_counter() - t
-            measured = self._verify(result, image.pixels) if self.cfg.verify else None
+            measured = self._verify(result, image) if self.cfg.verify else None
         except BaseException as exc:  # noqa: BLE001 — CUDA OOM, MemoryError, native panics, asserts
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -122,24 +123,45 @@ class CodecReplica:
         maybe_fault(key, self.done)
         return row
 
-    def _encode(self, pixels: np.ndarray, key: str):
+    def _coder(self, spec: str):
         import codec
 
-        return codec.encode(pixels, self.model, tile_size=self.cfg.tile_size, device=self.device,
-                            half=self.device == "cuda", name=key, target=self.target)
+        return codec.get_coder(self.models.load(spec), self.device, half=self.device == "cuda")[0]
 
-    def _verify(self, r, pixels: np.ndarray) -> Measured:
+    def model_for(self, image):
+        """--model for 8-bit gray/RGB/RGBA images, --raster-model for rasters (16-bit, other band counts,
+        nodata): the codec's own rule (``LoadedImage.is_raster``), as the CLI applies it."""
+        if not image.is_raster:
+            return self.model
+        if self._raster_model is None:
+            self._raster_model = self._coder(self.cfg.raster_model)
+        return self._raster_model
+
+    def _encode(self, image, key: str):
+        import codec
+
+        return codec.encode(image.pixels, self.model_for(image), tile_size=self.cfg.tile_size, device=self.device,
+                            half=self.device == "cuda", name=key, target=self.target, nodata=image.nodata,
+                            bit_depth=image.bit_depth, band_names=image.band_names, lossless=self.cfg.lossless)
+
+    def _verify(self, r, image) -> Measured:
         """Decode the record as a restore would; measure it; refuse it if it is not what was encoded.
 
-        PSNR and MS-SSIM are over the colour channels (an alpha plane is checked to be exact).
+        8-bit images: PSNR and MS-SSIM over the colour channels (an alpha plane is checked to be
+        exact). Rasters: codec.metrics.raster_psnr over valid pixels, nodata checked to come back
+        exactly where it was and nowhere else; lossless records checked to be bit-exact.
         """
         import codec
         from codec.metrics import ms_ssim, psnr
 
-        decoded = codec.decode(r.data, self.model, device=self.device, half=self.device == "cuda",
+        pixels = image.pixels
+        decoded = codec.decode(r.data, self.model_for(image), device=self.device, half=self.device == "cuda",
                                max_pixels=self.cfg.max_pixels)
-        if decoded.shape != pixels.shape:
-            raise codec.CodecError(f"verification failed: decoded shape {decoded.shape} != {pixels.shape}")
+        if decoded.shape != pixels.shape or decoded.dtype != pixels.dtype:
+            raise codec.CodecError(f"verification failed: decoded {decoded.dtype}{decoded.shape} != "
+                                   f"{pixels.dtype}{pixels.shape}")
+        if r.header.raster is not None:
+            return self._verify_raster(r, image, decoded)
         colour, decoded_colour = (pixels[..., :3], decoded[..., :3]) if pixels.ndim == 3 else (pixels, decoded)
         if pixels.ndim == 3 and pixels.shape[2] == 4 and not np.array_equal(pixels[..., 3], decoded[..., 3]):
             raise codec.CodecError("verification failed: the alpha plane did not come back exactly")
@@ -148,14 +170,26 @@ class CodecReplica:
             raise codec.CodecError(f"verification failed: decoded PSNR {measured:.3f} dB, encoder measured {r.psnr:.3f} dB")
         return Measured(measured, ms_ssim(colour, decoded_colour))
 
-    def _free_memory(self) -> None:
-        import gc
+    def _verify_raster(self, r, image, decoded: np.ndarray) -> Measured:
+        import codec
+        from codec.bands import valid_mask
+        from codec.metrics import raster_psnr
 
-        gc.collect()
-        if self.device == "cuda":
-            import torch
+        pixels = image.pixels
+        valid = valid_mask(pixels, image.nodata)
+        if not _same_mask(valid, valid_mask(decoded, image.nodata)):
+            raise codec.CodecError("verification failed: nodata did not come back exactly where it was")
+        if r.header.lossless and not np.array_equal(decoded, pixels):
+            raise codec.CodecError("verification failed: a lossless record did not decode bit-exactly")
+        measured = raster_psnr(pixels, decoded, valid)
+        if r.psnr is not None and np.isfinite(r.psnr) and abs(measured - r.psnr) > 0.05:
+            raise codec.CodecError(f"verification failed: decoded PSNR {measured:.3f} dB, encoder measured {r.psnr:.3f} dB")
+        return Measured(measured, None)  # MS-SSIM is defined for 8-bit colour here, not for rasters
 
-            torch.cuda.empty_cache()
+
+def _same_mask(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Two codec.bands.valid_mask results (None: every pixel holds data) are the same mask."""
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 
 def maybe_fault(key: str, done: int) -> None:

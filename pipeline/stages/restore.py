@@ -31,11 +31,18 @@ if TYPE_CHECKING:
 
 
 # --- pure functions over arrays and records ----------------------------------------------
-def image_format(requested: str, geo: str | None) -> str:
-    """``auto`` restores georeferenced records as GeoTIFF and the rest as PNG."""
-    if requested != "auto":
-        return requested
-    return "tiff" if geo else "png"
+def image_format(requested: str, geo: str | None, dtype: str | None = None, bands: int | None = None) -> str:
+    """``auto`` restores georeferenced records and rasters PNG cannot hold (16-bit, band counts other
+    than 1, 3 and 4) as (Geo)TIFF and the rest as PNG.
+
+    PNG asked for a raster it cannot hold is refused here, before anything is decoded.
+    """
+    raster = (dtype not in (None, "uint8")) or (bands is not None and bands not in (1, 3, 4))
+    if requested == "auto":
+        return "tiff" if geo or raster else "png"
+    if requested == "png" and raster:
+        raise ValueError(f"PNG cannot hold a {bands}-band {dtype} raster: restore it as tiff (or auto)")
+    return requested
 
 
 def decode_record(record: dict, region: tuple[int, int, int, int] | None = None, model=None) -> np.ndarray:
@@ -83,10 +90,12 @@ GEO_TAG_TYPES = {  # tag → (code, TIFF type)
 
 
 def encode_image(arr: np.ndarray, fmt: str, geo_tags: dict | None = None, icc_profile: bytes | None = None,
-                 exif: bytes | None = None) -> bytes:
+                 exif: bytes | None = None, multiband: bool = False) -> bytes:
     """PNG via Pillow, or (Geo)TIFF via tifffile with the georeferencing tags written back.
 
-    The source's ICC profile and raw EXIF (kept in the record) are written back too.
+    The source's ICC profile and raw EXIF (kept in the record) are written back too. A
+    ``multiband`` raster (satellite bands, not colour) is written band-interleaved as
+    minisblack samples whatever its band count, as GDAL writes multispectral GeoTIFFs.
     """
     buf = io.BytesIO()
     if fmt == "png":
@@ -109,10 +118,13 @@ def encode_image(arr: np.ndarray, fmt: str, geo_tags: dict | None = None, icc_pr
             else:
                 value = [value] if np.isscalar(value) else list(value)
                 extratags.append((code, dtype, len(value), value, True))
-        photometric = "rgb" if arr.ndim == 3 and arr.shape[2] in (3, 4) else "minisblack"
-        extrasamples = ["unassalpha"] if arr.ndim == 3 and arr.shape[2] == 4 else None
+        bands = arr.shape[2] if arr.ndim == 3 else 1
+        rgb = bands in (3, 4) and not multiband
+        photometric = "rgb" if rgb else "minisblack"
+        extrasamples = ["unassalpha"] if rgb and bands == 4 else None
+        # bands after the first of a minisblack raster are plain extra samples ("unspecified")
         tifffile.imwrite(buf, arr, photometric=photometric, extrasamples=extrasamples, extratags=extratags,
-                         compression="zlib")
+                         planarconfig="contig", compression="zlib", predictor=True)
     else:
         raise ValueError(f"unknown image format {fmt!r} (png or tiff)")
     return buf.getvalue()
@@ -133,6 +145,11 @@ def _exif_orientation(exif: bytes | None) -> int | None:
     return int(v) if v and v != 1 else None
 
 
+def is_raster(record: dict) -> bool:
+    """A record of a raster that is not 8-bit gray/RGB/RGBA (it restores as band-interleaved TIFF)."""
+    return record.get("dtype") not in (None, "uint8") or record.get("bands") not in (None, 1, 3, 4)
+
+
 # --- one record, and the replica that restores a batch of them --------------------------------
 def restore_record(record: dict, fs, out_path: str, region=None, fmt: str = "auto",
                    models: "ModelResolver | None" = None) -> dict:
@@ -147,9 +164,10 @@ def restore_record(record: dict, fs, out_path: str, region=None, fmt: str = "aut
     try:
         model = (models or ModelResolver()).load(record["model_id"])  # whatever model the record names
         arr = decode_record(record, region, model)
-        kind = image_format(fmt, record.get("geo"))
+        kind = image_format(fmt, record.get("geo"), record.get("dtype"), record.get("bands"))
         data = encode_image(arr, kind, shifted_geo(record.get("geo"), region) if kind == "tiff" else None,
-                            icc_profile=record.get("icc_profile"), exif=record.get("exif"))
+                            icc_profile=record.get("icc_profile"), exif=record.get("exif"),
+                            multiband=is_raster(record))
         put_atomic(fs, out_path, data)
         row.update(output=out_path, width=arr.shape[1], height=arr.shape[0])
     except BaseException as exc:  # noqa: BLE001 — corrupt record, unknown model, bad region, write failure,
@@ -202,7 +220,7 @@ class RestoreReplica:
                 rows.append(restore_row(key, f"{key}: {read_error}"))
                 continue
             record = found[key]
-            fmt = image_format(self.cfg.format, record.get("geo"))
+            fmt = self.cfg.format  # restore_record resolves auto (and refuses png for rasters) per record
             rows.append(restore_record(record, self.out_fs, f"{self.out_root}/{outputs[key]}", self.cfg.region, fmt,
                                        self.models))
         return rows
