@@ -101,7 +101,7 @@ def encode(
     check_tile_size(tile_size)
     if is_raster(image, nodata, bit_depth, band_names, lossless):
         return _encode_raster(image, model, target, tile_size, device, half, batch_size, entropy_workers, name,
-                              nodata, bit_depth, band_names, lossless, lossless_fallback)
+                              nodata, bit_depth, band_names, lossless, lossless_fallback, overlap_coding)
     img = prepare(image, name)
     loaded, engine = get_coder(model, device, half, entropy_workers)
     header = Header(loaded.model_id, loaded.sha256, img.width, img.height, img.channels, tile_size,
@@ -155,7 +155,7 @@ def is_raster(image, nodata=None, bit_depth=None, band_names=None, lossless: boo
 
 def _encode_raster(image, model, target: RateTarget, tile_size: int, device: str, half: bool, batch_size: int,
                    entropy_workers: int, name: str, nodata, bit_depth, band_names, lossless: bool,
-                   lossless_fallback: bool) -> EncodeResult:
+                   lossless_fallback: bool, overlap_coding: bool = True) -> EncodeResult:
     img = bands.check_raster(image, name)
     h, w, n_bands = img.shape
     boxes = grid_boxes(w, h, tile_size)
@@ -180,14 +180,16 @@ def _encode_raster(image, model, target: RateTarget, tile_size: int, device: str
                                 overhead_bytes=bitstream.estimated_overhead(loaded.model_id, n * len(groups)))
     fallback = lossless_fallback and target.mode == "target_psnr"
     while strategy is not None:
-        result = _raster_pass(engine, img, header, boxes, valid, counts, strategy, batch_size, fallback)
+        result = _raster_pass(engine, img, header, boxes, valid, counts, strategy, batch_size, fallback, overlap_coding)
         strategy = strategy.retry(len(result.data))
     return result
 
 
 def _raster_pass(engine: Engine, img: np.ndarray, header: Header, boxes: list[Box], valid: list, counts: np.ndarray,
-                 strategy: ratecontrol.Strategy, batch_size: int, fallback: bool) -> EncodeResult:
-    """Every band group of every tile through ``strategy`` and the entropy coder; exact tiles where asked; pack."""
+                 strategy: ratecontrol.Strategy, batch_size: int, fallback: bool,
+                 overlap_coding: bool = True) -> EncodeResult:
+    """Every band group of every tile through ``strategy`` and the entropy coder (overlapped with the next
+    batch's transforms, as for images); exact tiles where asked; pack."""
     info, n = header.raster, len(boxes)
     groups = info.groups
     parts: list[list] = [[None] * len(groups) for _ in range(n)]
@@ -195,10 +197,11 @@ def _raster_pass(engine: Engine, img: np.ndarray, header: Header, boxes: list[Bo
     band_sse = np.full((n, info.bands), np.nan)
     for g, group in enumerate(groups):
         keep = bands.real_bands(group)
-        for batch in engine.raster_batches(img, info, valid, boxes, group, g * n, batch_size, info.peak):
-            choice = strategy.choose(engine, batch)
-            z_streams, y_streams = engine.encode_latents(choice.latents)
-            for k, gid in enumerate(batch.ids):
+        chosen = ((batch.ids, strategy.choose(engine, batch))
+                  for batch in engine.raster_batches(img, info, valid, boxes, group, g * n, batch_size, info.peak))
+        for (ids, choice), (z_streams, y_streams) in map_ahead(lambda c: engine.encode_latents(c[1].latents), chosen,
+                                                                 overlap_coding):
+            for k, gid in enumerate(ids):
                 i = gid - g * n
                 parts[i][g] = (int(choice.codes[k]), z_streams[k], y_streams[k])
                 missed[i] |= choice.missed is not None and bool(choice.missed[k])
