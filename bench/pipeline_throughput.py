@@ -176,6 +176,8 @@ def run_pipeline(input_url: str, output_url: str, mode: dict, **job) -> dict:
     ray.init(include_dashboard=False, log_to_driver=False)
     sampler = RssSampler()
     sampler.start()
+    if "raster_model" in CompressJobConfig.model_fields:  # these benches code 8-bit RGB: no raster model needed
+        job.setdefault("raster_model", job.get("model", "default"))
     cfg = CompressJobConfig(input=input_url, output=output_url, **mode, **job)
     try:
         with ArrivalClock() as clock:
