@@ -1,11 +1,24 @@
 """Pipeline overhead and memory: the archival job vs the bare codec, on the same images, in one run.
 
-    python bench/pipeline_throughput.py [--gb 2.0] [--side 1024] [--quality 0.5 | --target-psnr 38]
+    python bench/pipeline_throughput.py [--gb 2.0] [--side 1024] [--quality 0.5 | --target-psnr 38] [--out PATH]
 
 Generates uncompressed TIFF scenes until --gb of input, uploads them to a local
 SeaweedFS, times the bare codec (decode → encode → verify, as a replica does) on a
 sample, runs the job over everything, and samples the RSS of the driver and of
-every Ray worker. Prints a table and writes bench/results/pipeline.json.
+every Ray worker. Prints a table and writes bench/results/pipeline.json (and a .log).
+
+Two overhead figures:
+
+    end to end     pipeline MP/s over the job's wall time (Ray start-up, listing, replica start,
+                   the last segment's commit included) vs the bare codec
+    steady state   MP/s between the driver receiving the first replica batch and the last one
+                   (the first batch's rows excluded), vs the bare codec: what a long nightly run
+                   converges to
+
+It also reports the replica's own encode time per megapixel (the rows' ``encode_seconds``) next
+to the bare codec's, which separates a slower codec inside the replica (CPU contention with the
+fetch tasks) from time spent outside it. ``run_pipeline`` and ``bare_codec`` are what
+``bench/gpu_throughput.py`` reuses.
 """
 
 from __future__ import annotations
@@ -90,6 +103,124 @@ def ray_session_dir() -> str:
     return ray._private.worker._global_node.get_session_dir_path()
 
 
+def bare_codec(sample: list[bytes], mode: dict, model, **device) -> dict:
+    """Images/s and MP/s of the bare codec doing a replica's work: decode the source, encode, decode, measure.
+
+    ``encode_s_per_mp`` is the encode alone (what a replica reports as ``encode_seconds``).
+    """
+    import codec
+    from codec.imageio import load_image
+    from codec.metrics import ms_ssim, psnr
+
+    codec.encode(load_image(sample[0], "warmup").pixels, model, **mode, **device)
+    t = time.perf_counter()
+    px, encode_s = 0, 0.0
+    for i, data in enumerate(sample):
+        img = load_image(data, str(i)).pixels
+        te = time.perf_counter()
+        r = codec.encode(img, model, **mode, **device)
+        encode_s += time.perf_counter() - te
+        out = codec.decode(r.data, model, **device)
+        psnr(img, out), ms_ssim(img, out)
+        px += img.shape[0] * img.shape[1]
+    seconds = time.perf_counter() - t
+    return {"images": len(sample), "images_s": len(sample) / seconds, "mp_s": px / 1e6 / seconds,
+            "encode_s_per_mp": encode_s / (px / 1e6)}
+
+
+class ArrivalClock:
+    """When each replica row reaches the driver's segment writer, and its pixels (bench instrumentation)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self.pixels: list[int] = []
+        self.encode_s: list[float] = []
+
+    def __enter__(self):
+        from pipeline import compress
+
+        self._owner, self._add = compress.SegmentWriter, compress.SegmentWriter.add
+        clock = self
+
+        def add(writer, row):
+            clock.times.append(time.perf_counter())
+            clock.pixels.append((row.get("width") or 0) * (row.get("height") or 0))
+            clock.encode_s.append(row.get("encode_seconds") or 0.0)
+            return clock._add(writer, row)
+
+        self._owner.add = add
+        return self
+
+    def __exit__(self, *exc):
+        self._owner.add = self._add
+
+    def steady(self) -> dict:
+        """MP/s from the first batch's arrival to the last one's, the first batch's rows excluded."""
+        if len(self.times) < 2:
+            return {"mp_s": float("nan"), "images_s": float("nan"), "seconds": 0.0, "images": 0}
+        first = self.times[0]
+        later = [i for i, t in enumerate(self.times) if t > first + 0.05]  # rows of the first batch arrive together
+        span = self.times[-1] - first
+        px = sum(self.pixels[i] for i in later)
+        return {"mp_s": px / 1e6 / span if span > 0 else float("nan"),
+                "images_s": len(later) / span if span > 0 else float("nan"), "seconds": span, "images": len(later)}
+
+
+def run_pipeline(input_url: str, output_url: str, mode: dict, **job) -> dict:
+    """Run the archival job (Ray started here, shut down after) and time it: end to end and steady state."""
+    import ray
+
+    from pipeline.compress import run_job
+    from pipeline.config import CompressJobConfig
+
+    ray.init(include_dashboard=False, log_to_driver=False)
+    sampler = RssSampler()
+    sampler.start()
+    if "raster_model" in CompressJobConfig.model_fields:  # these benches code 8-bit RGB: no raster model needed
+        job.setdefault("raster_model", job.get("model", "default"))
+    cfg = CompressJobConfig(input=input_url, output=output_url, **mode, **job)
+    try:
+        with ArrivalClock() as clock:
+            t = time.perf_counter()
+            summary = run_job(cfg)
+            wall = time.perf_counter() - t
+        first_row_s = clock.times[0] - t if clock.times else float("nan")
+    finally:
+        sampler.stop.set()
+        sampler.join()
+        spilled = spilled_bytes()
+        ray.shutdown()
+    mp = sum(clock.pixels) / 1e6
+    return {"images": summary.processed, "errors": summary.errors, "images_s": summary.processed / wall,
+            "mp_s": summary.pixels / 1e6 / wall, "wall_s": wall, "first_row_s": first_row_s,
+            "steady": clock.steady(), "encode_s_per_mp": sum(clock.encode_s) / mp if mp else float("nan"),
+            "workers_peak_rss_mb_sum": sampler.peak_sum / 2**20, "worker_peak_rss_mb_max": sampler.peak_one / 2**20,
+            "object_store_spilled_bytes": spilled}
+
+
+def overheads(bare: dict, pipe: dict) -> dict:
+    return {"overhead_pct": (1 - pipe["mp_s"] / bare["mp_s"]) * 100,
+            "steady_overhead_pct": (1 - pipe["steady"]["mp_s"] / bare["mp_s"]) * 100}
+
+
+def report(res: dict) -> str:
+    bare, pipe = res["bare"], res["pipeline"]
+    return "\n".join([
+        f"{res['images']} scenes of {res['side']}² ({res['input_gb']:.2f} GB), mode {res['mode']}, {res['cpu_count']} CPUs, "
+        f"load average {res['load_avg_start'][0]:.2f} → {res['load_avg_end'][0]:.2f}",
+        f"{'':24s} {'images/s':>9s} {'MP/s':>7s}",
+        f"{'bare codec':24s} {bare['images_s']:>9.2f} {bare['mp_s']:>7.2f}",
+        f"{'pipeline, end to end':24s} {pipe['images_s']:>9.2f} {pipe['mp_s']:>7.2f}",
+        f"{'pipeline, steady state':24s} {pipe['steady']['images_s']:>9.2f} {pipe['steady']['mp_s']:>7.2f}",
+        f"pipeline overhead: end to end {res['overhead_pct']:.1f}% (Ray start-up, listing, first batch: first row after "
+        f"{pipe['first_row_s']:.0f} s of {pipe['wall_s']:.0f} s wall); steady state {res['steady_overhead_pct']:.1f}% "
+        f"({pipe['steady']['images']} images over {pipe['steady']['seconds']:.0f} s)",
+        f"encode time per MP: bare {bare['encode_s_per_mp']:.2f} s, inside the replica {pipe['encode_s_per_mp']:.2f} s",
+        f"peak RSS: driver {res['driver_peak_rss_mb']:.0f} MB, workers {pipe['workers_peak_rss_mb_sum']:.0f} MB in all "
+        f"(largest {pipe['worker_peak_rss_mb_max']:.0f} MB); object store spilled {pipe['object_store_spilled_bytes'] / 1e6:.1f} MB",
+    ]) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gb", type=float, default=2.0)
@@ -101,15 +232,10 @@ def main() -> None:
     a = ap.parse_args()
     mode = {"quality": a.quality} if a.quality is not None else {"target_psnr": a.target_psnr or 38.0}
 
-    import ray
-
     import codec
-    from codec.metrics import ms_ssim, psnr
-    from pipeline.config import CompressJobConfig
-    from codec.imageio import load_image
     from devtools.localstack import LocalS3
-    from pipeline.compress import run_job
 
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp, LocalS3(Path(tmp) / "s3", buckets=["raw", "archive"]) as s3:
         os.environ.update(s3.env)
         fs = s3.filesystem()
@@ -123,52 +249,20 @@ def main() -> None:
             total += len(data)
             n += 1
         print(f"uploaded {n} scenes of {a.side}² ({total / 1e9:.2f} GB) to a local S3", flush=True)
-
-        # the bare codec, same work per image as a replica: decode, encode, verify, metrics
         model = codec.load_model("default")
-        codec.encode(load_image(sample[0], "warmup").pixels, model, **mode)
-        t = time.perf_counter()
-        px = 0
-        for i, data in enumerate(sample):
-            img = load_image(data, str(i)).pixels
-            r = codec.encode(img, model, **mode)
-            out = codec.decode(r.data, model)
-            psnr(img, out), ms_ssim(img, out)
-            px += img.shape[0] * img.shape[1]
-        bare_s = time.perf_counter() - t
-        bare = {"images": len(sample), "images_s": len(sample) / bare_s, "mp_s": px / 1e6 / bare_s}
+        bare = bare_codec(sample, mode, model)
         print(f"bare codec: {bare['images_s']:.2f} images/s, {bare['mp_s']:.2f} MP/s", flush=True)
+        pipe = run_pipeline("s3://raw/bench/", "s3://archive/bench/", mode)
 
-        ray.init(include_dashboard=False, log_to_driver=False)
-        sampler = RssSampler()
-        sampler.start()
-        cfg = CompressJobConfig(input="s3://raw/bench/", output="s3://archive/bench/", **mode)
-        t = time.perf_counter()
-        summary = run_job(cfg)
-        wall = time.perf_counter() - t
-        sampler.stop.set()
-        sampler.join()
-        spilled = spilled_bytes()
-        ray.shutdown()
-
-    pipe = {"images": summary.processed, "errors": summary.errors, "images_s": summary.processed / wall,
-            "mp_s": summary.pixels / 1e6 / wall, "wall_s": wall}
-    res = {
-        "input_gb": total / 1e9, "images": n, "side": a.side, "mode": mode, "bare": bare, "pipeline": pipe,
-        "overhead_pct": (1 - pipe["mp_s"] / bare["mp_s"]) * 100,
-        "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "workers_peak_rss_mb_sum": sampler.peak_sum / 2**20, "worker_peak_rss_mb_max": sampler.peak_one / 2**20,
-        "object_store_spilled_bytes": spilled, "cpu_count": os.cpu_count(),
-    }
+    res = {"input_gb": total / 1e9, "images": n, "side": a.side, "mode": mode, "model": model.model_id,
+           "bare": bare, "pipeline": pipe, **overheads(bare, pipe),
+           "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "cpu_count": os.cpu_count(), "load_avg_start": load_start, "load_avg_end": os.getloadavg()}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=1))
-    print(f"\n{'':22s} {'images/s':>9s} {'MP/s':>7s}")
-    print(f"{'bare codec':22s} {bare['images_s']:>9.2f} {bare['mp_s']:>7.2f}")
-    print(f"{'pipeline (end to end)':22s} {pipe['images_s']:>9.2f} {pipe['mp_s']:>7.2f}")
-    print(f"pipeline overhead {res['overhead_pct']:.1f}% (includes Ray start-up and listing: {wall:.0f} s wall)")
-    print(f"peak RSS: driver {res['driver_peak_rss_mb']:.0f} MB, workers {res['workers_peak_rss_mb_sum']:.0f} MB in all "
-          f"(largest {res['worker_peak_rss_mb_max']:.0f} MB); object store spilled {spilled / 1e6:.1f} MB")
-    print(f"wrote {a.out}")
+    text = report(res)
+    a.out.with_suffix(".log").write_text(text)
+    print(text + f"wrote {a.out}")
 
 
 if __name__ == "__main__":

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -73,12 +75,24 @@ STAGES = {  # stage → [(owner, attribute)]
 
 
 class StageTimer:
-    """Exclusive wall time per stage, by wrapping functions in place while active."""
+    """Exclusive wall time per stage, by wrapping functions in place while active.
 
-    def __init__(self):
+    A stage timed on another thread than the main one (entropy coding overlapped with the
+    transforms) is recorded as ``<stage>_overlapped``: it ran alongside the main thread's
+    stages, so it is not subtracted when ``other`` is computed from the wall time.
+    """
+
+    def __init__(self, stages: dict | None = None):
+        self.stages = STAGES if stages is None else stages
         self.seconds: dict[str, float] = defaultdict(float)
         self.tile_syntheses = 0
-        self._stack: list[float] = []  # time spent in timed children of each open frame
+        self._local = threading.local()  # per thread: time spent in timed children of each open frame
+
+    @property
+    def _stack(self) -> list[float]:
+        if not hasattr(self._local, "stack"):
+            self._local.stack = []
+        return self._local.stack
 
     def wrap(self, stage: str, fn):
         timer = self
@@ -93,7 +107,8 @@ class StageTimer:
             finally:
                 total = time.perf_counter() - t
                 children = timer._stack.pop()
-                timer.seconds[stage] += total - children
+                key = stage if threading.current_thread() is threading.main_thread() else f"{stage}_overlapped"
+                timer.seconds[key] += total - children
                 if timer._stack:
                     timer._stack[-1] += total
 
@@ -102,7 +117,7 @@ class StageTimer:
     @contextmanager
     def active(self):
         saved = []
-        for stage, targets in STAGES.items():
+        for stage, targets in self.stages.items():
             for owner, name in targets:
                 fn = getattr(owner, name)
                 saved.append((owner, name, fn))
@@ -164,18 +179,18 @@ def timed_run(fn, repeat: int):
 
 def row(mp: float, seconds: float, timer: StageTimer, n_tiles: int) -> dict:
     stages = {k: round(v, 3) for k, v in sorted(timer.seconds.items())}
-    stages["other"] = round(seconds - sum(timer.seconds.values()), 3)
+    stages["other"] = round(seconds - sum(v for k, v in timer.seconds.items() if not k.endswith("_overlapped")), 3)
     return {"seconds": round(seconds, 3), "mp_s": round(mp / seconds, 3), "cpu_s": round(timer.cpu, 3), "stages_s": stages,
             "synthesis_passes_per_tile": round(timer.tile_syntheses / n_tiles, 3)}
 
 
-def bench_image(img: np.ndarray, model, repeat: int) -> dict:
+def bench_image(img: np.ndarray, model, repeat: int, options: dict | None = None) -> dict:
     mp = img.shape[0] * img.shape[1] / 1e6
     out = {}
     runs = [("encode_quality_0.5", {"quality": QUALITY})] + [(f"encode_target_{t:g}", {"target_psnr": t}) for t in TARGETS]
     data = None
     for name, kwargs in runs:
-        r, seconds, timer = timed_run(lambda: codec.encode(img, model, **kwargs), repeat)
+        r, seconds, timer = timed_run(lambda: codec.encode(img, model, **kwargs, **(options or {})), repeat)
         n = len(r.header.tiles)
         out[name] = {**row(mp, seconds, timer, n), "bpp": round(r.bpp, 4), "bytes": len(r.data),
                      "missed_tiles": r.missed_tiles}
@@ -185,7 +200,7 @@ def bench_image(img: np.ndarray, model, repeat: int) -> dict:
             data = r.data if kwargs["target_psnr"] == TARGETS[-1] else data
         print(f"  {name:20s} {out[name]['mp_s']:6.3f} MP/s  {seconds:6.2f} s  {out[name]['bpp']:.3f} bpp  "
               f"passes/tile {out[name]['synthesis_passes_per_tile']:.2f}  {out[name]['stages_s']}", flush=True)
-    _, seconds, timer = timed_run(lambda: codec.decode(data, model), repeat)
+    _, seconds, timer = timed_run(lambda: codec.decode(data, model, **(options or {})), repeat)
     out["decode"] = row(mp, seconds, timer, len(codec.read_header(data).tiles))
     print(f"  {'decode':20s} {out['decode']['mp_s']:6.3f} MP/s  {seconds:6.2f} s  {out['decode']['stages_s']}", flush=True)
     return out
@@ -229,6 +244,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     ap.add_argument("--commit", default=None, help="label the run with this commit (default: git HEAD here)")
     ap.add_argument("--codec-root", type=Path, help="measure the codec package of another checkout (a baseline)")
+    ap.add_argument("--no-overlap", action="store_true",
+                    help="range-code on the main thread (overlap_coding=False), to measure what the overlap buys")
+    ap.add_argument("--entropy-workers", type=int, default=0, help="entropy_workers for encode and decode")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     assert Path(codec.__file__).resolve().is_relative_to(codec_root()), codec.__file__
@@ -239,11 +257,14 @@ def main() -> None:
         return
     warm = next(iter(images.values()))[:512, :512]
     codec.decode(codec.encode(warm, model, target_psnr=35.0).data, model)  # first-call costs out of the timings
+    options = {**({"overlap_coding": False} if a.no_overlap else {}),
+               **({"entropy_workers": a.entropy_workers} if a.entropy_workers else {})}
     run = {"commit": a.commit or commit(), "model": model.model_id, "threads": a.threads, "torch": torch.__version__,
+           "options": options, "load_avg": os.getloadavg(),
            "time": time.strftime("%Y-%m-%d %H:%M:%S"), "images": {}}
     for name, img in images.items():
         print(f"{name} mosaic {img.shape[1]}×{img.shape[0]} ({model.model_id}, {a.threads} threads, commit {run['commit']})")
-        run["images"][name] = bench_image(img, model, a.repeat)
+        run["images"][name] = bench_image(img, model, a.repeat, options)
     if a.agreement and "kodak" in images:
         run["agreement"] = [agreement(images["kodak"], model, t) for t in TARGETS]
         print("agreement with the exhaustive search:", run["agreement"])
@@ -266,7 +287,9 @@ def summary(result: dict) -> str:
         run = result.get(label)
         if not run:
             continue
-        lines.append(f"{label}: commit {run['commit']}, {run['model']}, {run['threads']} threads, {run['time']}")
+        lines.append(f"{label}: commit {run['commit']}, {run['model']}, {run['threads']} threads, {run['time']}"
+                     + (f", options {run['options']}" if run.get("options") else "")
+                     + (f", load average {run['load_avg'][0]:.2f}" if run.get("load_avg") else ""))
         for name, modes in run["images"].items():
             cells = [f"{m} {v['mp_s']:.3f} MP/s" + (f" ({v['synthesis_passes_per_tile']:.2f} passes/tile)"
                                                     if m.startswith("encode_target") else "")

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import bands, bitstream, lossless as exact, ratecontrol
 from .bitstream import FLAG_ALPHA, FLAG_LOSSLESS, FLAG_MISSED_TARGET, FLAG_NODATA, RASTER_VERSION, Header, TileEntry
-from .engine import Engine, get_coder, psnr_from_mse
+from .engine import Engine, get_coder, map_ahead, psnr_from_mse
 from .errors import CodecError, CorruptStreamError, ModelMismatchError, StreamTooLargeError
 from .imageio import DEFAULT_MAX_PIXELS
 from .imageprep import PreparedImage, finish, prepare
@@ -70,6 +70,7 @@ def encode(
     half: bool = False,
     batch_size: int = 8,
     entropy_workers: int = 0,
+    overlap_coding: bool = True,
     name: str = "image",
     nodata: int | None = None,
     bit_depth: int | None = None,
@@ -90,7 +91,8 @@ def encode(
     With ``model=None`` a raster uses :func:`codec.registry.default_model_name`'s choice.
 
     ``device``/``half`` run the transforms on a GPU (float16); ``entropy_workers`` range-codes
-    tiles in that many CPU processes. Neither changes the bits' meaning: any device decodes.
+    tiles in that many CPU processes; ``overlap_coding`` range-codes each batch on a background thread
+    while the next batch's transforms run. None of them changes a bit: any device decodes.
     """
     if target is None:
         target = RateTarget.from_options(target_psnr=target_psnr, quality=quality, target_bpp=target_bpp)
@@ -99,7 +101,7 @@ def encode(
     check_tile_size(tile_size)
     if is_raster(image, nodata, bit_depth, band_names, lossless):
         return _encode_raster(image, model, target, tile_size, device, half, batch_size, entropy_workers, name,
-                              nodata, bit_depth, band_names, lossless, lossless_fallback)
+                              nodata, bit_depth, band_names, lossless, lossless_fallback, overlap_coding)
     img = prepare(image, name)
     loaded, engine = get_coder(model, device, half, entropy_workers)
     header = Header(loaded.model_id, loaded.sha256, img.width, img.height, img.channels, tile_size,
@@ -109,23 +111,25 @@ def encode(
                                 width=img.width, height=img.height, n_tiles=len(boxes),
                                 overhead_bytes=bitstream.estimated_overhead(loaded.model_id, len(boxes)))
     while strategy is not None:  # one pass, or more where the strategy asks for another (target_bpp)
-        result = _encode_pass(engine, img, header, boxes, strategy, batch_size)
+        result = _encode_pass(engine, img, header, boxes, strategy, batch_size, overlap_coding)
         strategy = strategy.retry(len(result.data))
     return result
 
 
 def _encode_pass(engine: Engine, img: PreparedImage, header: Header, boxes: list[Box],
-                 strategy: ratecontrol.Strategy, batch_size: int) -> EncodeResult:
-    """Analyse every tile, let ``strategy`` choose its quantisation, entropy-code, pack."""
+                 strategy: ratecontrol.Strategy, batch_size: int, overlap_coding: bool = True) -> EncodeResult:
+    """Analyse every tile, let ``strategy`` choose its quantisation, entropy-code, pack.
+
+    With ``overlap_coding``, batch k is range-coded while batch k+1 is analysed and quantised."""
     blobs: list[bytes] = [b""] * len(boxes)
     entries: list[TileEntry | None] = [None] * len(boxes)
     sse = np.full(len(boxes), np.nan)
-    for batch in engine.batches(img, boxes, batch_size):
-        choice = strategy.choose(engine, batch)
+    chosen = ((batch.ids, strategy.choose(engine, batch)) for batch in engine.batches(img, boxes, batch_size))
+    for (ids, choice), (z_streams, y_streams) in map_ahead(lambda c: engine.encode_latents(c[1].latents), chosen,
+                                                             overlap_coding):
         if choice.sse is not None:
-            sse[batch.ids] = choice.sse
-        z_streams, y_streams = engine.encode_latents(choice.latents)
-        for k, i in enumerate(batch.ids):
+            sse[ids] = choice.sse
+        for k, i in enumerate(ids):
             x, y, w, h = boxes[i]
             alpha = np.ascontiguousarray(img.alpha[y : y + h, x : x + w]).tobytes() if img.alpha is not None else None
             blobs[i] = bitstream.tile_blob(z_streams[k], y_streams[k], alpha)
@@ -151,7 +155,7 @@ def is_raster(image, nodata=None, bit_depth=None, band_names=None, lossless: boo
 
 def _encode_raster(image, model, target: RateTarget, tile_size: int, device: str, half: bool, batch_size: int,
                    entropy_workers: int, name: str, nodata, bit_depth, band_names, lossless: bool,
-                   lossless_fallback: bool) -> EncodeResult:
+                   lossless_fallback: bool, overlap_coding: bool = True) -> EncodeResult:
     img = bands.check_raster(image, name)
     h, w, n_bands = img.shape
     boxes = grid_boxes(w, h, tile_size)
@@ -176,14 +180,16 @@ def _encode_raster(image, model, target: RateTarget, tile_size: int, device: str
                                 overhead_bytes=bitstream.estimated_overhead(loaded.model_id, n * len(groups)))
     fallback = lossless_fallback and target.mode == "target_psnr"
     while strategy is not None:
-        result = _raster_pass(engine, img, header, boxes, valid, counts, strategy, batch_size, fallback)
+        result = _raster_pass(engine, img, header, boxes, valid, counts, strategy, batch_size, fallback, overlap_coding)
         strategy = strategy.retry(len(result.data))
     return result
 
 
 def _raster_pass(engine: Engine, img: np.ndarray, header: Header, boxes: list[Box], valid: list, counts: np.ndarray,
-                 strategy: ratecontrol.Strategy, batch_size: int, fallback: bool) -> EncodeResult:
-    """Every band group of every tile through ``strategy`` and the entropy coder; exact tiles where asked; pack."""
+                 strategy: ratecontrol.Strategy, batch_size: int, fallback: bool,
+                 overlap_coding: bool = True) -> EncodeResult:
+    """Every band group of every tile through ``strategy`` and the entropy coder (overlapped with the next
+    batch's transforms, as for images); exact tiles where asked; pack."""
     info, n = header.raster, len(boxes)
     groups = info.groups
     parts: list[list] = [[None] * len(groups) for _ in range(n)]
@@ -191,10 +197,11 @@ def _raster_pass(engine: Engine, img: np.ndarray, header: Header, boxes: list[Bo
     band_sse = np.full((n, info.bands), np.nan)
     for g, group in enumerate(groups):
         keep = bands.real_bands(group)
-        for batch in engine.raster_batches(img, info, valid, boxes, group, g * n, batch_size, info.peak):
-            choice = strategy.choose(engine, batch)
-            z_streams, y_streams = engine.encode_latents(choice.latents)
-            for k, gid in enumerate(batch.ids):
+        chosen = ((batch.ids, strategy.choose(engine, batch))
+                  for batch in engine.raster_batches(img, info, valid, boxes, group, g * n, batch_size, info.peak))
+        for (ids, choice), (z_streams, y_streams) in map_ahead(lambda c: engine.encode_latents(c[1].latents), chosen,
+                                                                 overlap_coding):
+            for k, gid in enumerate(ids):
                 i = gid - g * n
                 parts[i][g] = (int(choice.codes[k]), z_streams[k], y_streams[k])
                 missed[i] |= choice.missed is not None and bool(choice.missed[k])
@@ -239,7 +246,8 @@ def _model_for(header: Header, model: str | LoadedModel | None) -> LoadedModel:
 
 
 def decode(data: bytes, model: str | LoadedModel | None = None, *, device: str = "cpu", half: bool = False,
-           batch_size: int = 8, entropy_workers: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+           batch_size: int = 8, entropy_workers: int = 0, overlap_coding: bool = True,
+           max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a whole image; verifies every checksum first.
 
     Refuses (:class:`StreamTooLargeError`) a stream of more than ``max_pixels`` pixels before
@@ -248,18 +256,20 @@ def decode(data: bytes, model: str | LoadedModel | None = None, *, device: str =
     header = read_header(data)
     bitstream.check_length(data, header)
     return decode_region(data, (0, 0, header.width, header.height), model, device=device, half=half,
-                         batch_size=batch_size, entropy_workers=entropy_workers, header=header,
-                         max_pixels=max_pixels)
+                         batch_size=batch_size, entropy_workers=entropy_workers, overlap_coding=overlap_coding,
+                         header=header, max_pixels=max_pixels)
 
 
 def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | LoadedModel | None = None, *,
                   device: str = "cpu", half: bool = False, batch_size: int = 8, entropy_workers: int = 0,
-                  header: Header | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+                  overlap_coding: bool = True, header: Header | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode only the tiles covering ``box = (x, y, w, h)`` and return that crop.
 
     ``max_pixels`` bounds the pixels of the tiles decoded (at least the region's), checked before
     any allocation. Tiles are verified up front and inflated batch by batch, so memory beyond the
-    output stays bounded by one batch.
+    output stays bounded by a few batches. With ``overlap_coding``, batch k+1 is range-decoded on a
+    background thread while batch k is synthesised.
     """
     data = bytes(data)
     header = header or read_header(data)
@@ -274,9 +284,14 @@ def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | Load
     _, engine = get_coder(_model_for(header, model), device, half, entropy_workers)
     rgb = np.empty((region[3], region[2], 3), dtype=np.uint8)
     alpha = np.empty((region[3], region[2]), dtype=np.uint8) if header.channels == 4 else None
-    for shape, chunk in batches(boxes, ids, batch_size):
-        parts = [bitstream.tile_parts(data, header, i) for i in chunk]  # alpha inflated for this batch only
-        recon = _decode_batch(engine, header, chunk, shape, parts)
+    def parsed():
+        for shape, chunk in batches(boxes, ids, batch_size):
+            yield shape, chunk, [bitstream.tile_parts(data, header, i) for i in chunk]  # alpha inflated per batch
+
+    for (shape, chunk, parts), y_hat in map_ahead(lambda b: _batch_latents(engine, header, *b), parsed(),
+                                                  overlap_coding):
+        codes = [header.tiles[i].quality_code for i in chunk]
+        recon = engine.synthesize(y_hat, codes).permute(0, 2, 3, 1).cpu().numpy()
         for k, i in enumerate(chunk):
             into, part = overlap(boxes[i], region)
             rgb[into] = recon[k][part]
@@ -328,6 +343,11 @@ def _decode_raster(data: bytes, header: Header, boxes: list[Box], ids: list[int]
     return out[..., 0] if info.bands == 1 else out
 
 
+def _batch_latents(engine: Engine, header: Header, shape: tuple[int, int], chunk: list[int], parts) -> "torch.Tensor":
+    """ŷ of a batch of v1 tiles from their ``tile_parts``."""
+    return _latents(engine, header, chunk, shape, [p[0] for p in parts], [p[1] for p in parts])
+
+
 def _latents(engine: Engine, header: Header, chunk: list[int], shape: tuple[int, int], z, y):
     """ŷ of a batch of tiles; a damaged tile is a CorruptStreamError naming it."""
     try:
@@ -358,13 +378,6 @@ def _check_pixels(header: Header, boxes: list[Box], ids: list[int], region: Box,
 
 # what a damaged tile makes the range decoder (constriction) or its callers raise
 _TILE_DECODE_ERRORS = (AssertionError, ValueError, OverflowError, struct.error)
-
-
-def _decode_batch(engine: Engine, header: Header, chunk: list[int], shape: tuple[int, int], parts) -> np.ndarray:
-    """uint8 (B, H, W, 3) reconstructions of a batch of tiles; a damaged tile is a CorruptStreamError naming it."""
-    y_hat = _latents(engine, header, chunk, shape, [p[0] for p in parts], [p[1] for p in parts])
-    codes = [header.tiles[i].quality_code for i in chunk]
-    return engine.synthesize(y_hat, codes).permute(0, 2, 3, 1).cpu().numpy()
 
 
 __all__ = ["EncodeResult", "encode", "is_raster", "decode", "decode_region", "read_header", "get_coder", "CodecError",

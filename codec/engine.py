@@ -14,7 +14,10 @@ encoded. Which quality a tile gets is decided in :mod:`codec.ratecontrol`, not h
 from __future__ import annotations
 
 import copy
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -92,13 +95,25 @@ class Engine:
             m.to(dtype=self.dtype, memory_format=torch.channels_last)
 
     # --- tensors and transforms ------------------------------------------------------------
-    def to_tensor(self, tiles: np.ndarray) -> torch.Tensor:
-        """uint8 (B, H, W, 3), or float32 already in [0, 1] (rasters), → float (B, 3, H, W) in [0, 1] on the device."""
-        x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
-        x = x.permute(0, 3, 1, 2).to(self.dtype)
-        if tiles.dtype == np.uint8:
+    def upload(self, tiles: np.ndarray) -> torch.Tensor:
+        """(B, H, W, 3) on the host → (B, 3, H, W) on the device, same dtype: the one host→device copy
+        of a batch (from pinned memory, asynchronous, on a GPU)."""
+        x = torch.from_numpy(np.ascontiguousarray(tiles))
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        return x.permute(0, 3, 1, 2)
+
+    def as_float(self, originals: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W), or float32 already in [0, 1] (rasters), on the device → the transforms'
+        float input in [0, 1], channels-last."""
+        x = originals.to(self.dtype)
+        if originals.dtype == torch.uint8:
             x = x.div_(255.0)
         return x.contiguous(memory_format=torch.channels_last)
+
+    def to_tensor(self, tiles: np.ndarray) -> torch.Tensor:
+        """uint8 (B, H, W, 3), or float32 already in [0, 1] (rasters), → float (B, 3, H, W) in [0, 1] on the device."""
+        return self.as_float(self.upload(tiles))
 
     def _per_chunk(self, transform, pixels: int, x: torch.Tensor, *per_tile) -> torch.Tensor:
         """``transform(x, *per_tile)``, on a CPU over chunks of tiles of at most :data:`TRANSFORM_PIXELS`
@@ -122,8 +137,8 @@ class Engine:
                 x, y, w, h = boxes[i]
                 tiles[k] = pad_tile(img.tile_rgb(x, y, w, h), pw, ph)
                 masks[k, :h, :w] = 1.0
-            y = self.analyse(self.to_tensor(tiles))
-            originals = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device).permute(0, 3, 1, 2)
+            originals = self.upload(tiles)  # uploaded once: the transforms' input and the error's reference
+            y = self.analyse(self.as_float(originals))
             yield Batch(ids, y, originals, torch.from_numpy(masks).to(self.device), masks.reshape(len(ids), -1).sum(1))
 
     def raster_batches(self, image: np.ndarray, info, valid: list, boxes: list[Box], group: list[int],
@@ -221,6 +236,33 @@ class Engine:
     def decode_latents(self, z_streams: list[bytes], y_streams: list[bytes], spatial: tuple[int, int]) -> torch.Tensor:
         """ŷ_s of a batch of tiles (the integer hyper-synthesis runs on the device)."""
         return self.model.from_bytes(z_streams, y_streams, spatial, self.device, self.coder)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def map_ahead(fn: Callable[[T], R], items: Iterable[T], overlap: bool = True) -> Iterator[tuple[T, R]]:
+    """``(item, fn(item))`` in order. With ``overlap``, ``fn`` runs on one background thread, one item
+    ahead: it overlaps both the work that produces the next item (a lazy generator's transforms)
+    and what the caller does with the previous result. Entropy coding is ``fn``: the transforms
+    release the GIL in torch's kernels, and an entropy pool's waits release it too. The results
+    are the same either way; at most two items are in flight.
+    """
+    if not overlap:
+        for item in items:
+            yield item, fn(item)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="tlic-coding") as thread:
+        pending: deque = deque()
+        for item in items:
+            pending.append((item, thread.submit(fn, item)))
+            if len(pending) > 1:
+                first, future = pending.popleft()
+                yield first, future.result()
+        while pending:
+            first, future = pending.popleft()
+            yield first, future.result()
 
 
 _ENGINES: dict[tuple[str, str, bool, int], Engine] = {}

@@ -14,6 +14,8 @@ from __future__ import annotations
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
+import numpy as np
+
 from . import rangecoder
 from .rangecoder import RangeCodingError, TableSet
 
@@ -25,7 +27,25 @@ def _init(tables: list[TableSet]) -> None:
 
 
 def _run(fn: str, table: int, *chunk):
-    return getattr(rangecoder, fn)(*chunk, _TABLES[table])
+    out = getattr(rangecoder, fn)(*chunk, _TABLES[table])
+    return [compact(v) for v in out] if fn == "decode_each" else out
+
+
+def compact(a) -> np.ndarray:
+    """An integer array in the narrowest dtype that holds its values (same values, same shape).
+
+    What crosses the process boundary is pickled and piped: int64 symbols and table indexes
+    (16 bytes a symbol) cost more to ship than to range-code; most fit in 1 or 2 bytes.
+    """
+    a = np.asarray(a)
+    if a.size == 0 or a.dtype.kind not in "iu":
+        return a
+    lo, hi = int(a.min()), int(a.max())
+    for dt in (np.uint8, np.int8, np.int16, np.int32):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return a.astype(dt)
+    return a
 
 
 class EntropyPool:
@@ -51,12 +71,14 @@ class EntropyPool:
         n = len(lists[0])
         size = max(1, -(-n // self.workers))
         starts = range(0, n, size)
+        lists = [[b if isinstance(b, bytes) else compact(b) for b in seq] for seq in lists]
         futures = [self._pool.submit(_run, fn, self._keys[id(tables)], *(seq[s : s + size] for seq in lists))
                    for s in starts]
         out: list = []
         for start, future in zip(starts, futures):
             try:
-                out.extend(future.result())
+                part = future.result()
+                out.extend(part if fn == "encode_each" else (v.astype(np.int64) for v in part))
             except RangeCodingError as exc:
                 raise RangeCodingError(exc.message, None if exc.stream is None else start + exc.stream) from exc
         return out

@@ -96,14 +96,23 @@ class TableSet:
         return bits + 24.0 * n_esc
 
 
-def _groups(table_index: np.ndarray):
-    order = np.argsort(table_index, kind="stable")
+def _sort_key(table_index: np.ndarray) -> np.ndarray:
+    """``table_index`` in the narrowest unsigned dtype that holds it: numpy's stable argsort is a
+    radix sort for 8- and 16-bit integers (~8× faster than int64's merge sort, which took 60% of
+    encode time) and the stable order is the same, so the bytes are too."""
+    if table_index.size and 0 <= table_index.min() and table_index.max() < 1 << 16:
+        return table_index.astype(np.uint8 if table_index.max() < 1 << 8 else np.uint16)
+    return table_index
+
+
+def _groups(table_index: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """The stable order of positions by table, and ``(table, start, end)`` of each table's run in it
+    (tables in increasing order, positions in raster order inside a run)."""
+    order = np.argsort(_sort_key(table_index), kind="stable")
     sorted_t = table_index[order]
-    cuts = np.flatnonzero(np.diff(sorted_t)) + 1
-    starts = np.concatenate([[0], cuts])
-    ends = np.concatenate([cuts, [len(order)]])
-    for s, e in zip(starts, ends):
-        yield int(sorted_t[s]), order[s:e]
+    cuts = (np.flatnonzero(np.diff(sorted_t)) + 1).tolist()
+    starts, ends = [0, *cuts], [*cuts, len(order)]
+    return order, [(int(sorted_t[s]), s, e) for s, e in zip(starts, ends)]
 
 
 def encode(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -> bytes:
@@ -114,8 +123,10 @@ def encode(values: np.ndarray, table_index: np.ndarray, tables: TableSet) -> byt
     if values.size == 0:
         return b""
     bins = tables.bin_index(values, table_index)
-    for t, positions in _groups(table_index):
-        enc.encode(bins[positions].astype(np.int32), tables.model(t))
+    order, runs = _groups(table_index)
+    grouped = bins[order].astype(np.int32)  # one gather; each table's run is then a slice
+    for t, s, e in runs:
+        enc.encode(grouped[s:e], tables.model(t))
     escaped = np.flatnonzero(bins == tables.lengths[table_index] - 1)
     for p in escaped:
         _encode_escape(enc, int(values[p]), int(table_index[p]), tables)
@@ -133,9 +144,12 @@ def decode(data: bytes, table_index: np.ndarray, tables: TableSet) -> np.ndarray
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
     try:
         dec = constriction.stream.queue.RangeDecoder(words)
-        bins = np.empty(table_index.size, dtype=np.int64)
-        for t, positions in _groups(table_index):
-            bins[positions] = dec.decode(tables.model(t), len(positions))
+        order, runs = _groups(table_index)
+        grouped = np.empty(table_index.size, dtype=np.int64)
+        for t, s, e in runs:
+            grouped[s:e] = dec.decode(tables.model(t), e - s)
+        bins = np.empty_like(grouped)
+        bins[order] = grouped
         values = bins + tables.offsets[table_index]
         for p in np.flatnonzero(bins == tables.lengths[table_index] - 1):
             values[p] = _decode_escape(dec, int(table_index[p]), tables)

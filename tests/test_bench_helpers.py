@@ -36,3 +36,18 @@ def test_lowest_passing_finds_the_threshold_with_few_calls(threshold):
 def test_lowest_passing_none_when_even_the_top_fails():
     assert lowest_passing(lambda k: False, 0, 100) is None
     assert lowest_passing(lambda k: k >= 5, 5, 5) == 5
+
+
+def test_pipeline_steady_state_excludes_the_first_batch_and_start_up():
+    """bench/pipeline_throughput: steady-state MP/s runs from the first batch's arrival to the last row's."""
+    from pipeline_throughput import ArrivalClock, overheads
+
+    clock = ArrivalClock()
+    clock.times = [100.0, 100.001, 110.0, 110.001, 120.0, 120.001]  # three batches of two rows, 10 s apart
+    clock.pixels = [1_000_000] * 6
+    steady = clock.steady()
+    assert steady["images"] == 4 and steady["seconds"] == pytest.approx(20.001)
+    assert steady["mp_s"] == pytest.approx(4 / 20.001)
+    assert np.isnan(ArrivalClock().steady()["mp_s"])
+    o = overheads({"mp_s": 0.25}, {"mp_s": 0.15, "steady": {"mp_s": 0.2}})
+    assert o["overhead_pct"] == pytest.approx(40) and o["steady_overhead_pct"] == pytest.approx(20)

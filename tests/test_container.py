@@ -139,8 +139,10 @@ def test_alpha_plane_of_the_wrong_size_is_refused(rgba_stream, model, alpha):
         codec.decode(_with_alpha(rgba_stream, 0, alpha), model)
 
 
-def test_alpha_planes_are_inflated_per_batch(rgba_stream, model, monkeypatch):
-    """Memory is bounded by the batch: no alpha plane is inflated before its batch is decoded."""
+@pytest.mark.parametrize("overlap_coding,batches_ahead", [(False, 1), (True, 2)])
+def test_alpha_planes_are_inflated_per_batch(rgba_stream, model, monkeypatch, overlap_coding, batches_ahead):
+    """Memory is bounded by the batch: no alpha plane is inflated before its batch is decoded
+    (with coding overlapped, the next batch is parsed while this one is synthesised)."""
     events = []
 
     class SpyZlib:
@@ -159,9 +161,9 @@ def test_alpha_planes_are_inflated_per_batch(rgba_stream, model, monkeypatch):
     _, coder = codec.get_coder(model)
     synthesize = coder.synthesize
     monkeypatch.setattr(coder, "synthesize", lambda y, q: events.append("synthesize") or synthesize(y, q))
-    assert codec.decode(rgba_stream, model, batch_size=2).shape == (130, 200, 4)
+    assert codec.decode(rgba_stream, model, batch_size=2, overlap_coding=overlap_coding).shape == (130, 200, 4)
     assert events.count("inflate") == 12
-    assert events[: events.index("synthesize")].count("inflate") <= 2
+    assert events[: events.index("synthesize")].count("inflate") <= 2 * batches_ahead
 
 
 def test_max_pixels_defaults_to_the_image_reader_limit():

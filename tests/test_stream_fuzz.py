@@ -119,8 +119,9 @@ def z_with_escape(model, z: bytes, spatial, nbits: int) -> bytes:
     flat = index.ravel()
     bins[0] = tables.lengths[flat[0]] - 1  # escapes are decoded in position order: this one first
     enc = constriction.stream.queue.RangeEncoder()
-    for t, positions in rangecoder._groups(flat):
-        enc.encode(bins[positions].astype(np.int32), tables.model(t))
+    order, runs = rangecoder._groups(flat)
+    for t, s, e in runs:
+        enc.encode(bins[order[s:e]].astype(np.int32), tables.model(t))
     enc.encode(np.array([1], dtype=np.int32), constriction.stream.model.Uniform(2))
     enc.encode(np.array([nbits], dtype=np.int32), constriction.stream.model.Uniform(33))
     return enc.get_compressed().astype("<u4").tobytes()
