@@ -69,8 +69,12 @@ def encode(
     elif any(v is not None for v in (target_psnr, quality, target_bpp)):
         raise ValueError("give target or one of target_psnr, quality, target_bpp, not both")
     check_tile_size(tile_size)
+    if _family(loaded := model if isinstance(model, LoadedModel) else load_model(model or "default")) == "minnen2018":
+        from .minnen2018 import coding
+
+        return coding.encode(image, loaded, target, tile_size=tile_size, name=name)
     img = prepare(image, name)
-    loaded, engine = get_coder(model, device, half, entropy_workers)
+    loaded, engine = get_coder(loaded, device, half, entropy_workers)
     header = Header(loaded.model_id, loaded.sha256, img.width, img.height, img.channels, tile_size,
                     target.mode, target.value)
     boxes = header.boxes()
@@ -127,23 +131,32 @@ def _model_for(header: Header, model: str | LoadedModel | None) -> LoadedModel:
     return loaded
 
 
+def _family(loaded: LoadedModel) -> str:
+    """Which model family codes with ``loaded``: "hyperprior" (this module's pipeline) or "minnen2018"."""
+    return getattr(loaded.model, "family", "hyperprior")
+
+
 def decode(data: bytes, model: str | LoadedModel | None = None, *, device: str = "cpu", half: bool = False,
-           batch_size: int = 8, entropy_workers: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+           batch_size: int = 8, entropy_workers: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS,
+           max_bits: float | None = None) -> np.ndarray:
     """Decode a whole image; verifies every checksum first.
 
     Refuses (:class:`StreamTooLargeError`) a stream of more than ``max_pixels`` pixels before
-    allocating anything: a few bytes of stream can describe a huge image.
+    allocating anything: a few bytes of stream can describe a huge image. ``max_bits`` (minnen2018
+    streams only): a progressive preview from a prefix of every tile's bits (a number of bits, or a
+    fraction below 1).
     """
     header = read_header(data)
     bitstream.check_length(data, header)
     return decode_region(data, (0, 0, header.width, header.height), model, device=device, half=half,
                          batch_size=batch_size, entropy_workers=entropy_workers, header=header,
-                         max_pixels=max_pixels)
+                         max_pixels=max_pixels, max_bits=max_bits)
 
 
 def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | LoadedModel | None = None, *,
                   device: str = "cpu", half: bool = False, batch_size: int = 8, entropy_workers: int = 0,
-                  header: Header | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+                  header: Header | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  max_bits: float | None = None) -> np.ndarray:
     """Decode only the tiles covering ``box = (x, y, w, h)`` and return that crop.
 
     ``max_pixels`` bounds the pixels of the tiles decoded (at least the region's), checked before
@@ -156,7 +169,13 @@ def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | Load
     boxes = header.boxes()
     ids = intersecting(boxes, region)
     _check_pixels(header, boxes, ids, region, max_pixels)
-    _, engine = get_coder(_model_for(header, model), device, half, entropy_workers)
+    if _family(loaded := _model_for(header, model)) == "minnen2018":
+        from .minnen2018 import coding
+
+        return coding.decode_region(data, header, loaded, region, max_pixels=max_pixels, max_bits=max_bits)
+    if max_bits is not None:
+        raise ValueError(f"max_bits: progressive decoding needs a minnen2018 stream, this one is {header.model_id}'s")
+    _, engine = get_coder(loaded, device, half, entropy_workers)
     for i in ids:  # every checksum before any work: a damaged stream fails fast
         bitstream.tile_payload(data, header, i)
     rgb = np.empty((region[3], region[2], 3), dtype=np.uint8)
