@@ -21,6 +21,7 @@ machine decodes the same bits; its reconstruction may differ from the encoder's 
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import zlib
 from dataclasses import dataclass
@@ -93,7 +94,20 @@ def _prediction(net: Minnen2018Codec, canvas: _Canvas, r: int, c: int, like: tor
     return net.predictor(canvas.patch(r, c, like))
 
 
+class _one_thread(contextlib.ContextDecorator):
+    """Run a block on one intra-op thread: a sub-tile's tensors are too small to split, and on a busy
+    machine spinning worker threads cost more than they give."""
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.saved)
+
+
 @torch.no_grad()
+@_one_thread()
 def code_subtiles(net: Minnen2018Codec, rgb: np.ndarray, *, target_psnr: float | None = None,
                   iterations: int | None = None, use_context: bool = True) -> Coded:
     """Encode every 32×32 sub-tile of uint8 ``rgb`` (H, W, 3) in raster order.
@@ -126,7 +140,7 @@ def code_subtiles(net: Minnen2018Codec, rgb: np.ndarray, *, target_psnr: float |
             x = orig / 255
             out = _prediction(net, canvas, r, c, x, use_context)
             q = _to_uint8(out)
-            err = float(((q - orig)[..., :vh, :vw] ** 2).sum())
+            err = float(((q - orig)[..., :vh, :vw].double() ** 2).sum())
             enc_s = dec_s = None
             tile_bits = []
             limit = MAX_ITERATIONS if iterations is None else iterations
@@ -136,7 +150,7 @@ def code_subtiles(net: Minnen2018Codec, rgb: np.ndarray, *, target_psnr: float |
                 d, dec_s = net.decoder(code.float() * 2 - 1, dec_s)
                 out = out + d
                 q = _to_uint8(out)
-                err = float(((q - orig)[..., :vh, :vw] ** 2).sum())
+                err = float(((q - orig)[..., :vh, :vw].double() ** 2).sum())
                 tile_bits.append(code.flatten().to(torch.uint8).numpy())
             counts[r, c], sse[r, c] = len(tile_bits), err
             missed[r, c] = max_sse is not None and err > max_sse
@@ -148,6 +162,7 @@ def code_subtiles(net: Minnen2018Codec, rgb: np.ndarray, *, target_psnr: float |
 
 
 @torch.no_grad()
+@_one_thread()
 def reconstruct(net: Minnen2018Codec, codes: SubtileCodes, rows: int, cols: int,
                 max_iterations: int | None = None) -> np.ndarray:
     """Decode sub-tiles [0, rows) × [0, cols) (a causal rectangle) → uint8 (rows·32, cols·32, 3).

@@ -125,7 +125,17 @@ def finalize(args) -> None:
         total += codes.shape[1]
     model.bit_ones = (ones + 1).float()  # Laplace's rule: no probability is 0 or 1
     model.bit_total = torch.full((args.iterations, 1), float(total + 2))
-    save_weights(model, out / "weights.pt", training={k: v for k, v in vars(args).items() if k != "finalize"})
+    step = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
+    meta = {k: v for k, v in vars(args).items() if k not in ("finalize", "register")}
+    save_weights(model, out / "weights.pt", training={**meta, "steps_done": step})
+    if args.register:  # into the built-in registry (codec/weights), so the CLI and the pipeline find it by name
+        from ..registry import BUILTIN
+
+        name, _, version = args.register.partition("@")
+        mid = BUILTIN.add_version(name, int(version or 1), (out / "weights.pt").read_bytes(),
+                                  family="minnen2018", config=model.config.to_dict(), train_steps=step,
+                                  data=list(args.data), description=args.description)
+        log(out, {"event": "registered", "model_id": mid})
     p = (model.bit_ones / model.bit_total).double()
     h = -(p * p.log2() + (1 - p) * (1 - p).log2()).sum(1)
     log(out, {"event": "finalized", "bits_per_iteration_entropy": [round(v, 1) for v in h.tolist()]})
@@ -145,6 +155,9 @@ def main(argv=None) -> None:
     ap.add_argument("--checkpoint-every", type=int, default=100)
     ap.add_argument("--calibration-batches", type=int, default=100)
     ap.add_argument("--finalize", action="store_true", help="count the bit statistics and write weights.pt")
+    ap.add_argument("--register", help="with --finalize: NAME@VERSION to (re)write in the built-in registry")
+    ap.add_argument("--description", default="minnen2018 (ICIP 2018) tiled context-prediction + conv-LSTM codec, "
+                    "reduced widths, trained on 64x64 crops of train-natural + aerial/train on CPU")
     args = ap.parse_args(argv)
     (finalize if args.finalize else train)(args)
 
