@@ -3,6 +3,7 @@
     codec encode IN.png OUT.tlic --target-psnr 38     (or --quality 0.6, --target-bpp 0.3)
     codec encode SCENE.tif OUT.tlic --nodata 0         16-bit / multi-band rasters (--lossless: exact)
     codec decode IN.tlic OUT.png [--region x,y,w,h] [--max-pixels N]   (rasters: OUT.tif, nodata and band names kept)
+    codec decode IN.tlic OUT.png --max-bits N|0.25     a progressive preview (minnen2018 streams)
     codec info IN.tlic [--json]
 
 Exit codes: 0 ok, 2 bad arguments, 3 unreadable or unsupported input image,
@@ -43,6 +44,16 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _bits(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of bits or a fraction below 1, got {text!r}")
+    return v
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="codec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -70,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS,
                      help=f"refuse streams (or regions' tiles) of more pixels than this (default {DEFAULT_MAX_PIXELS})")
     dec.add_argument("--device", default="cpu")
+    dec.add_argument("--max-bits", type=_bits, help="minnen2018 streams: a progressive preview from a prefix of every "
+                     "tile's bits: N bits, or a fraction of them below 1 (e.g. 0.25)")
     info = sub.add_parser("info", help="print header, tile grid, per-tile quality and bytes")
     info.add_argument("input", type=Path)
     info.add_argument("--json", action="store_true")
@@ -107,9 +120,9 @@ def _cmd_encode(a) -> None:
 def _cmd_decode(a) -> None:
     data = _read_stream(a.input)
     if a.region:
-        out = api.decode_region(data, a.region, device=a.device, max_pixels=a.max_pixels)
+        out = api.decode_region(data, a.region, device=a.device, max_pixels=a.max_pixels, max_bits=a.max_bits)
     else:
-        out = api.decode(data, device=a.device, max_pixels=a.max_pixels)
+        out = api.decode(data, device=a.device, max_pixels=a.max_pixels, max_bits=a.max_bits)
     r = api.read_header(data).raster
     tiff = a.output.suffix.lower() in (".tif", ".tiff")  # only a GeoTIFF keeps nodata and band names
     extra = {} if r is None or not tiff else {k: v for k, v in (("nodata", r.nodata), ("band_names", r.band_names),
