@@ -296,19 +296,21 @@ def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | Load
     boxes = header.boxes()
     ids = intersecting(boxes, region)
     _check_pixels(header, boxes, ids, region, max_pixels)
-    if _family(loaded := _model_for(header, model)) == "minnen2018":
+    for i in ids:  # every checksum before any work: a damaged stream fails fast
+        bitstream.tile_payload(data, header, i)
+    loaded = None if header.raster is not None else _model_for(header, model)  # a raster's exact tiles need none
+    if loaded is not None and _family(loaded) == "minnen2018":
         from .minnen2018 import coding
 
         return coding.decode_region(data, header, loaded, region, max_pixels=max_pixels, max_bits=max_bits)
     if max_bits is not None:
         raise ValueError(f"max_bits: progressive decoding needs a minnen2018 stream, this one is {header.model_id}'s")
-    for i in ids:  # every checksum before any work: a damaged stream fails fast
-        bitstream.tile_payload(data, header, i)
     if header.raster is not None:
-        return _decode_raster(data, header, boxes, ids, region, loaded, device, half, batch_size, entropy_workers)
+        return _decode_raster(data, header, boxes, ids, region, model, device, half, batch_size, entropy_workers)
     _, engine = get_coder(loaded, device, half, entropy_workers)
     rgb = np.empty((region[3], region[2], 3), dtype=np.uint8)
     alpha = np.empty((region[3], region[2]), dtype=np.uint8) if header.channels == 4 else None
+
     def parsed():
         for shape, chunk in batches(boxes, ids, batch_size):
             yield shape, chunk, [bitstream.tile_parts(data, header, i) for i in chunk]  # alpha inflated per batch

@@ -133,7 +133,9 @@ def archive(target_psnr: float, model: str, registry: str | None) -> None:
     from pipeline.compress import run_job
     from pipeline.config import CompressJobConfig
 
-    cfg = CompressJobConfig(input=INPUT, output=OUTPUT, target_psnr=target_psnr, model=model, model_registry=registry)
+    # the satellite scenes' zeros are nodata (their PROVENANCE), untagged: --nodata 0 applies to rasters only
+    cfg = CompressJobConfig(input=INPUT, output=OUTPUT, target_psnr=target_psnr, model=model, model_registry=registry,
+                            nodata=0)
     print(f"archiving {INPUT} → {OUTPUT} at {target_psnr} dB per tile with model {model} ...", flush=True)
     summary = run_job(cfg)
     print(summary.table())

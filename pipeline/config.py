@@ -92,6 +92,9 @@ class CompressJobConfig(JobConfig):
                                      "nodata; 8-bit gray/RGB/RGBA images use --model); default: the codec's "
                                      "choice (codec.registry.default_model_name: satellite where a source has it)")
     lossless: bool = Field(default=False, description="code every tile losslessly: restores are bit-exact")
+    nodata: int | None = Field(default=None, ge=0, le=65535, description="nodata value of 16-bit or multi-band "
+                               "rasters whose file names none (a GeoTIFF's GDAL_NODATA tag wins); 8-bit "
+                               "gray/RGB/RGBA images are never given one")
     tile_size: int = 256
     replicas: int | None = Field(default=None, description="codec replicas; default GPUs / gpus_per_replica on a GPU "
                                  "cluster, else one per 4 CPUs")

@@ -47,7 +47,9 @@ def geotiff(arr: np.ndarray, tags=(), photometric="minisblack") -> bytes:
 def scenes() -> dict[str, np.ndarray]:
     ms = raster(96, 128, 4, seed=1)
     ms[:20, :30] = 0  # a nodata corner (all bands)
-    return {"sat/ms4.tif": ms, "sat/pan.tif": raster(80, 100, 1, seed=2), "sat/swir6.tif": raster(64, 72, 6, seed=3)}
+    swir = raster(64, 72, 6, seed=3)
+    swir[-10:, -12:] = 0  # untagged nodata: only a job's --nodata 0 makes it so
+    return {"sat/ms4.tif": ms, "sat/pan.tif": raster(80, 100, 1, seed=2), "sat/swir6.tif": swir}
 
 
 def objects() -> dict[str, bytes]:
@@ -80,7 +82,7 @@ def archive_and_restore(s3_server, bucket: str, tag: str, **options):
 
 
 def test_rasters_archive_beside_photos_and_restore_as_geotiffs(s3_server, s3_env, bucket):
-    summary, stats, restored, files, cfg = archive_and_restore(s3_server, bucket, "lossy", quality=0.8)
+    summary, stats, restored, files, cfg = archive_and_restore(s3_server, bucket, "lossy", quality=0.8, nodata=0)
     assert summary.ok == 4 and summary.errors == 0, stats
     assert restored.ok == 4 and restored.errors == 0
     for name, source in scenes().items():
@@ -102,6 +104,10 @@ def test_rasters_archive_beside_photos_and_restore_as_geotiffs(s3_server, s3_env
     back = load_image(files["sat/ms4.tif"], "restored ms4")
     assert (back.pixels[:20, :30] == 0).all()  # nodata exactly restored
     assert (back.pixels[20:, 30:] != 0).all()  # and nowhere else
+    swir = load_image(files["sat/swir6.tif"], "restored swir6")  # the job's --nodata, now tagged
+    assert swir.nodata == 0 and (swir.pixels[-10:, -12:] == 0).all()
+    assert stats["sat/swir6.tif"]["nodata_fraction"] == pytest.approx(120 / (64 * 72))
+    assert stats["photos/a.png"]["nodata_fraction"] == 0  # photos never get the job's nodata
     geo = json.loads(back.geo)
     assert geo["crs"] == "EPSG:32633" and geo["nodata"] == "0"
     assert BAND_NAMES[3] in geo["tags"]["GDAL_METADATA"]

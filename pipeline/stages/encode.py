@@ -105,7 +105,8 @@ class CodecReplica:
         row["original_bytes"] = len(listed["data"])
         try:
             maybe_fault(key, self.done)
-            image = decode_image(listed["data"], key, self.cfg.max_pixels, self.cfg.max_image_memory)
+            image = with_nodata(decode_image(listed["data"], key, self.cfg.max_pixels, self.cfg.max_image_memory),
+                                self.cfg.nodata)
         except Rejected as exc:
             return error_row(row, exc.kind, str(exc))
         try:
@@ -188,6 +189,17 @@ class CodecReplica:
         if r.psnr is not None and np.isfinite(r.psnr) and abs(measured - r.psnr) > 0.05:
             raise codec.CodecError(f"verification failed: decoded PSNR {measured:.3f} dB, encoder measured {r.psnr:.3f} dB")
         return Measured(measured, None)  # MS-SSIM is defined for 8-bit colour here, not for rasters
+
+
+def with_nodata(image, nodata: int | None):
+    """``image`` with the job's ``--nodata`` where it is a 16-bit or multi-band raster whose file named none
+    (satellite products often carry nodata zeros untagged); 8-bit gray/RGB/RGBA photos never get one."""
+    import dataclasses
+
+    eight_bit = image.pixels.dtype == np.uint8 and image.channels in (1, 3, 4)
+    if nodata is None or image.nodata is not None or eight_bit or nodata > np.iinfo(image.pixels.dtype).max:
+        return image
+    return dataclasses.replace(image, nodata=nodata)
 
 
 def _same_mask(a: np.ndarray | None, b: np.ndarray | None) -> bool:

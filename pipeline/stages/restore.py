@@ -82,52 +82,28 @@ def shifted_geo(geo: str | None, region: tuple[int, int, int, int] | None) -> di
     return tags
 
 
-GEO_TAG_TYPES = {  # tag → (code, TIFF type)
-    "ModelPixelScale": (33550, 12), "ModelTiepoint": (33922, 12), "ModelTransformation": (34264, 12),
-    "GeoKeyDirectory": (34735, 3), "GeoDoubleParams": (34736, 12), "GeoAsciiParams": (34737, 2),
-    "GDAL_METADATA": (42112, 2), "GDAL_NODATA": (42113, 2),
-}
-
-
 def encode_image(arr: np.ndarray, fmt: str, geo_tags: dict | None = None, icc_profile: bytes | None = None,
-                 exif: bytes | None = None, multiband: bool = False) -> bytes:
-    """PNG via Pillow, or (Geo)TIFF via tifffile with the georeferencing tags written back.
+                 exif: bytes | None = None, nodata: float | None = None, band_names=None) -> bytes:
+    """PNG via Pillow, or (Geo)TIFF via the codec's writer (``codec.imageio.write_geotiff``: dtype, band
+    order, georeferencing tags, GDAL nodata and band descriptions, as GDAL writes them).
 
-    The source's ICC profile and raw EXIF (kept in the record) are written back too. A
-    ``multiband`` raster (satellite bands, not colour) is written band-interleaved as
-    minisblack samples whatever its band count, as GDAL writes multispectral GeoTIFFs.
+    The source's ICC profile and raw EXIF (kept in the record) are written back too (a TIFF keeps
+    the EXIF orientation only).
     """
-    buf = io.BytesIO()
     if fmt == "png":
         from PIL import Image
 
+        buf = io.BytesIO()
         extra = {k: v for k, v in (("icc_profile", icc_profile), ("exif", exif)) if v}
         Image.fromarray(arr).save(buf, format="PNG", **extra)
-    elif fmt == "tiff":
-        import tifffile
+        return buf.getvalue()
+    if fmt == "tiff":
+        from codec.imageio import write_geotiff
 
-        extratags = [(34675, 7, len(icc_profile), icc_profile, True)] if icc_profile else []
         orientation = _exif_orientation(exif)
-        if orientation:
-            extratags.append((274, 3, 1, orientation, True))
-        for name, value in (geo_tags or {}).items():
-            code, dtype = GEO_TAG_TYPES[name]
-            if dtype == 2:
-                value = str(value)
-                extratags.append((code, dtype, 0, value, True))
-            else:
-                value = [value] if np.isscalar(value) else list(value)
-                extratags.append((code, dtype, len(value), value, True))
-        bands = arr.shape[2] if arr.ndim == 3 else 1
-        rgb = bands in (3, 4) and not multiband
-        photometric = "rgb" if rgb else "minisblack"
-        extrasamples = ["unassalpha"] if rgb and bands == 4 else None
-        # bands after the first of a minisblack raster are plain extra samples ("unspecified")
-        tifffile.imwrite(buf, arr, photometric=photometric, extrasamples=extrasamples, extratags=extratags,
-                         planarconfig="contig", compression="zlib", predictor=True)
-    else:
-        raise ValueError(f"unknown image format {fmt!r} (png or tiff)")
-    return buf.getvalue()
+        return write_geotiff(arr, geo_tags, nodata=nodata, band_names=band_names, icc_profile=icc_profile,
+                             extratags=[(274, 3, 1, orientation, True)] if orientation else ())
+    raise ValueError(f"unknown image format {fmt!r} (png or tiff)")
 
 
 def _exif_orientation(exif: bytes | None) -> int | None:
@@ -143,11 +119,6 @@ def _exif_orientation(exif: bytes | None) -> int | None:
         return None
     v = tags.get(274)
     return int(v) if v and v != 1 else None
-
-
-def is_raster(record: dict) -> bool:
-    """A record of a raster that is not 8-bit gray/RGB/RGBA (it restores as band-interleaved TIFF)."""
-    return record.get("dtype") not in (None, "uint8") or record.get("bands") not in (None, 1, 3, 4)
 
 
 # --- one record, and the replica that restores a batch of them --------------------------------
@@ -167,7 +138,7 @@ def restore_record(record: dict, fs, out_path: str, region=None, fmt: str = "aut
         kind = image_format(fmt, record.get("geo"), record.get("dtype"), record.get("bands"))
         data = encode_image(arr, kind, shifted_geo(record.get("geo"), region) if kind == "tiff" else None,
                             icc_profile=record.get("icc_profile"), exif=record.get("exif"),
-                            multiband=is_raster(record))
+                            nodata=record.get("nodata"), band_names=record.get("band_names"))
         put_atomic(fs, out_path, data)
         row.update(output=out_path, width=arr.shape[1], height=arr.shape[0])
     except BaseException as exc:  # noqa: BLE001 — corrupt record, unknown model, bad region, write failure,
