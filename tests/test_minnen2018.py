@@ -114,6 +114,12 @@ def test_stopping_rule_adaptive_allocation(tiny, image):
     assert r.missed_tiles == 4 and all(t.missed_target for t in codec.read_header(r.data).tiles)
 
 
+def test_target_bpp_fits_the_budget(tiny, image):
+    r = codec.encode(image, tiny, target_bpp=0.5, tile_size=64)
+    assert r.bpp <= 0.5 and r.header.mode == "target_bpp"
+    assert np.array_equal(codec.decode(r.data, tiny).shape, image.shape)
+
+
 def test_damaged_tile_is_named(tiny, image):
     data = bytearray(codec.encode(image, tiny, quality=0.125, tile_size=64).data)
     data[-3] ^= 0xFF
@@ -161,6 +167,13 @@ def test_shipped_model_reaches_the_target_where_it_can_and_adapts_the_allocation
         for cc in range(4):
             sl = np.s_[rr * 32 : rr * 32 + 32, cc * 32 : cc * 32 + 32]
             assert coded.missed[rr, cc] or psnr(img[sl], out[sl]) >= target
+
+
+def test_shipped_model_previews_improve_with_more_bits(shipped):
+    img = natural_image(64, 96, 1)
+    data = codec.encode(img, shipped, quality=0.5).data  # 8 iterations per sub-tile
+    scores = [psnr(img, codec.decode(data, max_bits=k * 6 * 128)) for k in (1, 2, 4, 8)]
+    assert scores == sorted(scores) and scores[-1] > scores[0] + 1, scores
 
 
 def test_cli_encode_info_decode_and_preview(tmp_path):
