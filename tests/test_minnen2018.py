@@ -114,6 +114,12 @@ def test_stopping_rule_adaptive_allocation(tiny, image):
     assert r.missed_tiles == 4 and all(t.missed_target for t in codec.read_header(r.data).tiles)
 
 
+def test_target_bpp_fits_the_budget(tiny, image):
+    r = codec.encode(image, tiny, target_bpp=0.5, tile_size=64)
+    assert r.bpp <= 0.5 and r.header.mode == "target_bpp"
+    assert np.array_equal(codec.decode(r.data, tiny).shape, image.shape)
+
+
 def test_damaged_tile_is_named(tiny, image):
     data = bytearray(codec.encode(image, tiny, quality=0.125, tile_size=64).data)
     data[-3] ^= 0xFF

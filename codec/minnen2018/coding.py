@@ -87,6 +87,11 @@ class _Canvas:
         get = self.tiles.get
         return context_patch(get((r, c - 1)), get((r - 1, c)), get((r - 1, c - 1)), like)
 
+    def row_done(self, r: int) -> None:
+        """Row ``r - 1`` is no longer anyone's neighbour: memory stays at two rows of sub-tiles."""
+        for c in range(self.cols):
+            self.tiles.pop((r - 1, c), None)
+
 
 def _prediction(net: Minnen2018Codec, canvas: _Canvas, r: int, c: int, like: torch.Tensor, use_context: bool):
     if not use_context:
@@ -157,6 +162,7 @@ def code_subtiles(net: Minnen2018Codec, rgb: np.ndarray, *, target_psnr: float |
             bits[r, c] = np.stack(tile_bits) if tile_bits else np.zeros((0, net.bits_per_iteration), np.uint8)
             canvas.tiles[r, c] = q / 255
             recon[:, r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE] = q[0]
+        canvas.row_done(r)
     recon_np = recon.permute(1, 2, 0).to(torch.uint8).numpy()
     return Coded(SubtileCodes(counts, bits), recon_np, sse, missed)
 
@@ -183,6 +189,7 @@ def reconstruct(net: Minnen2018Codec, codes: SubtileCodes, rows: int, cols: int,
             q = _to_uint8(out)
             canvas.tiles[r, c] = q / 255
             out_img[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE] = q[0].permute(1, 2, 0).to(torch.uint8).numpy()
+        canvas.row_done(r)
     return out_img
 
 
