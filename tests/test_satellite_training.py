@@ -95,3 +95,28 @@ def test_real_split_and_triplets():
     trips = sat.load_triplets([SAT / "SpaceNet_solaris__ms2.tif", SAT / "SpaceNet_solaris__pan2.tif"], 256)
     assert [t.bands for t in trips] == [(0, 1, 2), (3, 3, 3), (0, 0, 0)]
     assert all(t.data.shape[2] == 4 and 0 <= t.data[..., :3].min() and t.data[..., :3].max() <= 1 for t in trips)
+
+
+def test_shift_rate_range_keeps_old_qualities_reachable():
+    import torch
+
+    from codec.model import HyperpriorCodec, ModelConfig
+    from codec.training.train import shift_rate_range
+
+    torch.manual_seed(0)
+    old = HyperpriorCodec(ModelConfig(channels=16, latent_channels=32, hyper_channels=16)).eval()
+    with torch.no_grad():
+        old.log_gain.add_(torch.randn_like(old.log_gain) * 0.1)
+    new = shift_rate_range(old, 2).eval()
+    c0, c1 = old.config, new.config
+    ratio = (c0.lambda_max / c0.lambda_min) ** (2 / (c0.gain_anchors - 1))
+    assert c1.lambda_min == pytest.approx(c0.lambda_min * ratio) and c1.lambda_max == pytest.approx(c0.lambda_max * ratio)
+    assert torch.equal(new.log_gain[:4], old.log_gain[2:])
+    step = old.log_gain[-1] - old.log_gain[-2]
+    assert torch.allclose(new.log_gain[5], old.log_gain[-1] + 2 * step)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():  # new q = 0 is old q = 0.4 (anchor 2 of 0..5)
+        a, b = old(x, torch.tensor([0.4])), new(x, torch.tensor([0.0]))
+    assert torch.allclose(a.x_hat, b.x_hat, atol=1e-5)
+    with pytest.raises(ValueError, match="shift_anchors"):
+        shift_rate_range(old, 5)

@@ -63,6 +63,7 @@ class TrainConfig(BaseModel):
     device: str = "auto"  # "auto": CUDA when available
     init: str | None = None  # start from a registered model (e.g. "default@1") instead of a PCA block transform
     dataset: Literal["rgb", "satellite"] = "rgb"  # satellite: normalised band triplets of 16-bit rasters
+    shift_anchors: int = 0  # with init: move the λ range up by this many gain-anchor steps (higher qualities)
 
     @field_validator("data")
     @classmethod
@@ -206,13 +207,35 @@ def cut_batch(cfg: TrainConfig, images: list, n: int, rng: np.random.Generator) 
     return to_tensor(crop_batch(images, n, cfg.crop, rng))
 
 
+def shift_rate_range(model: HyperpriorCodec, anchors: int) -> HyperpriorCodec:
+    """A copy of ``model`` whose λ range (and so its quality range) sits ``anchors`` gain-anchor steps
+    higher: λ_min and λ_max × (λ_max/λ_min)^(anchors/(A-1)); the kept anchors' gains are copied to
+    their new positions and the new top ones extrapolated log-linearly, so every old quality above the
+    shift is still reachable and fine-tuning starts from a working model. Only the training target and
+    the gains change: the architecture (and so the codec) is the same."""
+    c = model.config
+    a = c.gain_anchors
+    if not 0 < anchors < a - 1:
+        raise ValueError(f"shift_anchors must be between 1 and {a - 2} for a model with {a} gain anchors, got {anchors}")
+    factor = (c.lambda_max / c.lambda_min) ** (anchors / (a - 1))
+    shifted = HyperpriorCodec(c.model_copy(update={"lambda_min": c.lambda_min * factor, "lambda_max": c.lambda_max * factor}))
+    state = model.state_dict()
+    for key in ("log_gain", "log_inv_gain"):
+        g = state[key]
+        step = g[-1] - g[-2]
+        state[key] = torch.cat([g[anchors:]] + [g[-1:] + k * step for k in range(1, anchors + 1)])
+    shifted.load_state_dict(state)
+    return shifted
+
+
 def initial_model(cfg: TrainConfig, images: list, rng: np.random.Generator) -> HyperpriorCodec:
-    """A registered model's weights (fine-tuning, continuing) or a fresh model with a PCA block transform."""
+    """A registered model's weights (fine-tuning, continuing; its rate range optionally shifted up)
+    or a fresh model with a PCA block transform."""
     if cfg.init:
         loaded = load_model(cfg.init).model
         model = HyperpriorCodec(loaded.config)
         model.load_state_dict(loaded.state_dict())
-        return model
+        return shift_rate_range(model, cfg.shift_anchors) if cfg.shift_anchors else model
     model = HyperpriorCodec(cfg.model)
     model.init_block_transform(sample_blocks(cut_batch(cfg, images, PCA_CROPS, rng)))
     return model
@@ -353,6 +376,8 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--init", help="registered model to start from, e.g. default@1")
     ap.add_argument("--channels", type=int, help="transform width N of a fresh model")
+    ap.add_argument("--shift-anchors", type=int, default=0,
+                    help="with --init: move the model's λ range up this many gain anchors (higher top quality)")
     ap.add_argument("--dataset", choices=("rgb", "satellite"), default="rgb",
                     help="satellite: 16-bit rasters as normalised band triplets (codec.training.satellite)")
     a = ap.parse_args(argv)
@@ -360,7 +385,8 @@ def main(argv=None) -> None:
     train(TrainConfig(data=a.data, out=a.out, steps=a.steps, batch_size=a.batch_size, crop=a.crop, lr=a.lr,
                       max_minutes=a.max_minutes, threads=a.threads, eval_every=a.eval_every,
                       checkpoint_every=a.checkpoint_every, lr_decay_at=tuple(a.lr_decay_at), device=a.device,
-                      init=a.init, model=model, dataset=a.dataset))
+                      init=a.init, model=model, dataset=a.dataset,
+                      shift_anchors=a.shift_anchors))
 
 
 if __name__ == "__main__":
