@@ -15,28 +15,42 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import bitstream, ratecontrol
-from .bitstream import FLAG_ALPHA, FLAG_MISSED_TARGET, Header, TileEntry
+from . import bands, bitstream, lossless as exact, ratecontrol
+from .bitstream import FLAG_ALPHA, FLAG_LOSSLESS, FLAG_MISSED_TARGET, FLAG_NODATA, RASTER_VERSION, Header, TileEntry
 from .engine import Engine, get_coder, psnr_from_mse
 from .errors import CodecError, CorruptStreamError, ModelMismatchError, StreamTooLargeError
 from .imageio import DEFAULT_MAX_PIXELS
 from .imageprep import PreparedImage, finish, prepare
+from .metrics import bits_per_sample, psnr_from_band_sse
 from .rangecoder import RangeCodingError, is_panic
 from .ratecontrol import DEFAULT_TARGET_PSNR, RateTarget
-from .registry import LoadedModel, load_model
-from .tiles import DEFAULT_TILE, Box, batches, check_tile_size, intersecting, latent_grid, overlap
+from .registry import LoadedModel, default_model_name, load_model
+from .tiles import DEFAULT_TILE, Box, batches, check_tile_size, grid_boxes, intersecting, latent_grid, overlap
+
+LOSSLESS_CODE = 0xFFFF  # the quality code an exact tile lists in the index (quality 1.0)
 
 
 @dataclass
 class EncodeResult:
     data: bytes
     header: Header
-    tile_psnr: np.ndarray  # per tile, NaN where not measured (quality mode)
-    psnr: float | None  # whole image (colour channels), when every tile was measured
+    tile_psnr: np.ndarray  # per tile, NaN where not measured (quality mode); inf for exact tiles
+    psnr: float | None  # whole image, when every tile was measured: 8-bit v1 streams today's PSNR over all
+    #                     colour samples; rasters (v2) codec.metrics.raster_psnr (valid pixels, peak = image's)
 
     @property
     def bpp(self) -> float:
         return len(self.data) * 8 / (self.header.width * self.header.height)
+
+    @property
+    def bits_per_sample(self) -> float:
+        """codec.metrics.bits_per_sample: bits / (pixels × bands) (RGB: bpp / 3)."""
+        return bits_per_sample(len(self.data), self.header.height, self.header.width, self.header.bands)
+
+    @property
+    def raster_psnr(self) -> float | None:
+        """The raster PSNR (codec.metrics) of a v2 stream; None for 8-bit v1 streams (see ``psnr``)."""
+        return self.psnr if self.header.raster is not None else None
 
     @property
     def missed_tiles(self) -> int:
@@ -57,9 +71,23 @@ def encode(
     batch_size: int = 8,
     entropy_workers: int = 0,
     name: str = "image",
+    nodata: int | None = None,
+    bit_depth: int | None = None,
+    band_names=None,
+    lossless: bool = False,
+    lossless_fallback: bool = True,
 ) -> EncodeResult:
-    """Encode an 8-bit image. At most one of ``target_psnr`` (default 38 dB), ``quality`` or ``target_bpp``,
-    or a ready :class:`~codec.ratecontrol.RateTarget` as ``target`` (what a job validated once).
+    """Encode an image or raster. At most one of ``target_psnr`` (default 38 dB), ``quality`` or
+    ``target_bpp`` (bits per sample for rasters), or a ready :class:`~codec.ratecontrol.RateTarget` as
+    ``target`` (what a job validated once).
+
+    8-bit (H, W), (H, W, 1|3|4) arrays without nodata are coded as today (stream version 1). Anything
+    else, uint8/uint16 with any band count, or with ``nodata`` (a pixel whose bands ALL equal it),
+    ``bit_depth``, ``band_names`` or ``lossless``, is a raster (version 2, :mod:`codec.bands`): decoded
+    to the same dtype and band order, nodata exactly. ``lossless`` codes every tile exactly
+    (:mod:`codec.lossless`); ``lossless_fallback`` codes exactly the raster tiles a ``target_psnr`` cannot
+    reach even at the model's top quality (else they are coded at the top and flagged missed).
+    With ``model=None`` a raster uses :func:`codec.registry.default_model_name`'s choice.
 
     ``device``/``half`` run the transforms on a GPU (float16); ``entropy_workers`` range-codes
     tiles in that many CPU processes. Neither changes the bits' meaning: any device decodes.
@@ -69,6 +97,9 @@ def encode(
     elif any(v is not None for v in (target_psnr, quality, target_bpp)):
         raise ValueError("give target or one of target_psnr, quality, target_bpp, not both")
     check_tile_size(tile_size)
+    if is_raster(image, nodata, bit_depth, band_names, lossless):
+        return _encode_raster(image, model, target, tile_size, device, half, batch_size, entropy_workers, name,
+                              nodata, bit_depth, band_names, lossless, lossless_fallback)
     img = prepare(image, name)
     loaded, engine = get_coder(model, device, half, entropy_workers)
     header = Header(loaded.model_id, loaded.sha256, img.width, img.height, img.channels, tile_size,
@@ -106,6 +137,86 @@ def _encode_pass(engine: Engine, img: PreparedImage, header: Header, boxes: list
     npix = np.array([w * h for _, _, w, h in boxes], dtype=np.float64)
     psnr = None if np.isnan(sse).any() else float(psnr_from_mse(np.array([sse.sum() / (3 * npix.sum())]))[0])
     return EncodeResult(data, header, psnr_from_mse(sse / (3 * npix)), psnr)
+
+
+# --- rasters (stream version 2) ------------------------------------------------------------
+
+
+def is_raster(image, nodata=None, bit_depth=None, band_names=None, lossless: bool = False) -> bool:
+    """Whether ``image`` (with these options) is coded as a raster (v2) rather than today's 8-bit image (v1)."""
+    eight_bit = (getattr(image, "dtype", None) == np.uint8 and
+                 (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))))
+    return not eight_bit or nodata is not None or bit_depth not in (None, 8) or band_names is not None or lossless
+
+
+def _encode_raster(image, model, target: RateTarget, tile_size: int, device: str, half: bool, batch_size: int,
+                   entropy_workers: int, name: str, nodata, bit_depth, band_names, lossless: bool,
+                   lossless_fallback: bool) -> EncodeResult:
+    img = bands.check_raster(image, name)
+    h, w, n_bands = img.shape
+    boxes = grid_boxes(w, h, tile_size)
+    info, valid = bands.describe(img, boxes, nodata, bit_depth, band_names, name)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model or default_model_name(True))
+    header = Header(loaded.model_id, loaded.sha256, w, h, n_bands, tile_size, target.mode, target.value,
+                    version=RASTER_VERSION, raster=info, lossless=lossless)
+    counts = np.array([bw * bh if v is None else int(v.sum()) for (_, _, bw, bh), v in zip(boxes, valid)])
+    if lossless:
+        blobs = [exact.encode_tile(np.asarray(img[y : y + bh, x : x + bw])) for x, y, bw, bh in boxes]
+        header.tiles = [TileEntry(0, 0, LOSSLESS_CODE, FLAG_LOSSLESS, 0) for _ in boxes]
+        return EncodeResult(bitstream.pack(header, blobs), header, np.full(len(boxes), np.inf), float("inf"))
+    _, engine = get_coder(loaded, device, half, entropy_workers)
+    groups, n = info.groups, len(boxes)
+
+    def all_batches():
+        for g, group in enumerate(groups):
+            yield from engine.raster_batches(img, info, valid, boxes, group, g * n, batch_size, info.peak)
+
+    # target_bpp is bits per sample here: the budget of a W·bands × H image
+    strategy = ratecontrol.plan(target, engine, all_batches, width=w * n_bands, height=h, n_tiles=n * len(groups),
+                                overhead_bytes=bitstream.estimated_overhead(loaded.model_id, n * len(groups)))
+    fallback = lossless_fallback and target.mode == "target_psnr"
+    while strategy is not None:
+        result = _raster_pass(engine, img, header, boxes, valid, counts, strategy, batch_size, fallback)
+        strategy = strategy.retry(len(result.data))
+    return result
+
+
+def _raster_pass(engine: Engine, img: np.ndarray, header: Header, boxes: list[Box], valid: list, counts: np.ndarray,
+                 strategy: ratecontrol.Strategy, batch_size: int, fallback: bool) -> EncodeResult:
+    """Every band group of every tile through ``strategy`` and the entropy coder; exact tiles where asked; pack."""
+    info, n = header.raster, len(boxes)
+    groups = info.groups
+    parts: list[list] = [[None] * len(groups) for _ in range(n)]
+    missed = np.zeros(n, dtype=bool)
+    band_sse = np.full((n, info.bands), np.nan)
+    for g, group in enumerate(groups):
+        keep = bands.real_bands(group)
+        for batch in engine.raster_batches(img, info, valid, boxes, group, g * n, batch_size, info.peak):
+            choice = strategy.choose(engine, batch)
+            z_streams, y_streams = engine.encode_latents(choice.latents)
+            for k, gid in enumerate(batch.ids):
+                i = gid - g * n
+                parts[i][g] = (int(choice.codes[k]), z_streams[k], y_streams[k])
+                missed[i] |= choice.missed is not None and bool(choice.missed[k])
+                if choice.band_sse is not None:
+                    band_sse[i, [group[p] for p in keep]] = choice.band_sse[k, keep]
+    blobs, entries = [], []
+    for i, (x, y, bw, bh) in enumerate(boxes):
+        if fallback and missed[i]:  # the model cannot reach the target here: keep the tile exactly
+            blobs.append(exact.encode_tile(np.asarray(img[y : y + bh, x : x + bw])))
+            entries.append(TileEntry(0, 0, LOSSLESS_CODE, FLAG_LOSSLESS, 0))
+            band_sse[i] = 0.0
+            continue
+        mask = bands.pack_mask(valid[i]) if valid[i] is not None else None
+        blobs.append(bitstream.raster_tile_blob(parts[i], mask))
+        flags = (FLAG_MISSED_TARGET if missed[i] else 0) | (FLAG_NODATA if mask is not None else 0)
+        entries.append(TileEntry(0, 0, max(code for code, _, _ in parts[i]), flags, 0))
+    header.tiles = entries
+    data = bitstream.pack(header, blobs)
+    tile_psnr = np.array([np.nan if np.isnan(band_sse[i]).any() else psnr_from_band_sse(band_sse[i], counts[i], info.peak)
+                          for i in range(n)])
+    psnr = None if np.isnan(band_sse).any() else psnr_from_band_sse(band_sse.sum(0), int(counts.sum()), info.peak)
+    return EncodeResult(data, header, tile_psnr, psnr)
 
 
 # --- decoding ------------------------------------------------------------------------------
@@ -156,9 +267,11 @@ def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | Load
     boxes = header.boxes()
     ids = intersecting(boxes, region)
     _check_pixels(header, boxes, ids, region, max_pixels)
-    _, engine = get_coder(_model_for(header, model), device, half, entropy_workers)
     for i in ids:  # every checksum before any work: a damaged stream fails fast
         bitstream.tile_payload(data, header, i)
+    if header.raster is not None:
+        return _decode_raster(data, header, boxes, ids, region, model, device, half, batch_size, entropy_workers)
+    _, engine = get_coder(_model_for(header, model), device, half, entropy_workers)
     rgb = np.empty((region[3], region[2], 3), dtype=np.uint8)
     alpha = np.empty((region[3], region[2]), dtype=np.uint8) if header.channels == 4 else None
     for shape, chunk in batches(boxes, ids, batch_size):
@@ -170,6 +283,61 @@ def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | Load
             if alpha is not None:
                 alpha[into] = np.frombuffer(parts[k][2], dtype=np.uint8).reshape(boxes[i][3], boxes[i][2])[part]
     return finish(rgb, alpha, header.channels)
+
+
+def _decode_raster(data: bytes, header: Header, boxes: list[Box], ids: list[int], region: Box, model, device: str,
+                   half: bool, batch_size: int, entropy_workers: int) -> np.ndarray:
+    """The region of a v2 stream: exact tiles decoded as they are, learned ones a batch and a band group at a
+    time (floats for one batch only), nodata put back from each tile's mask. (H, W) for one band."""
+    info = header.raster
+    out = np.empty((region[3], region[2], info.bands), dtype=info.dtype)
+    learned = []
+    for i in ids:
+        if not header.tiles[i].lossless:
+            learned.append(i)
+            continue
+        _, _, bw, bh = boxes[i]
+        try:
+            block = exact.decode_tile(bitstream.tile_payload(data, header, i), bh, bw, info.bands, info.dtype)
+        except CorruptStreamError as exc:
+            raise CorruptStreamError(f"{header.tile_label(i)}: {exc}") from exc
+        into, part = overlap(boxes[i], region)
+        out[into] = block[part]
+    if learned:
+        _, engine = get_coder(_model_for(header, model), device, half, entropy_workers)
+        for shape, chunk in batches(boxes, learned, batch_size):
+            parts = [bitstream.raster_tile_parts(data, header, i) for i in chunk]
+            for g, group in enumerate(info.groups):
+                codes = [p[0][g][0] for p in parts]
+                y_hat = _latents(engine, header, chunk, shape, [p[0][g][1] for p in parts], [p[0][g][2] for p in parts])
+                raw = bands.to_raw(engine.synthesize_float(y_hat, codes).cpu().numpy(), info, group)
+                first = group[0]
+                for k, i in enumerate(chunk):
+                    into, part = overlap(boxes[i], region)
+                    out[into[0], into[1], first : first + raw.shape[-1]] = raw[k][part]
+            for k, i in enumerate(chunk):
+                into, part = overlap(boxes[i], region)
+                _, _, bw, bh = boxes[i]
+                valid = None
+                if parts[k][1] is not None:
+                    try:
+                        valid = bands.unpack_mask(parts[k][1], bh, bw)[part]
+                    except CorruptStreamError as exc:
+                        raise CorruptStreamError(f"{header.tile_label(i)}: {exc}") from exc
+                bands.restore_nodata(out[into], valid, info.nodata)
+    return out[..., 0] if info.bands == 1 else out
+
+
+def _latents(engine: Engine, header: Header, chunk: list[int], shape: tuple[int, int], z, y):
+    """ŷ of a batch of tiles; a damaged tile is a CorruptStreamError naming it."""
+    try:
+        return engine.decode_latents(z, y, latent_grid(shape))
+    except BaseException as exc:  # BaseException: a Rust panic in constriction is one
+        if not isinstance(exc, _TILE_DECODE_ERRORS) and not is_panic(exc):
+            raise
+        stream = exc.stream if isinstance(exc, RangeCodingError) else None
+        where = header.tile_label(chunk[stream]) if stream is not None else ", ".join(map(header.tile_label, chunk))
+        raise CorruptStreamError(f"{where}: {exc}") from exc
 
 
 def _region_inside(header: Header, box) -> Box:
@@ -194,17 +362,10 @@ _TILE_DECODE_ERRORS = (AssertionError, ValueError, OverflowError, struct.error)
 
 def _decode_batch(engine: Engine, header: Header, chunk: list[int], shape: tuple[int, int], parts) -> np.ndarray:
     """uint8 (B, H, W, 3) reconstructions of a batch of tiles; a damaged tile is a CorruptStreamError naming it."""
-    try:
-        y_hat = engine.decode_latents([p[0] for p in parts], [p[1] for p in parts], latent_grid(shape))
-    except BaseException as exc:  # BaseException: a Rust panic in constriction is one
-        if not isinstance(exc, _TILE_DECODE_ERRORS) and not is_panic(exc):
-            raise
-        stream = exc.stream if isinstance(exc, RangeCodingError) else None
-        where = header.tile_label(chunk[stream]) if stream is not None else ", ".join(map(header.tile_label, chunk))
-        raise CorruptStreamError(f"{where}: {exc}") from exc
+    y_hat = _latents(engine, header, chunk, shape, [p[0] for p in parts], [p[1] for p in parts])
     codes = [header.tiles[i].quality_code for i in chunk]
     return engine.synthesize(y_hat, codes).permute(0, 2, 3, 1).cpu().numpy()
 
 
-__all__ = ["EncodeResult", "encode", "decode", "decode_region", "read_header", "get_coder", "CodecError",
+__all__ = ["EncodeResult", "encode", "is_raster", "decode", "decode_region", "read_header", "get_coder", "CodecError",
            "DEFAULT_TILE", "DEFAULT_TARGET_PSNR"]

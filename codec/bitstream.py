@@ -11,6 +11,18 @@ Layout (little-endian)::
 
 A tile blob is ``z_len u32 | y_len u32 | z bytes | y bytes`` followed, for RGBA
 images, by the tile's alpha plane deflated (lossless). Random access needs only the header.
+
+Version 2 (rasters: any band count, uint8/uint16, nodata, exact tiles; codec.bands) writes the
+channels byte as 0 and, after the image fields, a raster block::
+
+    dtype u8 (0 uint8, 1 uint16) | bit depth u8 | bands u16 | flags u8 (1 nodata, 2 names, 4 lossless)
+    | nodata u16 | per band: lo u16, hi u16 | if names: per band name (u16 length + UTF-8)
+
+Its tile index is v1's; a tile's flags say its kind: FLAG_LOSSLESS (codec.lossless payload, exact)
+or learned: per band group (codec.bands.band_groups) ``quality u16 | z_len u32 | y_len u32``, then
+every group's z and y bytes, then, with FLAG_NODATA, the tile's valid mask (codec.bands.pack_mask).
+The entry's quality is the highest of its groups' (what tile maps show). 8-bit gray/RGB/RGBA
+images without nodata or exact tiles are still written as version 1, byte for byte as before.
 """
 
 from __future__ import annotations
@@ -20,21 +32,31 @@ import zlib
 from dataclasses import dataclass, field
 
 from . import tiles
+from .bands import DTYPES, RasterInfo, band_groups
 from .errors import CorruptStreamError
 from .quality import quality_of
 from .ratecontrol import MODES, RateTarget
 
 MAGIC = b"TLIC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # what 8-bit gray/RGB/RGBA streams are written as
+RASTER_VERSION = 2  # rasters (codec.bands)
+VERSIONS = (FORMAT_VERSION, RASTER_VERSION)
 FLAG_MISSED_TARGET = 1
-FLAG_ALPHA = 2
-KNOWN_FLAGS = FLAG_MISSED_TARGET | FLAG_ALPHA
+FLAG_ALPHA = 2  # v1: the tile carries its alpha plane
+FLAG_LOSSLESS = 4  # v2: the tile is coded exactly (codec.lossless)
+FLAG_NODATA = 8  # v2, learned tiles: the tile's valid mask follows the latents
+KNOWN_FLAGS = {FORMAT_VERSION: FLAG_MISSED_TARGET | FLAG_ALPHA,
+               RASTER_VERSION: FLAG_MISSED_TARGET | FLAG_LOSSLESS | FLAG_NODATA}
+RASTER_NODATA, RASTER_NAMES, RASTER_LOSSLESS = 1, 2, 4
 CHANNELS = (1, 3, 4)  # what prepare() produces: gray, RGB, RGBA
 
 _PREFIX = struct.Struct("<4sHI")
 _IMAGE = struct.Struct("<IIBHBfI")
 _TILE = struct.Struct("<QIHBI")
 _CRC = struct.Struct("<I")
+_RASTER = struct.Struct("<BBHBH")
+_LOHI = struct.Struct("<HH")
+_GROUP = struct.Struct("<HII")
 # a header without model id and tiles: prefix, id length, sha256, image fields, CRC
 MIN_HEADER_LEN = _PREFIX.size + 1 + 32 + _IMAGE.size + _CRC.size
 
@@ -55,6 +77,10 @@ class TileEntry:
     def missed_target(self) -> bool:
         return bool(self.flags & FLAG_MISSED_TARGET)
 
+    @property
+    def lossless(self) -> bool:
+        return bool(self.flags & FLAG_LOSSLESS)
+
 
 @dataclass
 class Header:
@@ -69,6 +95,17 @@ class Header:
     tiles: list[TileEntry] = field(default_factory=list)
     version: int = FORMAT_VERSION
     header_len: int = 0
+    raster: RasterInfo | None = None  # version 2 only
+    lossless: bool = False  # version 2: every tile exact (asked for, not a fallback)
+
+    @property
+    def bands(self) -> int:
+        """Samples per pixel of the decoded array (gray 1, RGB 3, RGBA 4, or a raster's bands)."""
+        return self.raster.bands if self.raster is not None else self.channels
+
+    @property
+    def dtype(self) -> str:
+        return self.raster.dtype if self.raster is not None else "uint8"
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -145,10 +182,13 @@ def pack(header: Header, blobs: list[bytes]) -> bytes:
     for entry, blob in zip(header.tiles, blobs):
         entry.offset, entry.length, entry.crc = offset, len(blob), zlib.crc32(blob)
         offset += len(blob)
+    raster = header.version == RASTER_VERSION
+    if raster != (header.raster is not None):
+        raise ValueError(f"version {header.version} header {'without' if raster else 'with'} raster info")
     mid = _model_part(header) + _IMAGE.pack(
-        header.width, header.height, header.channels, header.tile_size,
+        header.width, header.height, 0 if raster else header.channels, header.tile_size,
         MODES.index(header.mode), header.target, len(header.tiles),
-    ) + b"".join(_TILE.pack(t.offset, t.length, t.quality_code, t.flags, t.crc) for t in header.tiles)
+    ) + (_raster_part(header) if raster else b"") + b"".join(_TILE.pack(t.offset, t.length, t.quality_code, t.flags, t.crc) for t in header.tiles)
     header_len = _PREFIX.size + len(mid) + _CRC.size
     head = _PREFIX.pack(MAGIC, header.version, header_len) + mid
     header.header_len = header_len
@@ -159,6 +199,94 @@ def estimated_overhead(model_id: str, n_tiles: int) -> int:
     """Bytes besides the latents, as rate control budgets them: header, tile index, per-tile
     length fields and range-coder flushes."""
     return 64 + len(model_id) + 19 * n_tiles + 16 * n_tiles
+
+
+def _raster_part(h: Header) -> bytes:
+    r = h.raster
+    flags = (RASTER_NODATA if r.nodata is not None else 0) | (RASTER_NAMES if r.band_names is not None else 0) | (
+        RASTER_LOSSLESS if h.lossless else 0)
+    out = [_RASTER.pack(DTYPES.index(r.dtype), r.bit_depth, r.bands, flags, r.nodata or 0)]
+    out += [_LOHI.pack(lo, hi) for lo, hi in zip(r.lo, r.hi)]
+    for name in r.band_names or ():
+        b = name.encode()
+        if len(b) > 65535:
+            raise ValueError(f"band name of {len(b)} bytes (at most 65535)")
+        out.append(struct.pack("<H", len(b)) + b)
+    return b"".join(out)
+
+
+def _read_raster(data: bytes, pos: int, end: int) -> tuple[RasterInfo, bool, int]:
+    """(RasterInfo, lossless, position after it) of a v2 raster block ending before ``end``; every field checked."""
+    if pos + _RASTER.size > end:
+        raise CorruptStreamError("header too short for its raster block")
+    dtype, depth, bands, flags, nodata = _RASTER.unpack_from(data, pos)
+    pos += _RASTER.size
+    if dtype >= len(DTYPES):
+        raise CorruptStreamError(f"unknown sample type {dtype}")
+    top_bits = 8 if DTYPES[dtype] == "uint8" else 16
+    if not 1 <= depth <= top_bits:
+        raise CorruptStreamError(f"bit depth {depth} is impossible for {DTYPES[dtype]} samples")
+    if bands == 0:
+        raise CorruptStreamError("raster of 0 bands")
+    if flags & ~(RASTER_NODATA | RASTER_NAMES | RASTER_LOSSLESS):
+        raise CorruptStreamError(f"unknown raster flags {flags:#x}")
+    top = (1 << top_bits) - 1
+    if flags & RASTER_NODATA:
+        if nodata > top:
+            raise CorruptStreamError(f"nodata {nodata} does not fit {DTYPES[dtype]} samples")
+    elif nodata:
+        raise CorruptStreamError("nodata value without the nodata flag")
+    if pos + bands * _LOHI.size > end:
+        raise CorruptStreamError(f"header too short for {bands} bands' ranges")
+    lohi = [_LOHI.unpack_from(data, pos + b * _LOHI.size) for b in range(bands)]
+    pos += bands * _LOHI.size
+    for b, (lo, hi) in enumerate(lohi):
+        if lo > hi or hi >= 1 << depth:
+            raise CorruptStreamError(f"band {b}: range [{lo}, {hi}] is impossible at {depth} bits")
+    names = None
+    if flags & RASTER_NAMES:
+        names = []
+        for b in range(bands):
+            if pos + 2 > end:
+                raise CorruptStreamError(f"header too short for band {b}'s name")
+            (n,) = struct.unpack_from("<H", data, pos)
+            if pos + 2 + n > end:
+                raise CorruptStreamError(f"header too short for band {b}'s {n}-byte name")
+            try:
+                names.append(data[pos + 2 : pos + 2 + n].decode())
+            except UnicodeDecodeError as exc:
+                raise CorruptStreamError(f"band {b}'s name is not UTF-8 ({exc.reason})") from exc
+            pos += 2 + n
+    info = RasterInfo(DTYPES[dtype], depth, bands, tuple(v[0] for v in lohi), tuple(v[1] for v in lohi),
+                      nodata if flags & RASTER_NODATA else None, tuple(names) if names is not None else None)
+    return info, bool(flags & RASTER_LOSSLESS), pos
+
+
+def raster_tile_blob(groups: list[tuple[int, bytes, bytes]], mask: bytes | None = None) -> bytes:
+    """A learned v2 tile: per band group (quality code, z bytes, y bytes), then the deflated valid mask if any."""
+    head = b"".join(_GROUP.pack(code, len(z), len(y)) for code, z, y in groups)
+    return head + b"".join(z + y for _, z, y in groups) + (mask or b"")
+
+
+def split_raster_blob(blob: bytes, n_groups: int, has_mask: bool) -> tuple[list[tuple[int, bytes, bytes]], bytes | None]:
+    """(per group (code, z, y), mask bytes or None) of a verified learned v2 tile."""
+    pos = n_groups * _GROUP.size
+    if len(blob) < pos:
+        raise CorruptStreamError(f"tile blob shorter than its {n_groups} groups' length fields")
+    heads = [_GROUP.unpack_from(blob, g * _GROUP.size) for g in range(n_groups)]
+    groups = []
+    for g, (code, z_len, y_len) in enumerate(heads):
+        if pos + z_len + y_len > len(blob):
+            raise CorruptStreamError(f"tile blob shorter than band group {g}'s latents")
+        groups.append((code, blob[pos : pos + z_len], blob[pos + z_len : pos + z_len + y_len]))
+        pos += z_len + y_len
+    if has_mask:
+        if pos == len(blob):
+            raise CorruptStreamError("nodata mask missing")
+        return groups, blob[pos:]
+    if pos != len(blob):
+        raise CorruptStreamError(f"{len(blob) - pos} unexpected bytes after the latents (the tile has no nodata)")
+    return groups, None
 
 
 def _model_part(h: Header) -> bytes:
@@ -179,8 +307,8 @@ def read_header(data: bytes) -> Header:
     magic, version, header_len = _PREFIX.unpack_from(data, 0)
     if magic != MAGIC:
         raise CorruptStreamError(f"not a TLIC stream (magic {magic!r}, expected {MAGIC!r})")
-    if version != FORMAT_VERSION:
-        raise CorruptStreamError(f"unsupported format version {version} (this decoder reads {FORMAT_VERSION})")
+    if version not in VERSIONS:
+        raise CorruptStreamError(f"unsupported format version {version} (this decoder reads {', '.join(map(str, VERSIONS))})")
     if header_len < MIN_HEADER_LEN:
         raise CorruptStreamError(f"header length {header_len} is below the smallest header ({MIN_HEADER_LEN} bytes)")
     if header_len > len(data):
@@ -202,8 +330,15 @@ def read_header(data: bytes) -> Header:
     pos += 32
     width, height, channels, tile_size, mode, target, n_tiles = _IMAGE.unpack_from(data, pos)
     pos += _IMAGE.size
-    _check_image_fields(width, height, channels, tile_size, mode, target)
-    h = Header(model_id, model_hash, width, height, channels, tile_size, MODES[mode], target, [], version, header_len)
+    raster, lossless = None, False
+    if version == RASTER_VERSION:
+        if channels != 0:
+            raise CorruptStreamError(f"version 2 header with {channels} in its channels byte (must be 0)")
+        raster, lossless, pos = _read_raster(data, pos, header_len - _CRC.size)
+        channels = raster.bands
+    _check_image_fields(width, height, channels if raster is None else 1, tile_size, mode, target)
+    h = Header(model_id, model_hash, width, height, channels, tile_size, MODES[mode], target, [], version, header_len,
+               raster, lossless)
     rows, cols = h.grid
     if rows * cols != n_tiles:
         raise CorruptStreamError(f"tile index lists {n_tiles} tiles, a {width}×{height} image in {tile_size}px tiles has {rows * cols}")
@@ -239,9 +374,15 @@ def _check_tile_index(h: Header, payload_len: int) -> None:
     Every u16 quality code is a valid quality (codes map onto [0, 1]), so quality needs no check.
     """
     for i, t in enumerate(h.tiles):
-        if t.flags & ~KNOWN_FLAGS:
+        if t.flags & ~KNOWN_FLAGS[h.version]:
             raise CorruptStreamError(f"{h.tile_label(i)}: unknown flags {t.flags:#x}")
-        if bool(t.flags & FLAG_ALPHA) != (h.channels == 4):
+        if h.raster is not None:
+            if t.flags & FLAG_NODATA and (h.raster.nodata is None or t.flags & FLAG_LOSSLESS):
+                raise CorruptStreamError(f"{h.tile_label(i)}: nodata mask flag on a "
+                                         f"{'lossless tile' if t.flags & FLAG_LOSSLESS else 'raster without nodata'}")
+            if h.lossless and not t.flags & FLAG_LOSSLESS:
+                raise CorruptStreamError(f"{h.tile_label(i)}: a learned tile in a lossless stream")
+        elif bool(t.flags & FLAG_ALPHA) != (h.channels == 4):
             raise CorruptStreamError(f"{h.tile_label(i)}: alpha flag does not match the image's {h.channels} channels")
         if t.offset + t.length > payload_len:
             raise CorruptStreamError(f"truncated stream: {h.tile_label(i)} needs payload bytes up to "
@@ -264,6 +405,15 @@ def tile_payload(data: bytes, header: Header, i: int) -> bytes:
     if zlib.crc32(blob) != t.crc:
         raise CorruptStreamError(f"{header.tile_label(i)} checksum mismatch: payload corrupted")
     return blob
+
+
+def raster_tile_parts(data: bytes, header: Header, i: int) -> tuple[list[tuple[int, bytes, bytes]], bytes | None]:
+    """(per group (code, z, y), deflated mask or None) of learned v2 tile ``i``, verified."""
+    try:
+        return split_raster_blob(tile_payload(data, header, i), len(band_groups(header.raster.bands)),
+                                 bool(header.tiles[i].flags & FLAG_NODATA))
+    except CorruptStreamError as exc:
+        raise CorruptStreamError(f"{header.tile_label(i)}: {exc}") from exc
 
 
 def tile_parts(data: bytes, header: Header, i: int) -> tuple[bytes, bytes, bytes | None]:

@@ -34,14 +34,27 @@ LATENT_STRIDE = 16  # pixels per latent, each way
 
 
 @dataclass
+class RasterGroup:
+    """How one band group's [0, 1] model output maps back to its bands' integers, and the PSNR peak
+    (codec.bands, codec.metrics): a batch of raster tiles is measured in those integers."""
+
+    lo: torch.Tensor  # (3,) float32
+    hi: torch.Tensor  # (3,)
+    scale: torch.Tensor  # (3,)
+    weight: torch.Tensor  # (3,) 1 for a band of its own, 0 for a repeated one
+    peak: float
+
+
+@dataclass
 class Batch:
     """One forward pass worth of same-shaped tiles, analysed."""
 
     ids: list[int]
     y: torch.Tensor
-    originals: torch.Tensor  # uint8 (B, 3, H, W) on the device
-    masks: torch.Tensor  # 1 inside the image, 0 on padding
+    originals: torch.Tensor  # uint8 (B, 3, H, W) on the device; rasters: their integers as float32
+    masks: torch.Tensor  # 1 inside the image (and, for rasters, on valid pixels), 0 elsewhere
     npix: np.ndarray  # valid pixels per tile
+    raster: RasterGroup | None = None
 
 
 @dataclass
@@ -50,7 +63,8 @@ class Measured:
 
     latents: Latents
     codes: np.ndarray
-    mse: np.ndarray
+    mse: np.ndarray  # 8-bit MSE; for rasters the MSE that gives their PSNR at peak 255 (so rate control is one)
+    band_sse: np.ndarray | None = None  # rasters: (n, 3) squared error per group position over valid pixels
 
     @property
     def psnr(self) -> np.ndarray:
@@ -79,9 +93,11 @@ class Engine:
 
     # --- tensors and transforms ------------------------------------------------------------
     def to_tensor(self, tiles: np.ndarray) -> torch.Tensor:
-        """uint8 (B, H, W, 3) → float (B, 3, H, W) in [0, 1] on the device."""
+        """uint8 (B, H, W, 3), or float32 already in [0, 1] (rasters), → float (B, 3, H, W) in [0, 1] on the device."""
         x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
-        x = x.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
+        x = x.permute(0, 3, 1, 2).to(self.dtype)
+        if tiles.dtype == np.uint8:
+            x = x.div_(255.0)
         return x.contiguous(memory_format=torch.channels_last)
 
     def _per_chunk(self, transform, pixels: int, x: torch.Tensor, *per_tile) -> torch.Tensor:
@@ -110,6 +126,30 @@ class Engine:
             originals = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device).permute(0, 3, 1, 2)
             yield Batch(ids, y, originals, torch.from_numpy(masks).to(self.device), masks.reshape(len(ids), -1).sum(1))
 
+    def raster_batches(self, image: np.ndarray, info, valid: list, boxes: list[Box], group: list[int],
+                       first_id: int, batch_size: int, peak: float):
+        """Every tile of one band group of a raster (codec.bands), normalised, nodata filled, analysed; ids are
+        ``first_id + tile index``. Floats exist for one batch at a time, never for the whole raster."""
+        from . import bands
+
+        lo, scale, weight = bands.group_constants(info, group)
+        hi = np.array([info.hi[b] for b in group], dtype=np.float32)
+        consts = RasterGroup(*(torch.from_numpy(v).to(self.device) for v in (lo, hi, scale, weight)), peak)
+        for (pw, ph), ids in batches(boxes, range(len(boxes)), batch_size):
+            tiles = np.empty((len(ids), ph, pw, 3), dtype=np.float32)
+            raw = np.empty((len(ids), ph, pw, 3), dtype=np.float32)
+            masks = np.zeros((len(ids), ph, pw), dtype=np.float32)
+            for k, i in enumerate(ids):
+                x, y, w, h = boxes[i]
+                block = np.asarray(image[y : y + h, x : x + w])
+                tiles[k] = pad_tile(bands.normalised(block, info, group, valid[i]), pw, ph)
+                raw[k] = pad_tile(block[..., group].astype(np.float32), pw, ph)
+                masks[k, :h, :w] = 1.0 if valid[i] is None else valid[i]
+            y = self.analyse(self.to_tensor(tiles))
+            originals = torch.from_numpy(raw).to(self.device).permute(0, 3, 1, 2)
+            yield Batch([first_id + i for i in ids], y, originals, torch.from_numpy(masks).to(self.device),
+                        masks.reshape(len(ids), -1).sum(1), consts)
+
     def quantize(self, y: torch.Tensor, codes) -> Latents:
         return self.model.compress(y, quality.q_tensor(codes))
 
@@ -123,14 +163,43 @@ class Engine:
         return self._per_chunk(synthesize, pixels, y_hat.to(self.device), quality.q_tensor(codes))
 
     @torch.no_grad()
-    def measure(self, y: torch.Tensor, codes, originals: torch.Tensor, masks: torch.Tensor) -> Measured:
-        """Quantise at ``codes`` and measure the MSE of the 8-bit reconstruction over ``masks``."""
+    def synthesize_float(self, y_hat: torch.Tensor, codes) -> torch.Tensor:
+        """Reconstruction as float32 (B, 3, H, W) in [0, 1], unrounded: what a raster decoder maps to its bands."""
+        def synthesize(y, q):
+            return self.model.decompress(y, q).float().clamp_(0, 1)
+
+        pixels = y_hat.shape[-2] * y_hat.shape[-1] * LATENT_STRIDE**2
+        return self._per_chunk(synthesize, pixels, y_hat.to(self.device), quality.q_tensor(codes))
+
+    @torch.no_grad()
+    def measure(self, y: torch.Tensor, codes, originals: torch.Tensor, masks: torch.Tensor,
+                raster: RasterGroup | None = None) -> Measured:
+        """Quantise at ``codes`` and measure the MSE of the 8-bit reconstruction over ``masks``
+        (for a raster group, of its integers: :meth:`_measure_raster`)."""
         latents = self.quantize(y, codes)
+        if raster is not None:
+            return self._measure_raster(latents, codes, originals, masks, raster)
         recon = self.synthesize(latents.y_hat, codes)
         diff = recon.to(torch.int32) - originals.to(torch.int32)
         sse = (diff * diff).sum(1).mul_(masks > 0).flatten(1).sum(1)  # exact integers (int64)
         mse = (sse.double() / (3 * masks.flatten(1).sum(1))).cpu().numpy()
         return Measured(latents, np.asarray(codes), mse)
+
+    def _measure_raster(self, latents: Latents, codes, originals, masks, r: RasterGroup) -> Measured:
+        """Per tile: the group's raster PSNR (codec.metrics: mean over its own bands of 10·log10(peak²/MSE_b)
+        over valid pixels, the image's peak), handed to rate control as the MSE with that PSNR at peak 255."""
+        from .metrics import psnr_from_band_sse
+
+        x = self.synthesize_float(latents.y_hat, codes)
+        raw = torch.minimum(torch.maximum(torch.round(r.lo[:, None, None] + x * r.scale[:, None, None]),
+                                          r.lo[:, None, None]), r.hi[:, None, None])
+        diff = (raw - originals).double()
+        band_sse = (diff * diff * masks[:, None].double()).flatten(2).sum(2).cpu().numpy()  # (n, 3)
+        count = masks.flatten(1).sum(1).cpu().numpy()
+        keep = r.weight.cpu().numpy() > 0
+        psnr = np.array([psnr_from_band_sse(band_sse[t, keep], int(count[t]), r.peak) for t in range(len(count))])
+        mse = np.where(np.isinf(psnr), 0.0, 255.0**2 / 10 ** (np.minimum(psnr, 1e3) / 10))
+        return Measured(latents, np.asarray(codes), mse, band_sse)
 
     def estimate_bits(self, latents: Latents) -> np.ndarray:
         return self.model.estimate_bits(latents)

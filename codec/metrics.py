@@ -121,3 +121,75 @@ def bd_rate(ref_bpp, ref_psnr, test_bpp, test_psnr, bpp_range=(0.1, 1.5)) -> flo
     grid = np.linspace(lo, hi, 200)
     d = PchipInterpolator(p2, r2)(grid) - PchipInterpolator(p1, r1)(grid)
     return float((np.exp(np.trapezoid(d, grid) / (hi - lo)) - 1) * 100)
+
+
+# --- rasters (any band count, up to 16 bits): the ONE definition of their metrics -------------------
+# An exactly reconstructed band (MSE 0) counts as this many dB when averaged with bands that are not
+# exact (an infinite PSNR would swamp every other band); a raster that is exact in every band is inf.
+EXACT_BAND_PSNR_DB = 100.0
+
+
+def bits_per_sample(n_bytes: int, height: int, width: int, bands: int) -> float:
+    """Bits of a stream per coded sample: ``8·n_bytes / (height·width·bands)`` (for 8-bit RGB, bpp / 3)."""
+    samples = int(height) * int(width) * int(bands)
+    if samples <= 0:
+        raise ValueError(f"bits_per_sample of an empty raster ({height}×{width}×{bands})")
+    return 8.0 * n_bytes / samples
+
+
+def raster_peak(reference: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """The peak :func:`raster_psnr` uses: 255 for 8-bit data; else the largest valid value over all bands (≥ 1)."""
+    if reference.dtype == np.uint8:
+        return 255.0
+    ref = reference if reference.ndim == 3 else reference[..., None]
+    vals = ref[valid] if valid is not None else ref
+    return float(max(int(vals.max()) if vals.size else 0, 1))
+
+
+def band_sse(reference: np.ndarray, decoded: np.ndarray, valid: np.ndarray | None = None,
+             rows_per_chunk: int = 512) -> tuple[np.ndarray, int]:
+    """(squared error per band over the valid pixels, number of valid pixels), exact, in row chunks."""
+    if reference.shape != decoded.shape:
+        raise ValueError(f"shapes differ: {reference.shape} vs {decoded.shape}")
+    ref = reference if reference.ndim == 3 else reference[..., None]
+    dec = decoded if decoded.ndim == 3 else decoded[..., None]
+    if valid is not None and valid.shape != ref.shape[:2]:
+        raise ValueError(f"valid mask {valid.shape} does not match the raster's {ref.shape[:2]}")
+    sse = np.zeros(ref.shape[2], dtype=np.float64)
+    count = 0
+    for r in range(0, ref.shape[0], rows_per_chunk):
+        d = ref[r : r + rows_per_chunk].astype(np.int64) - dec[r : r + rows_per_chunk]
+        if valid is not None:
+            v = valid[r : r + rows_per_chunk]
+            d = d[v]
+            count += int(v.sum())
+        else:
+            count += d.shape[0] * d.shape[1]
+        sse += (d.reshape(-1, ref.shape[2]).astype(np.float64) ** 2).sum(0)
+    return sse, count
+
+
+def psnr_from_band_sse(sse: np.ndarray, count: int, peak: float) -> float:
+    """Mean over bands of 10·log10(peak² / MSE_b) (see :data:`EXACT_BAND_PSNR_DB`); inf when every band is
+    exact or there is no valid pixel."""
+    sse = np.asarray(sse, dtype=np.float64)
+    if count == 0 or not (sse > 0).any():
+        return float("inf")
+    with np.errstate(divide="ignore"):
+        per_band = np.where(sse > 0, 10 * np.log10(peak**2 * count / np.maximum(sse, 1e-300)), EXACT_BAND_PSNR_DB)
+    return float(np.minimum(per_band, EXACT_BAND_PSNR_DB).mean())
+
+
+def raster_psnr(reference: np.ndarray, decoded: np.ndarray, valid: np.ndarray | None = None,
+                peak: float | None = None) -> float:
+    """PSNR of a raster (H, W) or (H, W, B): the mean over bands of 10·log10(peak² / MSE_b), each MSE over
+    the ``valid`` pixels only (nodata never counts).
+
+    The rule for the peak (``peak=None``): 255 for uint8 data (today's 8-bit definition), else the
+    largest valid value of ``reference`` over all bands, so a 12-bit sensor in uint16 is judged against its
+    own range, not 65535. Per-tile targeting passes the IMAGE's peak for every tile.
+    """
+    if peak is None:
+        peak = raster_peak(reference, valid)
+    sse, count = band_sse(reference, decoded, valid)
+    return psnr_from_band_sse(sse, count, float(peak))

@@ -83,6 +83,7 @@ class Choice:
     codes: np.ndarray  # that quality per tile (u16 codes, as stored)
     sse: np.ndarray | None = None  # squared error per tile (over its valid pixels, 3 channels); None: not measured
     missed: np.ndarray | None = None  # per tile: the target could not be met
+    band_sse: np.ndarray | None = None  # rasters: (n, 3) squared error per group position; None: not measured
 
 
 class Strategy(Protocol):
@@ -197,7 +198,8 @@ class _PsnrSearch:
         picks = [self.best[t] for t in range(self.n)]
         sse = np.array([m.mse[row] for m, row in picks]) * 3 * self.batch.npix
         codes = np.array([m.codes[row] for m, row in picks])
-        return Choice(Latents.gather([(m.latents, row) for m, row in picks]), codes, sse, missed)
+        band_sse = None if self.batch.raster is None else np.array([m.band_sse[row] for m, row in picks])
+        return Choice(Latents.gather([(m.latents, row) for m, row in picks]), codes, sse, missed, band_sse)
 
     def _floor(self, t: int, level: int) -> float:
         """F_t from the measurement at ``level``."""
@@ -230,7 +232,8 @@ class _PsnrSearch:
     def _measure(self, pairs: list[tuple[int, int]]) -> None:
         b = self.batch
         tiles = torch.tensor([t for t, _ in pairs], device=b.y.device)
-        m = self.engine.measure(b.y[tiles], code_of_level([lvl for _, lvl in pairs]), b.originals[tiles], b.masks[tiles])
+        m = self.engine.measure(b.y[tiles], code_of_level([lvl for _, lvl in pairs]), b.originals[tiles], b.masks[tiles],
+                                b.raster)
         for row, (t, lvl) in enumerate(pairs):
             self.known[t][lvl] = m.psnr[row]
             if m.psnr[row] >= self.target:
@@ -313,10 +316,15 @@ class TargetBpp:
         """Squared error and estimated bits of every tile at every ladder level; then the first choice."""
         self.dist = np.zeros((n_tiles, len(self.codes)))
         self.bits = np.zeros((n_tiles, len(self.codes)))
+        self.band_sse = None
         for batch in batches:
             for j, code in enumerate(self.codes):
-                m = engine.measure(batch.y, np.full(len(batch.ids), code), batch.originals, batch.masks)
+                m = engine.measure(batch.y, np.full(len(batch.ids), code), batch.originals, batch.masks, batch.raster)
                 self.dist[batch.ids, j] = m.mse * 3 * batch.npix
+                if m.band_sse is not None:
+                    if self.band_sse is None:
+                        self.band_sse = np.zeros((n_tiles, len(self.codes), 3))
+                    self.band_sse[batch.ids, j] = m.band_sse
                 self.bits[batch.ids, j] = engine.estimate_bits(m.latents)
         self.choice, self.feasible = _choose_levels(self.dist, self.bits, self.budget_bits)
         return self
@@ -324,7 +332,8 @@ class TargetBpp:
     def choose(self, engine: "Engine", batch: "Batch") -> Choice:
         j = self.choice[batch.ids]
         return Choice(engine.quantize(batch.y, self.codes[j]), self.codes[j], self.dist[batch.ids, j],
-                      np.full(len(batch.ids), not self.feasible))
+                      np.full(len(batch.ids), not self.feasible),
+                      None if self.band_sse is None else self.band_sse[batch.ids, j])
 
     def retry(self, stream_bytes: int) -> "TargetBpp | None":
         self.passes += 1

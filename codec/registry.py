@@ -315,3 +315,16 @@ def load_model(spec: str = "default", sources: Sequence[ModelSource] | None = No
         resolver = _RESOLVERS[key]
     return resolver.load(spec)
 
+
+
+RASTER_MODEL = "satellite"  # trained on 16-bit multi-band satellite products (issue 17)
+
+
+def default_model_name(raster: bool, sources: Sequence[ModelSource] | None = None) -> str:
+    """The model an encode uses when none is named: :data:`RASTER_MODEL` for rasters (anything but 8-bit
+    gray/RGB/RGBA) when one of ``sources`` (default: the built-in weights) has it, else ``default``.
+    The one home of this choice: the CLI, codec.encode and the pipeline all ask here."""
+    chain = (BUILTIN,) if sources is None else tuple(sources)
+    if raster and any(s.versions(RASTER_MODEL) for s in chain):
+        return RASTER_MODEL
+    return "default"

@@ -1,0 +1,63 @@
+"""Exact (lossless) tiles: each band of a tile coded on its own with JPEG XL lossless (libjxl via imagecodecs).
+
+Why this coder (bench/lossless.py has the figures): on 256² tiles of satellite/train (uint16, 3–6 bands)
+JPEG XL lossless per band at effort 3 was the smallest of JPEG XL (effort 1/3), reversible JPEG 2000
+(OpenJPEG, per band and multi-component) and deflate, and several times faster than reversible JPEG
+2000. Coding bands separately lets a decoder of a region of some bands read only those (and it
+handles any band count; JPEG XL's extra channels do not).
+
+Tile payload: ``coder u8 (1 = JPEG XL per band) | per band: length u32 | codestream``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from .errors import CorruptStreamError
+
+JXL_PER_BAND = 1
+EFFORT = 3
+_LEN = struct.Struct("<I")
+
+
+def encode_tile(block: np.ndarray, effort: int = EFFORT) -> bytes:
+    """Lossless payload of a (h, w, B) uint8/uint16 tile."""
+    import imagecodecs
+
+    parts = [bytes([JXL_PER_BAND])]
+    for b in range(block.shape[2]):
+        band = np.ascontiguousarray(block[..., b])
+        bits = max(int(band.max()).bit_length(), 1)
+        data = imagecodecs.jpegxl_encode(band, lossless=True, effort=effort, bitspersample=bits)
+        parts += [_LEN.pack(len(data)), data]
+    return b"".join(parts)
+
+
+def decode_tile(data: bytes, h: int, w: int, bands: int, dtype: str) -> np.ndarray:
+    """(h, w, bands) array of a lossless payload; CorruptStreamError when it does not decode to exactly that."""
+    import imagecodecs
+
+    if not data or data[0] != JXL_PER_BAND:
+        raise CorruptStreamError(f"unknown lossless coder {data[0] if data else 'missing'}")
+    out = np.empty((h, w, bands), dtype=dtype)
+    pos = 1
+    for b in range(bands):
+        if pos + _LEN.size > len(data):
+            raise CorruptStreamError(f"lossless tile truncated before band {b}")
+        (n,) = _LEN.unpack_from(data, pos)
+        pos += _LEN.size
+        if pos + n > len(data):
+            raise CorruptStreamError(f"lossless tile truncated in band {b}")
+        try:
+            band = imagecodecs.jpegxl_decode(data[pos : pos + n])
+        except Exception as exc:
+            raise CorruptStreamError(f"lossless band {b} does not decode ({exc})") from exc
+        if band.shape != (h, w) or band.dtype.itemsize > out.dtype.itemsize:
+            raise CorruptStreamError(f"lossless band {b} decodes to {band.dtype} {band.shape}, the tile is {dtype} {(h, w)}")
+        out[..., b] = band
+        pos += n
+    if pos != len(data):
+        raise CorruptStreamError(f"{len(data) - pos} unexpected bytes after the lossless bands")
+    return out
