@@ -11,18 +11,17 @@ training never reads them), per file:
   image's effective bit depth (``bitspersample``: 11 for WorldView, 16 for Landsat L1 scaled to 16);
 * BD-rate of each model against each anchor (per file, then the mean over files);
 * lossless bits per sample: JPEG XL lossless, reversible JPEG 2000 (5/3), deflate as GeoTIFFs store
-  it (tifffile zlib + horizontal predictor) and, when the codec has it, ours (``lossless=True``);
+  it (tifffile zlib + horizontal predictor) and ours (``lossless=True``, the
+  codec's exact mode inside the TLIC container);
 * speed in MP·bands/s (encode and decode) for every codec, with the load average (2 shared cores).
 
 Metrics (the issue's definition): bits per sample = bits / (pixels × bands); PSNR = mean over bands
 of 10·log10(peak² / MSE_b) over valid pixels (a pixel is nodata when all its bands are 0), peak =
 the image's largest valid value. Anchors code nodata pixels as they are (zeros); ours codes a mask.
 
-Our codec is driven through one function, :func:`ours`. With the raster API of issue 17
-(``codec.encode`` accepting uint16 (H, W, B) with ``nodata``) it calls that; without it (this
-branch before part A lands) it emulates the fixed band coding on today's 8-bit API: per-band
-valid min/max normalisation, band triplets rounded to 8 bits and coded as RGB, the mask deflated,
-and 16 bytes of side information per band — results then say ``"path": "interim-8bit"``.
+Our codec is driven through one function, :func:`ours`: ``codec.encode(raster, model, quality=…,
+nodata=0)`` (or ``lossless=True``) and ``codec.decode``, the raster API of issue 17 (stream version 2:
+band triplets, masks, side information all counted in the stream's bytes).
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import json
 import os
 import sys
 import time
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,36 +45,6 @@ QUALITIES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 J2K_LEVELS = (30, 35, 40, 45, 50, 55, 60, 65)  # OpenJPEG's fixed-quality PSNR (dB) per band, on its own peak
 JXL_DISTANCES = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 4.0)
 BD_RANGE = (0.02, 6.0)  # bits per sample: 16-bit samples span a far wider rate range than 8-bit RGB
-
-
-# ---- metrics (one definition: codec.metrics when it has them) ----------------------------------
-
-
-def _metrics():
-    try:
-        from codec.metrics import bits_per_sample, raster_psnr
-
-        return bits_per_sample, raster_psnr, "codec.metrics"
-    except ImportError:
-        return _bits_per_sample, _raster_psnr, "bench fallback (codec.metrics has no raster metrics yet)"
-
-
-def _bits_per_sample(n_bytes: int, height: int, width: int, bands: int) -> float:
-    return n_bytes * 8 / (height * width * bands)
-
-
-def _raster_psnr(reference: np.ndarray, decoded: np.ndarray, valid=None, peak=None) -> float:
-    ref = reference.reshape(reference.shape[0], reference.shape[1], -1)
-    dec = decoded.reshape(ref.shape)
-    valid = np.ones(ref.shape[:2], bool) if valid is None else valid
-    if peak is None:
-        peak = float(ref[valid].max())
-    out = []
-    for b in range(ref.shape[2]):
-        d = ref[:, :, b][valid].astype(np.float64) - dec[:, :, b][valid]
-        mse = float(np.mean(d * d))
-        out.append(float("inf") if mse == 0 else 10 * np.log10(float(peak) ** 2 / mse))
-    return float(np.mean(out))
 
 
 # ---- codecs: raster (H, W, B) uint16 → (bytes, decoded, encode s, decode s) ------------------
@@ -164,58 +132,17 @@ def deflate_tiff(raster):
     return len(blob), out, te, time.perf_counter() - t
 
 
-def has_raster_api() -> bool:
-    """True when the codec takes uint16 multi-band rasters (issue 17 part A)."""
-    import inspect
-
-    import codec
-
-    return "nodata" in inspect.signature(codec.encode).parameters
-
-
 def ours(raster: np.ndarray, nodata, model, quality: float | None, lossless: bool = False):
     """Our codec on a raster: (bytes, decoded uint16 raster, encode s, decode s)."""
     import codec
 
-    if has_raster_api():
-        kw = {"lossless": True} if lossless else {"quality": quality}
-        t = time.perf_counter()
-        res = codec.encode(raster, model=model, nodata=nodata, **kw)
-        te = time.perf_counter() - t
-        t = time.perf_counter()
-        out = np.asarray(codec.decode(res.data, model=model)).reshape(raster.shape)
-        return len(res.data), out, te, time.perf_counter() - t
-    if lossless:
-        raise NotImplementedError("this codec has no lossless raster mode yet (issue 17 part A)")
-    return _ours_interim(raster, nodata, model, quality)
-
-
-def _ours_interim(raster, nodata, model, quality):
-    """The fixed band coding emulated on the 8-bit API (see the module docstring)."""
-    import codec
-    from codec.training.satellite import band_groups, normalise
-
+    kw = {"lossless": True} if lossless else {"quality": quality}
     t = time.perf_counter()
-    norm = normalise(raster, nodata)
-    side = 16 * raster.shape[2]  # lo, hi as float64 per band
-    mask = zlib.compress(np.packbits(norm.valid).tobytes(), 9) if not norm.valid.all() else b""
-    n_bytes = side + len(mask)
-    streams = []
-    for g in band_groups(raster.shape[2]):
-        rgb = np.clip(np.rint(norm.bands[:, :, list(g)] * 255), 0, 255).astype(np.uint8)
-        streams.append(codec.encode(rgb, model, quality=quality).data)
+    res = codec.encode(raster, model=model, nodata=nodata, **kw)
     te = time.perf_counter() - t
-    n_bytes += sum(map(len, streams))
     t = time.perf_counter()
-    out = np.zeros(raster.shape, np.float64)
-    for g, s in zip(band_groups(raster.shape[2]), streams):
-        dec = codec.decode(s, model=model).astype(np.float64) / 255
-        for k, b in enumerate(dict.fromkeys(g)):
-            out[:, :, b] = dec[:, :, k]
-    scale = np.where(norm.hi > norm.lo, norm.hi - norm.lo, 1.0)
-    out = np.clip(np.rint(out * scale + norm.lo), 0, np.iinfo(raster.dtype).max).astype(raster.dtype)
-    out[~norm.valid] = nodata
-    return n_bytes, out, te, time.perf_counter() - t
+    out = np.asarray(codec.decode(res.data, model=model)).reshape(raster.shape)
+    return len(res.data), out, te, time.perf_counter() - t
 
 
 # ---- the run -------------------------------------------------------------------------------
@@ -228,8 +155,8 @@ def held_out_files(limit: int | None = None) -> list[Path]:
     return held[:limit] if limit else held
 
 
-def measure(raster, fn, settings, metrics, label) -> Curve:
-    bps_fn, psnr_fn, _ = metrics
+def measure(raster, fn, settings, label) -> Curve:
+    from codec.metrics import bits_per_sample, raster_psnr
     from codec.training.satellite import valid_mask
 
     valid = valid_mask(raster, NODATA)
@@ -238,7 +165,7 @@ def measure(raster, fn, settings, metrics, label) -> Curve:
     curve = Curve(label)
     for s in settings:
         n, dec, te, td = fn(s)
-        curve.points.append(Point(s, n, bps_fn(n, h, w, b), psnr_fn(raster, dec, valid, peak), te, td))
+        curve.points.append(Point(s, n, bits_per_sample(n, h, w, b), raster_psnr(raster, dec, valid, peak), te, td))
     return curve
 
 
@@ -251,27 +178,24 @@ def load_models(specs: list[str]) -> dict:
     return {s: resolver.load(s) for s in specs}
 
 
-def run_file(path: Path, models: dict, metrics, quick: bool) -> dict:
+def run_file(path: Path, models: dict, quick: bool) -> dict:
+    from codec.metrics import bits_per_sample
     from codec.training.satellite import read_raster
 
     raster = read_raster(path)
     bits = effective_bits(raster)
     h, w, b = raster.shape
     qs = QUALITIES[::2] if quick else QUALITIES
-    curves = {m: measure(raster, lambda q, lm=lm: ours(raster, NODATA, lm, q), qs, metrics, m) for m, lm in models.items()}
+    curves = {m: measure(raster, lambda q, lm=lm: ours(raster, NODATA, lm, q), qs, m) for m, lm in models.items()}
     curves["jpeg2000"] = measure(raster, lambda lv: jpeg2k(raster, lv, bits), J2K_LEVELS[::2] if quick else J2K_LEVELS,
-                                 metrics, "jpeg2000")
+                                 "jpeg2000")
     curves["jpegxl"] = measure(raster, lambda d: jpegxl(raster, d, bits), JXL_DISTANCES[::2] if quick else JXL_DISTANCES,
-                               metrics, "jpegxl")
+                               "jpegxl")
     lossless = {}
     for name, fn in (("jpegxl", lambda: jpegxl_lossless(raster, bits)), ("jpeg2000", lambda: jpeg2k_lossless(raster, bits)),
                      ("deflate", lambda: deflate_tiff(raster)), ("ours", lambda: ours(raster, NODATA, list(models.values())[-1], None, True))):
-        try:
-            n, dec, te, td = fn()
-        except NotImplementedError as exc:
-            lossless[name] = {"note": str(exc)}
-            continue
-        lossless[name] = {"bytes": n, "bps": metrics[0](n, h, w, b), "exact": bool(np.array_equal(dec, raster)),
+        n, dec, te, td = fn()
+        lossless[name] = {"bytes": n, "bps": bits_per_sample(n, h, w, b), "exact": bool(np.array_equal(dec, raster)),
                           "encode_s": te, "decode_s": td}
     return {"file": path.name, "shape": [h, w, b], "bits": bits, "nodata_pct": float(100 * (raster == 0).all(2).mean()),
             "mp_bands": h * w * b / 1e6, "curves": {k: asdict(v) for k, v in curves.items()}, "lossless": lossless}
@@ -348,24 +272,22 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    metrics = _metrics()
-    path = "raster API" if has_raster_api() else "interim-8bit"
     files_in = held_out_files(2 if a.quick else None)
     models = load_models(a.models)
     print(f"held-out files: {', '.join(p.name for p in files_in)}")
-    print(f"metrics: {metrics[2]}; our codec path: {path}; load average {os.getloadavg()}")
+    print(f"models: {', '.join(f'{k} ({m.model_id})' for k, m in models.items())}; load average {os.getloadavg()}")
     t0 = time.time()
     files = []
     for p in files_in:
         t = time.time()
-        files.append(run_file(p, models, metrics, a.quick))
+        files.append(run_file(p, models, a.quick))
         f = files[-1]
         print(f"{p.name} {tuple(f['shape'])} {f['bits']}-bit, nodata {f['nodata_pct']:.0f}%: {time.time() - t:.0f} s")
         for name, c in f["curves"].items():
             print(f"  {name:12s} " + "  ".join(f"{q['bps']:.3f}/{q['psnr']:.1f}" for q in c["points"]))
         print("  lossless bps " + "  ".join(f"{n} {r['bps']:.3f}" + ("" if r["exact"] else " (NOT exact)")
                                             for n, r in f["lossless"].items() if "bytes" in r))
-    result = {"path": path, "metrics": metrics[2], "models": a.models, "bd_range_bps": BD_RANGE,
+    result = {"models": a.models, "bd_range_bps": BD_RANGE,
               "held_out": [p.name for p in files_in], "files": files, "bd_rate": bd_table(files, a.models),
               "lossless": lossless_table(files), "speed": speed_table(files), "mean_curves": mean_curves(files),
               "loadavg": os.getloadavg(), "seconds": time.time() - t0}

@@ -55,18 +55,19 @@ def test_band_groups_pad_last_group_by_repeating():
     assert sat.band_groups(6) == [(0, 1, 2), (3, 4, 5)]
 
 
-def test_normalise_uses_valid_range_and_fills_nodata_with_mean():
-    r = np.zeros((4, 4, 2), np.uint16)
-    r[:2, :, 0], r[2:, :2, 0] = 1000, 3000
-    r[:2, :, 1], r[2:, :2, 1] = 7, 7  # constant band: scale 1
+def test_normalised_groups_use_valid_range_and_fill_nodata():
+    r = np.zeros((8, 8, 2), np.uint16)
+    r[:4, :, 0], r[4:, :4, 0] = 1000, 3000
+    r[:4, :, 1], r[4:, :4, 1] = 7, 7  # constant band
     r[0, 0, 1] = 0  # one band zero, the other not: still valid
-    n = sat.normalise(r)
-    assert n.valid.sum() == 12 and not n.valid[3, 3]
-    assert n.lo[0] == 1000 and n.hi[0] == 3000 and n.lo[1] == 0 and n.hi[1] == 7
-    assert n.bands[0, 1, 0] == 0.0 and n.bands[2, 0, 0] == 1.0
-    mean0 = (8 * 0.0 + 4 * 1.0) / 12
-    assert n.bands[3, 3, 0] == pytest.approx(mean0, abs=1e-6)
-    assert 0.0 <= n.bands.min() and n.bands.max() <= 1.0
+    images, valid = sat.normalised_groups(r)
+    assert len(images) == 1 and images[0].shape == (8, 8, 3)
+    assert valid.sum() == 48 and not valid[7, 7] and valid[0, 0]
+    x = images[0]
+    assert x[0, 1, 0] == 0.0 and x[4, 0, 0] == 1.0
+    assert np.array_equal(x[..., 1], x[..., 2])  # the 2-band group repeats its last band
+    assert 0.0 < x[7, 7, 0] < 1.0  # filled between the data, not left at 0 (= lo)
+    assert 0.0 <= x.min() and x.max() <= 1.0
 
 
 def test_load_triplets_refuses_held_out_files(tmp_path):

@@ -11,12 +11,11 @@ One home for two decisions that training, export calibration and ``bench/satelli
   ``LC81390452014295LGN00_B5`` (both with nodata corners), the Sentinel-2 ``T29RKH`` tile (10, 20
   and 60 m) and the WorldView ``pan1``/``ms1`` pair — at least one scene of each sensor.
 
-* **What the model sees.** The codec's fixed band coding (issue 17): each band is normalised
-  linearly to [0, 1] with the min and max of its *valid* pixels (a pixel is nodata when all its
-  bands equal the nodata value, 0 here), bands are coded in consecutive triplets, a last group of
-  1–2 bands padded by repeating its last band, and nodata pixels are filled with each band's
-  valid mean (cheap to code). :func:`normalise` and :func:`band_groups` do exactly that, so a
-  training crop is what the codec would feed the model.
+* **What the model sees.** Exactly what the codec feeds it, by calling the codec's one home of the
+  band coding, :mod:`codec.bands`: each band mapped linearly to [0, 1] with the min and max of its
+  *valid* pixels (a pixel is nodata when all its bands equal the nodata value, 0 here), bands in
+  consecutive triplets, a last group of 1–2 bands padded by repeating its last band, nodata
+  filled smoothly (push-pull) so it is cheap to code.
 
 Crops are 256² (the size the aerial model was fine-tuned on), cut by the project's one sampler
 (:func:`codec.training.data.random_crop`) and rejected when more than half is nodata. Files smaller
@@ -34,6 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import bands
 from .data import random_crop
 
 NODATA = 0  # satellite/train's nodata value (its PROVENANCE.md)
@@ -94,49 +94,24 @@ def read_raster(path: Path) -> np.ndarray:
     return a
 
 
-def valid_mask(raster: np.ndarray, nodata: int | float | None = NODATA) -> np.ndarray:
-    """(H, W) bool: a pixel is valid unless all its bands equal ``nodata``."""
-    if nodata is None:
-        return np.ones(raster.shape[:2], bool)
-    return np.any(raster != nodata, axis=2)
+def valid_mask(raster: np.ndarray, nodata: int | None = NODATA) -> np.ndarray:
+    """(H, W) bool: a pixel is valid unless all its bands equal ``nodata`` (:func:`codec.bands.valid_mask`)."""
+    valid = bands.valid_mask(raster, nodata)
+    return np.ones(raster.shape[:2], bool) if valid is None else valid
 
 
-@dataclass
-class Normalised:
-    """A raster mapped to [0, 1] per band, nodata filled: what the model codes."""
-
-    bands: np.ndarray  # (H, W, B) float32 in [0, 1]
-    valid: np.ndarray  # (H, W) bool
-    lo: np.ndarray  # (B,) per-band min of valid pixels
-    hi: np.ndarray  # (B,) per-band max of valid pixels
+def band_groups(n_bands: int) -> list[tuple[int, ...]]:
+    """The codec's band groups (:func:`codec.bands.band_groups`): consecutive triplets, a short last one padded."""
+    return [tuple(g) for g in bands.band_groups(n_bands)]
 
 
-def normalise(raster: np.ndarray, nodata: int | float | None = NODATA) -> Normalised:
-    """Per-band linear map of the valid range to [0, 1] (hi == lo → scale 1); nodata pixels get the
-    band's valid mean (an all-nodata raster is all zeros)."""
-    valid = valid_mask(raster, nodata)
-    b = raster.shape[2]
-    out = np.zeros(raster.shape, np.float32)
-    lo, hi = np.zeros(b), np.zeros(b)
-    if not valid.any():
-        return Normalised(out, valid, lo, hi)
-    for i in range(b):
-        v = raster[:, :, i][valid].astype(np.float64)
-        lo[i], hi[i] = v.min(), v.max()
-        scale = 1.0 / (hi[i] - lo[i]) if hi[i] > lo[i] else 1.0
-        band = (raster[:, :, i].astype(np.float32) - np.float32(lo[i])) * np.float32(scale)
-        band[~valid] = np.float32((v.mean() - lo[i]) * scale)
-        out[:, :, i] = band
-    return Normalised(out, valid, lo, hi)
-
-
-def band_groups(n_bands: int) -> list[tuple[int, int, int]]:
-    """Consecutive band triplets; a last group of 1–2 bands repeats its last band (4 → (0,1,2), (3,3,3))."""
-    groups = []
-    for start in range(0, n_bands, 3):
-        idx = list(range(start, min(start + 3, n_bands)))
-        groups.append(tuple(idx + [idx[-1]] * (3 - len(idx))))
-    return groups
+def normalised_groups(raster: np.ndarray, nodata: int | None = NODATA) -> tuple[list[np.ndarray], np.ndarray]:
+    """(one float32 (H, W, 3) image in [0, 1] per band group, the (H, W) valid mask): what the codec feeds
+    the model (:func:`codec.bands.describe` and :func:`codec.bands.normalised`, the raster taken as one tile)."""
+    h, w, _ = raster.shape
+    info, (valid,) = bands.describe(raster, [(0, 0, w, h)], nodata=nodata)
+    images = [bands.normalised(raster, info, g, valid) for g in info.groups]
+    return images, (np.ones((h, w), bool) if valid is None else valid)
 
 
 @dataclass
@@ -158,10 +133,9 @@ def load_triplets(files: Sequence[Path], min_size: int) -> list[TripletImage]:
         raster = read_raster(path)
         if min(raster.shape[:2]) < min_size:
             continue
-        norm = normalise(raster)
-        valid = norm.valid.astype(np.float32)[:, :, None]
-        for g in band_groups(raster.shape[2]):
-            out.append(TripletImage(path.name, g, np.concatenate([norm.bands[:, :, list(g)], valid], axis=2)))
+        images, valid = normalised_groups(raster)
+        for g, im in zip(band_groups(raster.shape[2]), images):
+            out.append(TripletImage(path.name, g, np.concatenate([im, valid.astype(np.float32)[:, :, None]], axis=2)))
     if not out:
         raise ValueError(f"no satellite training raster is at least {min_size}×{min_size}")
     return out
