@@ -121,3 +121,16 @@ def test_shift_rate_range_keeps_old_qualities_reachable():
     assert torch.allclose(a.x_hat, b.x_hat, atol=1e-5)
     with pytest.raises(ValueError, match="shift_anchors"):
         shift_rate_range(old, 5)
+
+
+def test_init_config_is_the_trained_models_config():
+    from codec.model import ModelConfig
+    from codec.registry import load_model
+    from codec.training.train import init_config
+
+    fresh = ModelConfig(channels=16).model_dump()
+    assert init_config({"model": fresh, "init": None}) == ModelConfig(channels=16)
+    base = load_model("default@2").model.config
+    assert init_config({"model": fresh, "init": "default@2"}) == base
+    shifted = init_config({"model": fresh, "init": "default@2", "shift_anchors": 2})
+    assert shifted.channels == base.channels and shifted.lambda_max > base.lambda_max

@@ -172,3 +172,10 @@ def to_tensor(crops: np.ndarray):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).contiguous()
+
+
+def calibration_batch(root: Path, n: int = 16, size: int = 256, seed: int = 0):
+    """Training triplet crops (unflipped, mostly valid) that set a satellite model's integer
+    hyper-synthesis ranges at export: never a held-out scene (:func:`codec.training.export.calibration_batch`'s
+    counterpart for rasters)."""
+    return to_tensor(crop_batch(training_triplets(root, size), n, size, np.random.default_rng(seed), flip=False))

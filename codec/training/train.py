@@ -228,6 +228,16 @@ def shift_rate_range(model: HyperpriorCodec, anchors: int) -> HyperpriorCodec:
     return shifted
 
 
+def init_config(cfg: dict) -> ModelConfig:
+    """The model config a run with ``cfg`` (a TrainConfig as a dict) trains: its ``init`` model's, shifted
+    by ``shift_anchors``, or ``cfg["model"]``. (Checkpoints written before the config was saved from
+    the model itself hold the fresh-model default for ``init`` runs: read those through this.)"""
+    if not cfg.get("init"):
+        return ModelConfig(**cfg["model"])
+    base = load_model(cfg["init"]).model
+    return shift_rate_range(base, cfg["shift_anchors"]).config if cfg.get("shift_anchors") else base.config
+
+
 def initial_model(cfg: TrainConfig, images: list, rng: np.random.Generator) -> HyperpriorCodec:
     """A registered model's weights (fine-tuning, continuing; its rate range optionally shifted up)
     or a fresh model with a PCA block transform."""
@@ -276,7 +286,9 @@ def resume(run: Run) -> None:
 
 def save_run(run: Run) -> None:
     """The checkpoint (resumable) and its weights-only snapshot, both atomically."""
-    common = {"step": run.step, "log": run.log, "config": run.cfg.model_dump(mode="json")}
+    config = run.cfg.model_dump(mode="json")
+    config["model"] = run.model.config.model_dump()  # the model's own (an --init run's, shifted), not the fresh-model default
+    common = {"step": run.step, "log": run.log, "config": config}
     weights = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
     save_checkpoint(run.cfg.out / CHECKPOINT_NAME, {"model": weights, "optimizer": run.optimizer.state_dict(), **common})
     save_checkpoint(run.cfg.out / SNAPSHOT_NAME, {"model": weights, **common})
