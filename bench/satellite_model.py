@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 import time
@@ -27,8 +28,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 
-QUALITIES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,6 +35,10 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default="satellite")
     ap.add_argument("--store", default=str(ROOT / "models"))
     ap.add_argument("--base", default="default@2")
+    ap.add_argument("--reuse", nargs="*", type=Path, default=[],
+                    help="bench/satellite_rd.py results whose base-model and anchor curves are taken, not re-measured")
+    ap.add_argument("--eval-out", type=Path, default=ROOT / "bench" / "results" / "satellite_model_eval.json",
+                    help="the evaluation in satellite_rd's format (its --reuse takes it)")
     ap.add_argument("--limit", type=int, help="evaluate on the first N held-out files only (a smoke run)")
     ap.add_argument("--where", default="this 2-core CPU machine (shared), torch.set_num_threads(1)")
     a = ap.parse_args(argv)
@@ -49,7 +52,7 @@ def main(argv=None) -> int:
     from codec.training.export import model_from_state
     from codec.training.train import init_config, load_checkpoint
     from pipeline.model_store import ModelStore
-    from satellite_rd import BD_RANGE, SAT, measure, ours
+    from satellite_rd import BD_RANGE, SAT, run_file
 
     torch.set_num_threads(1)
     t0 = time.time()
@@ -61,20 +64,28 @@ def main(argv=None) -> int:
     store = ModelStore(a.store)
     provisional = f"{a.name}@{(store.versions(a.name) or [0])[-1] + 1}"
     new = LoadedModel(model_from_weights(blob), provisional, hashlib.sha256(blob).digest())
-    models = {"base": codec.load_model(a.base), "new": new}
+    models = {a.base: codec.load_model(a.base), provisional: new}
     train_files, held = sat.split(SAT)
     held = held[: a.limit] if a.limit else held
-    per_image, finite = {}, []
+    reuse = []
+    for p in a.reuse:
+        r = json.loads(p.read_text())
+        reuse.append({**r, "_from": f"{p.name} (load average {r['loadavg'][0]:.1f})"})
+    files, per_image, finite = [], {}, []
     for p in held:
-        raster = sat.read_raster(p)
-        curves = {k: measure(raster, lambda q, lm=lm: ours(raster, sat.NODATA, lm, q), QUALITIES, k) for k, lm in models.items()}
-        pts = {k: {"bps": [pt.bps for pt in c.points], "psnr": [pt.psnr for pt in c.points]} for k, c in curves.items()}
+        f = run_file(p, models, False, reuse)  # the base's curves (and the anchors) from --reuse when there
+        files.append(f)
+        pts = {k: {"bps": [pt["bps"] for pt in f["curves"][m]["points"]], "psnr": [pt["psnr"] for pt in f["curves"][m]["points"]]}
+               for k, m in (("base", a.base), ("new", provisional))}
         bd = bd_rate(pts["base"]["bps"], pts["base"]["psnr"], pts["new"]["bps"], pts["new"]["psnr"], bpp_range=BD_RANGE)
         per_image[p.name] = {"bd_rate_pct": bd, **pts}
         if bd is not None:
             finite.append(bd)
         print(f"{p.name}: BD-rate vs {a.base} {'n/a' if bd is None else f'{bd:+.1f}%'}; new "
               + "  ".join(f"{b:.3f}/{s:.1f}" for b, s in zip(pts["new"]["bps"], pts["new"]["psnr"])), flush=True)
+    a.eval_out.parent.mkdir(parents=True, exist_ok=True)
+    a.eval_out.write_text(json.dumps({"models": list(models), "files": files, "loadavg": os.getloadavg(),
+                                      "checkpoint": str(a.checkpoint), "steps": state["step"]}, indent=1, default=float))
     mean = float(np.mean(finite)) if finite else None
     cfg = state["config"]
     card = {
@@ -87,7 +98,7 @@ def main(argv=None) -> int:
                  "holdout": "scenes with sha1(scene_id) % 4 == 0 (codec.training.satellite.held_out)",
                  "holdout_keys": [p.name for p in held], "evaluated_keys": [p.name for p in held],
                  "crops": "256^2 band triplets (codec.bands normalisation), <= 50% nodata; files under 256 px skipped"},
-        "metrics": {"definition": "bits per sample vs raster PSNR (codec.metrics), qualities " + str(list(QUALITIES)),
+        "metrics": {"definition": "bits per sample vs raster PSNR (codec.metrics), qualities of bench/satellite_rd.py",
                     "bd_range_bps": list(BD_RANGE), "bd_rate_vs_base_pct": mean, "per_image": per_image},
         "train_log": state["log"],
     }

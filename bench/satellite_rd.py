@@ -169,36 +169,49 @@ def measure(raster, fn, settings, label) -> Curve:
     return curve
 
 
-def load_models(specs: list[str]) -> dict:
+def load_models(specs: list[str], store: str = str(ROOT / "models")) -> dict:
     """Each spec as a loaded model: built-in ones, then the repo's seed registry (models/, where
     ``satellite`` and ``aerial`` live in the object-store layout)."""
     from pipeline.model_store import model_resolver
 
-    resolver = model_resolver(str(ROOT / "models"))
+    resolver = model_resolver(store)
     return {s: resolver.load(s) for s in specs}
 
 
-def run_file(path: Path, models: dict, quick: bool) -> dict:
+def run_file(path: Path, models: dict, quick: bool, reuse: list[dict] = ()) -> dict:
+    """One held-out file: every codec's curve and the lossless sizes; a curve or lossless row already
+    measured on the same file in a ``reuse`` result (a previous run's JSON) is taken from it, marked
+    with that run's ``measured`` label, instead of being measured again."""
     from codec.metrics import bits_per_sample
     from codec.training.satellite import read_raster
 
     raster = read_raster(path)
     bits = effective_bits(raster)
     h, w, b = raster.shape
+    old = [{**f, "_from": r.get("_from", "an earlier run")} for r in reuse for f in r["files"]
+           if f["file"] == path.name and f["shape"] == [h, w, b]]
+    label = f"this run (load average {os.getloadavg()[0]:.1f})"
+    curves, lossless = {}, {}
+
+    def curve(name, fn, settings):
+        got = next(({"measured": f["_from"], **f["curves"][name]} for f in old if name in f["curves"]), None)
+        curves[name] = got or {**asdict(measure(raster, fn, settings, name)), "measured": label}
+
     qs = QUALITIES[::2] if quick else QUALITIES
-    curves = {m: measure(raster, lambda q, lm=lm: ours(raster, NODATA, lm, q), qs, m) for m, lm in models.items()}
-    curves["jpeg2000"] = measure(raster, lambda lv: jpeg2k(raster, lv, bits), J2K_LEVELS[::2] if quick else J2K_LEVELS,
-                                 "jpeg2000")
-    curves["jpegxl"] = measure(raster, lambda d: jpegxl(raster, d, bits), JXL_DISTANCES[::2] if quick else JXL_DISTANCES,
-                               "jpegxl")
-    lossless = {}
+    for m, lm in models.items():
+        curve(m, lambda q, lm=lm: ours(raster, NODATA, lm, q), qs)
+    curve("jpeg2000", lambda lv: jpeg2k(raster, lv, bits), J2K_LEVELS[::2] if quick else J2K_LEVELS)
+    curve("jpegxl", lambda d: jpegxl(raster, d, bits), JXL_DISTANCES[::2] if quick else JXL_DISTANCES)
     for name, fn in (("jpegxl", lambda: jpegxl_lossless(raster, bits)), ("jpeg2000", lambda: jpeg2k_lossless(raster, bits)),
                      ("deflate", lambda: deflate_tiff(raster)), ("ours", lambda: ours(raster, NODATA, list(models.values())[-1], None, True))):
-        n, dec, te, td = fn()
-        lossless[name] = {"bytes": n, "bps": bits_per_sample(n, h, w, b), "exact": bool(np.array_equal(dec, raster)),
-                          "encode_s": te, "decode_s": td}
+        got = next(({"measured": f["_from"], **f["lossless"][name]} for f in old if name in f["lossless"]), None)
+        if got is None:
+            n, dec, te, td = fn()
+            got = {"bytes": n, "bps": bits_per_sample(n, h, w, b), "exact": bool(np.array_equal(dec, raster)),
+                   "encode_s": te, "decode_s": td, "measured": label}
+        lossless[name] = got
     return {"file": path.name, "shape": [h, w, b], "bits": bits, "nodata_pct": float(100 * (raster == 0).all(2).mean()),
-            "mp_bands": h * w * b / 1e6, "curves": {k: asdict(v) for k, v in curves.items()}, "lossless": lossless}
+            "mp_bands": h * w * b / 1e6, "curves": curves, "lossless": lossless}
 
 
 def bd_table(files: list[dict], models: list[str]) -> dict:
@@ -254,6 +267,8 @@ def mean_curves(files: list[dict]) -> dict:
     out = {}
     for name in files[0]["curves"]:
         pts = [f["curves"][name]["points"] for f in files]
+        if len({len(p) for p in pts}) != 1:  # settings differ between files (a quick run reused in a full one)
+            continue
         out[name] = {"bps": [float(np.mean([p[i]["bps"] for p in pts])) for i in range(len(pts[0]))],
                      "psnr": [float(np.mean([p[i]["psnr"] for p in pts])) for i in range(len(pts[0]))]}
     return out
@@ -265,6 +280,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="every other setting, 2 files (a smoke run)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--name", default="satellite_rd")
+    ap.add_argument("--store", default=str(ROOT / "models"), help="model registry (object-store layout) beside the built-in models")
+    ap.add_argument("--reuse", nargs="*", type=Path, default=[],
+                    help="earlier results (JSON) whose curves of the same codec on the same file are taken, not re-measured")
     a = ap.parse_args(argv)
     if not SAT.exists():
         print(f"skipped: {SAT} not found (the satellite set lives in ../shared/data)")
@@ -273,21 +291,26 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     files_in = held_out_files(2 if a.quick else None)
-    models = load_models(a.models)
+    models = load_models(a.models, a.store)
+    reuse = []
+    for p in a.reuse:
+        r = json.loads(p.read_text())
+        reuse.append({**r, "_from": f"{p.name} (load average {r['loadavg'][0]:.1f})"})
     print(f"held-out files: {', '.join(p.name for p in files_in)}")
     print(f"models: {', '.join(f'{k} ({m.model_id})' for k, m in models.items())}; load average {os.getloadavg()}")
     t0 = time.time()
     files = []
     for p in files_in:
         t = time.time()
-        files.append(run_file(p, models, a.quick))
+        files.append(run_file(p, models, a.quick, reuse))
         f = files[-1]
         print(f"{p.name} {tuple(f['shape'])} {f['bits']}-bit, nodata {f['nodata_pct']:.0f}%: {time.time() - t:.0f} s")
         for name, c in f["curves"].items():
-            print(f"  {name:12s} " + "  ".join(f"{q['bps']:.3f}/{q['psnr']:.1f}" for q in c["points"]))
+            print(f"  {name:12s} " + "  ".join(f"{q['bps']:.3f}/{q['psnr']:.1f}" for q in c["points"])
+                  + f"   [{c.get('measured', '?')}]")
         print("  lossless bps " + "  ".join(f"{n} {r['bps']:.3f}" + ("" if r["exact"] else " (NOT exact)")
                                             for n, r in f["lossless"].items() if "bytes" in r))
-    result = {"models": a.models, "bd_range_bps": BD_RANGE,
+    result = {"models": a.models, "reused": [str(p) for p in a.reuse], "bd_range_bps": BD_RANGE,
               "held_out": [p.name for p in files_in], "files": files, "bd_rate": bd_table(files, a.models),
               "lossless": lossless_table(files), "speed": speed_table(files), "mean_curves": mean_curves(files),
               "loadavg": os.getloadavg(), "seconds": time.time() - t0}
