@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         reuse.append({**r, "_from": f"{p.name} (load average {r['loadavg'][0]:.1f})"})
     files, per_image, finite = [], {}, []
     for p in held:
-        f = run_file(p, models, False, reuse)  # the base's curves (and the anchors) from --reuse when there
+        f = run_file(p, models, False, reuse, anchors=False)  # the base's curves from --reuse when there
         files.append(f)
         pts = {k: {"bps": [pt["bps"] for pt in f["curves"][m]["points"]], "psnr": [pt["psnr"] for pt in f["curves"][m]["points"]]}
                for k, m in (("base", a.base), ("new", provisional))}
@@ -83,6 +83,8 @@ def main(argv=None) -> int:
             finite.append(bd)
         print(f"{p.name}: BD-rate vs {a.base} {'n/a' if bd is None else f'{bd:+.1f}%'}; new "
               + "  ".join(f"{b:.3f}/{s:.1f}" for b, s in zip(pts["new"]["bps"], pts["new"]["psnr"])), flush=True)
+        a.eval_out.parent.mkdir(parents=True, exist_ok=True)
+        a.eval_out.write_text(json.dumps({"models": list(models), "files": files, "loadavg": os.getloadavg()}, default=float))
     a.eval_out.parent.mkdir(parents=True, exist_ok=True)
     a.eval_out.write_text(json.dumps({"models": list(models), "files": files, "loadavg": os.getloadavg(),
                                       "checkpoint": str(a.checkpoint), "steps": state["step"]}, indent=1, default=float))

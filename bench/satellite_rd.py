@@ -41,7 +41,8 @@ import numpy as np  # noqa: E402
 
 SAT = ROOT.parent / "shared" / "data" / "satellite" / "train"
 NODATA = 0
-QUALITIES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+QUALITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
+MAX_SIDE = 512  # larger files are measured on their centre crop (a shared 2-core machine's time budget)
 J2K_LEVELS = (30, 35, 40, 45, 50, 55, 60, 65)  # OpenJPEG's fixed-quality PSNR (dB) per band, on its own peak
 JXL_DISTANCES = (0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 4.0)
 BD_RANGE = (0.02, 6.0)  # bits per sample: 16-bit samples span a far wider rate range than 8-bit RGB
@@ -178,14 +179,25 @@ def load_models(specs: list[str], store: str = str(ROOT / "models")) -> dict:
     return {s: resolver.load(s) for s in specs}
 
 
-def run_file(path: Path, models: dict, quick: bool, reuse: list[dict] = ()) -> dict:
+def centre_crop(raster: np.ndarray, side: int | None) -> np.ndarray:
+    """The centre ``side``×``side`` window of a larger raster (itself when it fits)."""
+    if not side:
+        return raster
+    h, w = raster.shape[:2]
+    y, x = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return np.ascontiguousarray(raster[y : y + side, x : x + side])
+
+
+def run_file(path: Path, models: dict, quick: bool, reuse: list[dict] = (), anchors: bool = True,
+             max_side: int | None = MAX_SIDE) -> dict:
     """One held-out file: every codec's curve and the lossless sizes; a curve or lossless row already
     measured on the same file in a ``reuse`` result (a previous run's JSON) is taken from it, marked
     with that run's ``measured`` label, instead of being measured again."""
     from codec.metrics import bits_per_sample
     from codec.training.satellite import read_raster
 
-    raster = read_raster(path)
+    full = read_raster(path).shape
+    raster = centre_crop(read_raster(path), max_side)
     bits = effective_bits(raster)
     h, w, b = raster.shape
     old = [{**f, "_from": r.get("_from", "an earlier run")} for r in reuse for f in r["files"]
@@ -200,18 +212,22 @@ def run_file(path: Path, models: dict, quick: bool, reuse: list[dict] = ()) -> d
     qs = QUALITIES[::2] if quick else QUALITIES
     for m, lm in models.items():
         curve(m, lambda q, lm=lm: ours(raster, NODATA, lm, q), qs)
+    if not anchors:  # our models' curves only
+        return {"file": path.name, "shape": [h, w, b], "bits": bits, "mp_bands": h * w * b / 1e6, "curves": curves,
+                "lossless": {}}
     curve("jpeg2000", lambda lv: jpeg2k(raster, lv, bits), J2K_LEVELS[::2] if quick else J2K_LEVELS)
     curve("jpegxl", lambda d: jpegxl(raster, d, bits), JXL_DISTANCES[::2] if quick else JXL_DISTANCES)
     for name, fn in (("jpegxl", lambda: jpegxl_lossless(raster, bits)), ("jpeg2000", lambda: jpeg2k_lossless(raster, bits)),
-                     ("deflate", lambda: deflate_tiff(raster)), ("ours", lambda: ours(raster, NODATA, list(models.values())[-1], None, True))):
+                     ("deflate", lambda: deflate_tiff(raster)), ("ours", lambda: ours(raster, NODATA, (list(models.values()) or [None])[-1], None, True))):
         got = next(({"measured": f["_from"], **f["lossless"][name]} for f in old if name in f["lossless"]), None)
         if got is None:
             n, dec, te, td = fn()
             got = {"bytes": n, "bps": bits_per_sample(n, h, w, b), "exact": bool(np.array_equal(dec, raster)),
                    "encode_s": te, "decode_s": td, "measured": label}
         lossless[name] = got
-    return {"file": path.name, "shape": [h, w, b], "bits": bits, "nodata_pct": float(100 * (raster == 0).all(2).mean()),
-            "mp_bands": h * w * b / 1e6, "curves": curves, "lossless": lossless}
+    return {"file": path.name, "shape": [h, w, b], "full_shape": list(full), "bits": bits,
+            "nodata_pct": float(100 * (raster == 0).all(2).mean()), "mp_bands": h * w * b / 1e6, "curves": curves,
+            "lossless": lossless}
 
 
 def bd_table(files: list[dict], models: list[str]) -> dict:
@@ -276,7 +292,8 @@ def mean_curves(files: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["default@2", "satellite@1"])
+    ap.add_argument("--models", nargs="*", default=["default@2", "satellite@1"])
+    ap.add_argument("--max-side", type=int, default=MAX_SIDE, help="measure larger files on their centre crop (0: whole)")
     ap.add_argument("--quick", action="store_true", help="every other setting, 2 files (a smoke run)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--name", default="satellite_rd")
@@ -302,14 +319,16 @@ def main(argv=None) -> int:
     files = []
     for p in files_in:
         t = time.time()
-        files.append(run_file(p, models, a.quick, reuse))
+        files.append(run_file(p, models, a.quick, reuse, max_side=a.max_side))
         f = files[-1]
         print(f"{p.name} {tuple(f['shape'])} {f['bits']}-bit, nodata {f['nodata_pct']:.0f}%: {time.time() - t:.0f} s")
         for name, c in f["curves"].items():
             print(f"  {name:12s} " + "  ".join(f"{q['bps']:.3f}/{q['psnr']:.1f}" for q in c["points"])
                   + f"   [{c.get('measured', '?')}]")
         print("  lossless bps " + "  ".join(f"{n} {r['bps']:.3f}" + ("" if r["exact"] else " (NOT exact)")
-                                            for n, r in f["lossless"].items() if "bytes" in r))
+                                            for n, r in f["lossless"].items() if "bytes" in r), flush=True)
+        a.out.mkdir(parents=True, exist_ok=True)  # what is measured so far survives an interrupted run (--reuse takes it)
+        (a.out / f"{a.name}.partial.json").write_text(json.dumps({"files": files, "loadavg": os.getloadavg()}, default=float))
     result = {"models": a.models, "reused": [str(p) for p in a.reuse], "bd_range_bps": BD_RANGE,
               "held_out": [p.name for p in files_in], "files": files, "bd_rate": bd_table(files, a.models),
               "lossless": lossless_table(files), "speed": speed_table(files), "mean_curves": mean_curves(files),
