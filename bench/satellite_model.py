@@ -70,7 +70,8 @@ def main(argv=None) -> int:
     reuse = []
     for p in a.reuse:
         r = json.loads(p.read_text())
-        reuse.append({**r, "_from": f"{p.name} (load average {r['loadavg'][0]:.1f})"})
+        files_base = [{**f, "curves": {k: v for k, v in f["curves"].items() if k == a.base}} for f in r["files"]]
+        reuse.append({"files": files_base, "_from": f"{p.name} (load average {r['loadavg'][0]:.1f})"})  # the base only
     files, per_image, finite = [], {}, []
     for p in held:
         f = run_file(p, models, False, reuse, anchors=False)  # the base's curves from --reuse when there

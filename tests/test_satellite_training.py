@@ -134,3 +134,33 @@ def test_init_config_is_the_trained_models_config():
     assert init_config({"model": fresh, "init": "default@2"}) == base
     shifted = init_config({"model": fresh, "init": "default@2", "shift_anchors": 2})
     assert shifted.channels == base.channels and shifted.lambda_max > base.lambda_max
+
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def test_shipped_satellite_model_codes_a_uint16_raster():
+    """models/satellite/v0001 loads by its card's hash, keeps default@2's architecture, and codes a
+    4-band uint16 raster with nodata (dtype, band order and nodata back exactly)."""
+    import codec
+    from codec.registry import load_model
+    from pipeline.model_store import model_resolver
+
+    lm = model_resolver(str(MODELS)).load("satellite@1")
+    base = load_model("default@2").model.config
+    c = lm.model.config
+    assert lm.model_id == "satellite@1"
+    assert (c.channels, c.latent_channels, c.hyper_channels, c.gain_anchors) == \
+        (base.channels, base.latent_channels, base.hyper_channels, base.gain_anchors)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:96, 0:80]
+    r = np.stack([1000 + 30 * b + 8 * yy + 5 * xx + rng.integers(0, 20, yy.shape) for b in range(4)], -1).astype(np.uint16)
+    r[:20, :30] = 0  # a nodata corner
+    res = codec.encode(r, lm, quality=0.5, nodata=0)
+    out = codec.decode(res.data, lm)
+    assert out.dtype == np.uint16 and out.shape == r.shape
+    assert (out[:20, :30] == 0).all() and (out[20:] != 0).any(axis=2).all()
+    from codec.metrics import raster_psnr
+
+    valid = (r != 0).any(axis=2)
+    assert raster_psnr(r, out, valid) > 35
