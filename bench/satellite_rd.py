@@ -327,8 +327,8 @@ def main(argv=None) -> int:
                   + f"   [{c.get('measured', '?')}]")
         print("  lossless bps " + "  ".join(f"{n} {r['bps']:.3f}" + ("" if r["exact"] else " (NOT exact)")
                                             for n, r in f["lossless"].items() if "bytes" in r), flush=True)
-        a.out.mkdir(parents=True, exist_ok=True)  # what is measured so far survives an interrupted run (--reuse takes it)
-        (a.out / f"{a.name}.partial.json").write_text(json.dumps({"files": files, "loadavg": os.getloadavg()}, default=float))
+        (a.out / "tmp").mkdir(parents=True, exist_ok=True)  # what is measured so far survives an interrupted run (--reuse takes it)
+        (a.out / "tmp" / f"{a.name}.partial.json").write_text(json.dumps({"files": files, "loadavg": os.getloadavg()}, default=float))
     result = {"models": a.models, "reused": [str(p) for p in a.reuse], "bd_range_bps": BD_RANGE,
               "held_out": [p.name for p in files_in], "files": files, "bd_rate": bd_table(files, a.models),
               "lossless": lossless_table(files), "speed": speed_table(files), "mean_curves": mean_curves(files),
