@@ -7,6 +7,11 @@ one batch ahead).
 
     python -m codec.train --data ../shared/data/train-natural --out runs/default
     python -m codec.train --data ... --out runs/v2 --init default@1 --crop 256 --batch-size 16 --max-minutes 24
+    python -m codec.train --dataset satellite --data ../shared/data/satellite/train --out runs/sat --init default@2 --crop 256
+
+``--dataset satellite`` trains on normalised band triplets of 16-bit rasters
+(:mod:`codec.training.satellite`: its held-out scenes are never read, and no validation
+images are drawn from the rest).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
@@ -28,6 +33,7 @@ from tqdm import tqdm
 
 from ..model import HyperpriorCodec, ModelConfig
 from ..registry import load_model
+from . import satellite
 from .data import crop_batch, list_images, load_rgb, split_validation, to_tensor
 
 CHECKPOINT_NAME = "checkpoint.pt"  # model + optimizer + step + log: what a run resumes from
@@ -56,6 +62,8 @@ class TrainConfig(BaseModel):
     channels_last: bool = True
     device: str = "auto"  # "auto": CUDA when available
     init: str | None = None  # start from a registered model (e.g. "default@1") instead of a PCA block transform
+    dataset: Literal["rgb", "satellite"] = "rgb"  # satellite: normalised band triplets of 16-bit rasters
+    shift_anchors: int = 0  # with init: move the λ range up by this many gain-anchor steps (higher qualities)
 
     @field_validator("data")
     @classmethod
@@ -163,7 +171,7 @@ class Run:
     device: torch.device
     model: HyperpriorCodec
     optimizer: torch.optim.Optimizer
-    images: list[np.ndarray]  # training images at least ``cfg.crop`` on each side
+    images: list  # training images (uint8 arrays, or satellite TripletImages) at least ``cfg.crop`` on each side
     val_images: list[np.ndarray]
     rng: np.random.Generator  # the crop sampler's
     step: int = 0
@@ -177,8 +185,13 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_data(cfg: TrainConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(training images that fit a crop, validation images), split by file-name hash."""
+def load_data(cfg: TrainConfig) -> tuple[list, list[np.ndarray]]:
+    """(training images that fit a crop, validation images), split by file-name hash; for the
+    satellite dataset, the non-held-out band triplets and no validation images."""
+    if cfg.dataset == "satellite":
+        images = [t for d in cfg.data for t in satellite.training_triplets(d, cfg.crop)]
+        print(f"training on {len(images)} band triplets of {len({t.source for t in images})} satellite rasters")
+        return images, []
     train_files, val_files = split_validation(list_images(cfg.data), cfg.validation_fraction)
     print(f"training on {len(train_files)} images, validating on {len(val_files)}")
     images = [im for im in map(load_rgb, train_files) if min(im.shape[:2]) >= cfg.crop]
@@ -187,15 +200,54 @@ def load_data(cfg: TrainConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return images, [load_rgb(p) for p in val_files]
 
 
-def initial_model(cfg: TrainConfig, images: list[np.ndarray], rng: np.random.Generator) -> HyperpriorCodec:
-    """A registered model's weights (fine-tuning, continuing) or a fresh model with a PCA block transform."""
+def cut_batch(cfg: TrainConfig, images: list, n: int, rng: np.random.Generator) -> torch.Tensor:
+    """``n`` random training crops as a float tensor (N, 3, crop, crop) in [0, 1], per the dataset."""
+    if cfg.dataset == "satellite":
+        return satellite.to_tensor(satellite.crop_batch(images, n, cfg.crop, rng))
+    return to_tensor(crop_batch(images, n, cfg.crop, rng))
+
+
+def shift_rate_range(model: HyperpriorCodec, anchors: int) -> HyperpriorCodec:
+    """A copy of ``model`` whose λ range (and so its quality range) sits ``anchors`` gain-anchor steps
+    higher: λ_min and λ_max × (λ_max/λ_min)^(anchors/(A-1)); the kept anchors' gains are copied to
+    their new positions and the new top ones extrapolated log-linearly, so every old quality above the
+    shift is still reachable and fine-tuning starts from a working model. Only the training target and
+    the gains change: the architecture (and so the codec) is the same."""
+    c = model.config
+    a = c.gain_anchors
+    if not 0 < anchors < a - 1:
+        raise ValueError(f"shift_anchors must be between 1 and {a - 2} for a model with {a} gain anchors, got {anchors}")
+    factor = (c.lambda_max / c.lambda_min) ** (anchors / (a - 1))
+    shifted = HyperpriorCodec(c.model_copy(update={"lambda_min": c.lambda_min * factor, "lambda_max": c.lambda_max * factor}))
+    state = model.state_dict()
+    for key in ("log_gain", "log_inv_gain"):
+        g = state[key]
+        step = g[-1] - g[-2]
+        state[key] = torch.cat([g[anchors:]] + [g[-1:] + k * step for k in range(1, anchors + 1)])
+    shifted.load_state_dict(state)
+    return shifted
+
+
+def init_config(cfg: dict) -> ModelConfig:
+    """The model config a run with ``cfg`` (a TrainConfig as a dict) trains: its ``init`` model's, shifted
+    by ``shift_anchors``, or ``cfg["model"]``. (Checkpoints written before the config was saved from
+    the model itself hold the fresh-model default for ``init`` runs: read those through this.)"""
+    if not cfg.get("init"):
+        return ModelConfig(**cfg["model"])
+    base = load_model(cfg["init"]).model
+    return shift_rate_range(base, cfg["shift_anchors"]).config if cfg.get("shift_anchors") else base.config
+
+
+def initial_model(cfg: TrainConfig, images: list, rng: np.random.Generator) -> HyperpriorCodec:
+    """A registered model's weights (fine-tuning, continuing; its rate range optionally shifted up)
+    or a fresh model with a PCA block transform."""
     if cfg.init:
         loaded = load_model(cfg.init).model
         model = HyperpriorCodec(loaded.config)
         model.load_state_dict(loaded.state_dict())
-        return model
+        return shift_rate_range(model, cfg.shift_anchors) if cfg.shift_anchors else model
     model = HyperpriorCodec(cfg.model)
-    model.init_block_transform(sample_blocks(to_tensor(crop_batch(images, PCA_CROPS, cfg.crop, rng))))
+    model.init_block_transform(sample_blocks(cut_batch(cfg, images, PCA_CROPS, rng)))
     return model
 
 
@@ -234,7 +286,9 @@ def resume(run: Run) -> None:
 
 def save_run(run: Run) -> None:
     """The checkpoint (resumable) and its weights-only snapshot, both atomically."""
-    common = {"step": run.step, "log": run.log, "config": run.cfg.model_dump(mode="json")}
+    config = run.cfg.model_dump(mode="json")
+    config["model"] = run.model.config.model_dump()  # the model's own (an --init run's, shifted), not the fresh-model default
+    common = {"step": run.step, "log": run.log, "config": config}
     weights = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
     save_checkpoint(run.cfg.out / CHECKPOINT_NAME, {"model": weights, "optimizer": run.optimizer.state_dict(), **common})
     save_checkpoint(run.cfg.out / SNAPSHOT_NAME, {"model": weights, **common})
@@ -253,7 +307,7 @@ def batches(run: Run) -> Iterator[torch.Tensor]:
     cfg = run.cfg
 
     def cut() -> torch.Tensor:
-        x = to_tensor(crop_batch(run.images, cfg.batch_size, cfg.crop, run.rng))
+        x = cut_batch(cfg, run.images, cfg.batch_size, run.rng)
         return x.pin_memory() if run.device.type == "cuda" else x
 
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -334,12 +388,17 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--init", help="registered model to start from, e.g. default@1")
     ap.add_argument("--channels", type=int, help="transform width N of a fresh model")
+    ap.add_argument("--shift-anchors", type=int, default=0,
+                    help="with --init: move the model's λ range up this many gain anchors (higher top quality)")
+    ap.add_argument("--dataset", choices=("rgb", "satellite"), default="rgb",
+                    help="satellite: 16-bit rasters as normalised band triplets (codec.training.satellite)")
     a = ap.parse_args(argv)
     model = ModelConfig(**({"channels": a.channels} if a.channels else {}))
     train(TrainConfig(data=a.data, out=a.out, steps=a.steps, batch_size=a.batch_size, crop=a.crop, lr=a.lr,
                       max_minutes=a.max_minutes, threads=a.threads, eval_every=a.eval_every,
                       checkpoint_every=a.checkpoint_every, lr_decay_at=tuple(a.lr_decay_at), device=a.device,
-                      init=a.init, model=model))
+                      init=a.init, model=model, dataset=a.dataset,
+                      shift_anchors=a.shift_anchors))
 
 
 if __name__ == "__main__":
