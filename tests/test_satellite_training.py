@@ -136,17 +136,15 @@ def test_init_config_is_the_trained_models_config():
     assert shifted.channels == base.channels and shifted.lambda_max > base.lambda_max
 
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
-
-
 def test_shipped_satellite_model_codes_a_uint16_raster():
-    """models/satellite/v0001 loads by its card's hash, keeps default@2's architecture, and codes a
-    4-band uint16 raster with nodata (dtype, band order and nodata back exactly)."""
+    """The built-in satellite@1 loads by its hash, is what rasters get when no model is named, keeps
+    default@2's architecture, and codes a 4-band uint16 raster with nodata (dtype, band order and
+    nodata back exactly)."""
     import codec
-    from codec.registry import load_model
-    from pipeline.model_store import model_resolver
+    from codec.registry import default_model_name, load_model
 
-    lm = model_resolver(str(MODELS)).load("satellite@1")
+    lm = load_model("satellite@1")
+    assert default_model_name(raster=True) == "satellite" and default_model_name(raster=False) == "default"
     base = load_model("default@2").model.config
     c = lm.model.config
     assert lm.model_id == "satellite@1"
