@@ -170,6 +170,12 @@ def restore_sample(out_dir: Path, registry: str | None) -> None:
     crop = restore_one(OUTPUT, key, str(out_dir / "restored-region.png"), region=region, model_registry=registry)
     print(f"\nrestored {key} → {whole['output']} ({whole['width']}×{whole['height']}, {whole['seconds']:.2f} s)")
     print(f"restored region {region} → {crop['output']} ({crop['seconds']:.2f} s, only the tiles that cover it)")
+    rasters = Archive(OUTPUT).committed_table(RECORDS, ["key", "bands", "dtype"]).to_pylist()
+    raster = next((r for r in rasters if r["dtype"] not in (None, "uint8")), None)
+    if raster:  # a satellite scene comes back as a GeoTIFF: dtype, bands, nodata, band names, georeferencing
+        out = restore_one(OUTPUT, raster["key"], str(out_dir / "restored-raster.tif"), model_registry=registry)
+        print(f"restored {raster['key']} → {out['output']} ({out['width']}×{out['height']}×{raster['bands']} "
+              f"{raster['dtype']}, {out['seconds']:.2f} s)")
 
 
 if __name__ == "__main__":
