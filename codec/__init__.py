@@ -16,6 +16,9 @@ Layout:
     bitstream.py    the container format (header, tile index, tile blobs)
     tiles.py        the tile grid: boxes, padding, batching by shape, intersection
     imageprep.py    arrays in and out (gray, RGB, RGBA)
+    bands.py        rasters (any band count, uint8/uint16, nodata): normalisation, band groups, nodata fill and mask
+    lossless.py     exact tiles (JPEG XL lossless per band)
+    metrics.py      PSNR, MS-SSIM, and the one definition of raster metrics (bits per sample, raster PSNR)
 
 This package never imports Ray; the archival pipeline builds on it.
 """

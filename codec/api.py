@@ -18,7 +18,7 @@ import numpy as np
 from . import bands, bitstream, lossless as exact, ratecontrol
 from .bitstream import FLAG_ALPHA, FLAG_LOSSLESS, FLAG_MISSED_TARGET, FLAG_NODATA, RASTER_VERSION, Header, TileEntry
 from .engine import Engine, get_coder, map_ahead, psnr_from_mse
-from .errors import CodecError, CorruptStreamError, ModelMismatchError, StreamTooLargeError
+from .errors import CodecError, CorruptStreamError, ModelMismatchError, StreamTooLargeError, UnsupportedImageError
 from .imageio import DEFAULT_MAX_PIXELS
 from .imageprep import PreparedImage, finish, prepare
 from .metrics import bits_per_sample, psnr_from_band_sse
@@ -99,11 +99,23 @@ def encode(
     elif any(v is not None for v in (target_psnr, quality, target_bpp)):
         raise ValueError("give target or one of target_psnr, quality, target_bpp, not both")
     check_tile_size(tile_size)
-    if is_raster(image, nodata, bit_depth, band_names, lossless):
-        return _encode_raster(image, model, target, tile_size, device, half, batch_size, entropy_workers, name,
+    raster = is_raster(image, nodata, bit_depth, band_names, lossless)
+    if isinstance(model, LoadedModel):
+        loaded = model
+    else:  # no model named: the codec's one rule (codec.registry.default_model_name)
+        loaded = load_model(model or default_model_name(raster))
+    if _family(loaded) == "minnen2018":
+        if raster:
+            raise UnsupportedImageError(f"{name}: the minnen2018 family codes 8-bit gray/RGB images, not rasters "
+                                        "(16-bit, multi-band, nodata or lossless): use a hyperprior model")
+        from .minnen2018 import coding
+
+        return coding.encode(image, loaded, target, tile_size=tile_size, name=name)
+    if raster:
+        return _encode_raster(image, loaded, target, tile_size, device, half, batch_size, entropy_workers, name,
                               nodata, bit_depth, band_names, lossless, lossless_fallback, overlap_coding)
     img = prepare(image, name)
-    loaded, engine = get_coder(model, device, half, entropy_workers)
+    loaded, engine = get_coder(loaded, device, half, entropy_workers)
     header = Header(loaded.model_id, loaded.sha256, img.width, img.height, img.channels, tile_size,
                     target.mode, target.value)
     boxes = header.boxes()
@@ -245,25 +257,32 @@ def _model_for(header: Header, model: str | LoadedModel | None) -> LoadedModel:
     return loaded
 
 
+def _family(loaded: LoadedModel) -> str:
+    """Which model family codes with ``loaded``: "hyperprior" (this module's pipeline) or "minnen2018"."""
+    return getattr(loaded.model, "family", "hyperprior")
+
+
 def decode(data: bytes, model: str | LoadedModel | None = None, *, device: str = "cpu", half: bool = False,
            batch_size: int = 8, entropy_workers: int = 0, overlap_coding: bool = True,
-           max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+           max_pixels: int = DEFAULT_MAX_PIXELS, max_bits: float | None = None) -> np.ndarray:
     """Decode a whole image; verifies every checksum first.
 
     Refuses (:class:`StreamTooLargeError`) a stream of more than ``max_pixels`` pixels before
-    allocating anything: a few bytes of stream can describe a huge image.
+    allocating anything: a few bytes of stream can describe a huge image. ``max_bits`` (minnen2018
+    streams only): a progressive preview from a prefix of every tile's bits (a number of bits, or a
+    fraction below 1).
     """
     header = read_header(data)
     bitstream.check_length(data, header)
     return decode_region(data, (0, 0, header.width, header.height), model, device=device, half=half,
                          batch_size=batch_size, entropy_workers=entropy_workers, overlap_coding=overlap_coding,
-                         header=header, max_pixels=max_pixels)
+                         header=header, max_pixels=max_pixels, max_bits=max_bits)
 
 
 def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | LoadedModel | None = None, *,
                   device: str = "cpu", half: bool = False, batch_size: int = 8, entropy_workers: int = 0,
                   overlap_coding: bool = True, header: Header | None = None,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+                  max_pixels: int = DEFAULT_MAX_PIXELS, max_bits: float | None = None) -> np.ndarray:
     """Decode only the tiles covering ``box = (x, y, w, h)`` and return that crop.
 
     ``max_pixels`` bounds the pixels of the tiles decoded (at least the region's), checked before
@@ -277,11 +296,17 @@ def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | Load
     boxes = header.boxes()
     ids = intersecting(boxes, region)
     _check_pixels(header, boxes, ids, region, max_pixels)
+    if _family(loaded := _model_for(header, model)) == "minnen2018":
+        from .minnen2018 import coding
+
+        return coding.decode_region(data, header, loaded, region, max_pixels=max_pixels, max_bits=max_bits)
+    if max_bits is not None:
+        raise ValueError(f"max_bits: progressive decoding needs a minnen2018 stream, this one is {header.model_id}'s")
     for i in ids:  # every checksum before any work: a damaged stream fails fast
         bitstream.tile_payload(data, header, i)
     if header.raster is not None:
-        return _decode_raster(data, header, boxes, ids, region, model, device, half, batch_size, entropy_workers)
-    _, engine = get_coder(_model_for(header, model), device, half, entropy_workers)
+        return _decode_raster(data, header, boxes, ids, region, loaded, device, half, batch_size, entropy_workers)
+    _, engine = get_coder(loaded, device, half, entropy_workers)
     rgb = np.empty((region[3], region[2], 3), dtype=np.uint8)
     alpha = np.empty((region[3], region[2]), dtype=np.uint8) if header.channels == 4 else None
     def parsed():

@@ -192,7 +192,7 @@ def pack(header: Header, blobs: list[bytes]) -> bytes:
     header_len = _PREFIX.size + len(mid) + _CRC.size
     head = _PREFIX.pack(MAGIC, header.version, header_len) + mid
     header.header_len = header_len
-    return head + _CRC.pack(zlib.crc32(head)) + b"".join(blobs)
+    return b"".join([head, _CRC.pack(zlib.crc32(head)), *blobs])  # one copy of the payload (a 100 MP exact raster: 600 MB)
 
 
 def estimated_overhead(model_id: str, n_tiles: int) -> int:

@@ -1,7 +1,9 @@
 """``codec``: encode, decode and inspect TLIC streams from the shell.
 
     codec encode IN.png OUT.tlic --target-psnr 38     (or --quality 0.6, --target-bpp 0.3)
-    codec decode IN.tlic OUT.png [--region x,y,w,h] [--max-pixels N]
+    codec encode SCENE.tif OUT.tlic --nodata 0         16-bit / multi-band rasters (--lossless: exact)
+    codec decode IN.tlic OUT.png [--region x,y,w,h] [--max-pixels N]   (rasters: OUT.tif, nodata and band names kept)
+    codec decode IN.tlic OUT.png --max-bits N|0.25     a progressive preview (minnen2018 streams)
     codec info IN.tlic [--json]
 
 Exit codes: 0 ok, 2 bad arguments, 3 unreadable or unsupported input image,
@@ -21,7 +23,7 @@ import numpy as np
 from . import api
 from .errors import (CodecError, CorruptStreamError, ModelMismatchError, ModelNotFoundError, StreamTooLargeError,
                      UnsupportedImageError)
-from .imageio import DEFAULT_MAX_PIXELS, read_image, write_image
+from .imageio import DEFAULT_MAX_PIXELS, load_image, write_image
 from .ratecontrol import DEFAULT_TARGET_PSNR
 from .tiles import DEFAULT_TILE
 
@@ -42,6 +44,16 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _bits(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of bits or a fraction below 1, got {text!r}")
+    return v
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="codec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -51,8 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     mode = enc.add_mutually_exclusive_group()
     mode.add_argument("--target-psnr", type=float, help=f"dB each tile must reach (default {DEFAULT_TARGET_PSNR:g})")
     mode.add_argument("--quality", type=float, help="one quality in [0, 1] for all tiles")
-    mode.add_argument("--target-bpp", type=float, help="byte budget in bits per pixel")
-    enc.add_argument("--model", default="default", help="NAME or NAME@VERSION")
+    mode.add_argument("--target-bpp", type=float, help="byte budget in bits per pixel (rasters: per sample)")
+    mode.add_argument("--lossless", action="store_true", help="every tile exact (JPEG XL lossless in the container)")
+    enc.add_argument("--model", default=None,
+                     help="NAME or NAME@VERSION (default: 'default'; for rasters 'satellite' where installed)")
+    enc.add_argument("--nodata", type=int, default=None,
+                     help="sample value of nodata pixels (all bands equal to it); default: the file's GDAL_NODATA")
+    enc.add_argument("--no-lossless-fallback", action="store_true",
+                     help="rasters: code tiles a --target-psnr cannot reach at the top quality (flagged) "
+                          "instead of exactly")
     enc.add_argument("--tile-size", type=int, default=DEFAULT_TILE)
     enc.add_argument("--device", default="cpu")
     dec = sub.add_parser("decode", help="stream → image file (format from the extension)")
@@ -62,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS,
                      help=f"refuse streams (or regions' tiles) of more pixels than this (default {DEFAULT_MAX_PIXELS})")
     dec.add_argument("--device", default="cpu")
+    dec.add_argument("--max-bits", type=_bits, help="minnen2018 streams: a progressive preview from a prefix of every "
+                     "tile's bits: N bits, or a fraction of them below 1 (e.g. 0.25)")
     info = sub.add_parser("info", help="print header, tile grid, per-tile quality and bytes")
     info.add_argument("input", type=Path)
     info.add_argument("--json", action="store_true")
@@ -76,25 +97,38 @@ def _read_stream(path: Path) -> bytes:
 
 
 def _cmd_encode(a) -> None:
-    image = read_image(a.input)
+    loaded = load_image(a.input, str(a.input))
+    image = loaded.pixels
+    nodata = a.nodata if a.nodata is not None else loaded.nodata
     t = time.perf_counter()
     r = api.encode(image, a.model, target_psnr=a.target_psnr, quality=a.quality, target_bpp=a.target_bpp,
-                   tile_size=a.tile_size, device=a.device, name=str(a.input))
+                   tile_size=a.tile_size, device=a.device, name=str(a.input), nodata=nodata,
+                   band_names=loaded.band_names, bit_depth=loaded.bit_depth, lossless=a.lossless,
+                   lossless_fallback=not a.no_lossless_fallback)
     dt = time.perf_counter() - t
     a.output.write_bytes(r.data)
     psnr = f"{r.psnr:.2f} dB" if r.psnr is not None else "not measured"
-    print(f"{a.input} → {a.output}: {len(r.data)} bytes, {r.bpp:.4f} bpp, PSNR {psnr}, "
-          f"{len(r.header.tiles)} tiles ({r.missed_tiles} missed the target), {image.shape[0] * image.shape[1] / dt / 1e6:.2f} MP/s")
+    h = r.header
+    rate = (f"{r.bits_per_sample:.4f} bits/sample ({h.bands} {h.dtype} bands)" if h.raster is not None
+            else f"{r.bpp:.4f} bpp")
+    exact = sum(t.lossless for t in h.tiles)
+    print(f"{a.input} → {a.output}: {len(r.data)} bytes, {rate}, PSNR {psnr}, {len(h.tiles)} tiles "
+          f"({r.missed_tiles} missed the target{f', {exact} exact' if exact else ''}), "
+          f"{image.shape[0] * image.shape[1] * h.bands / dt / 1e6:.2f} MP·bands/s")
 
 
 def _cmd_decode(a) -> None:
     data = _read_stream(a.input)
     if a.region:
-        out = api.decode_region(data, a.region, device=a.device, max_pixels=a.max_pixels)
+        out = api.decode_region(data, a.region, device=a.device, max_pixels=a.max_pixels, max_bits=a.max_bits)
     else:
-        out = api.decode(data, device=a.device, max_pixels=a.max_pixels)
-    write_image(a.output, out)
-    print(f"{a.input} → {a.output}: {out.shape[1]}×{out.shape[0]}")
+        out = api.decode(data, device=a.device, max_pixels=a.max_pixels, max_bits=a.max_bits)
+    r = api.read_header(data).raster
+    tiff = a.output.suffix.lower() in (".tif", ".tiff")  # only a GeoTIFF keeps nodata and band names
+    extra = {} if r is None or not tiff else {k: v for k, v in (("nodata", r.nodata), ("band_names", r.band_names),
+                                                     ("bit_depth", r.bit_depth if r.bit_depth % 8 else None)) if v is not None}
+    write_image(a.output, out, **extra)
+    print(f"{a.input} → {a.output}: {out.shape[1]}×{out.shape[0]}" + (f"×{r.bands} {r.dtype}" if r is not None else ""))
 
 
 def header_summary(h) -> dict:
@@ -102,8 +136,14 @@ def header_summary(h) -> dict:
         "format_version": h.version, "model_id": h.model_id, "model_sha256": h.model_hash.hex(),
         "width": h.width, "height": h.height, "channels": h.channels, "tile_size": h.tile_size,
         "grid": list(h.grid), "mode": h.mode, "target": h.target, "header_bytes": h.header_len,
+        "bands": h.bands, "dtype": h.dtype,
+        **({} if h.raster is None else {"bit_depth": h.raster.bit_depth, "nodata": h.raster.nodata,
+                                         "band_names": list(h.raster.band_names) if h.raster.band_names else None,
+                                         "band_ranges": [list(v) for v in zip(h.raster.lo, h.raster.hi)],
+                                         "lossless": h.lossless}),
         "tiles": [{"index": i, "box": list(h.tile_box(i)), "quality": round(t.quality, 4), "bytes": t.length,
-                   "missed_target": t.missed_target, "crc32": f"{t.crc:08x}"} for i, t in enumerate(h.tiles)],
+                   "missed_target": t.missed_target, "lossless": t.lossless, "crc32": f"{t.crc:08x}"}
+                  for i, t in enumerate(h.tiles)],
     }
 
 
@@ -116,6 +156,11 @@ def _cmd_info(a) -> None:
         return
     total = len(data)
     print(f"{a.input}: TLIC v{h.version}, {h.width}×{h.height}×{h.channels}, {total} bytes, {total * 8 / (h.width * h.height):.4f} bpp")
+    if h.raster is not None:
+        r = h.raster
+        print(f"raster: {r.bands} bands of {r.dtype} ({r.bit_depth}-bit), {total * 8 / (h.width * h.height * r.bands):.4f} "
+              f"bits/sample, nodata {r.nodata if r.nodata is not None else 'none'}"
+              + (f", bands {', '.join(r.band_names)}" if r.band_names else "") + (", lossless" if h.lossless else ""))
     print(f"model {h.model_id} (sha256 {h.model_hash.hex()[:16]}…), mode {h.mode} {h.target:g}")
     rows, cols = h.grid
     print(f"tiles {rows}×{cols} of {h.tile_size}px, header {h.header_len} bytes")
@@ -123,12 +168,15 @@ def _cmd_info(a) -> None:
     b = np.array([t.length for t in h.tiles]).reshape(rows, cols)
     print("quality per tile:")
     for r in range(rows):
-        print("  " + " ".join(f"{v:.2f}{'*' if h.tiles[r * cols + c].missed_target else ' '}" for c, v in enumerate(q[r])))
+        print("  " + " ".join(" =  " if h.tiles[r * cols + c].lossless else
+                              f"{v:.2f}{'*' if h.tiles[r * cols + c].missed_target else ' '}" for c, v in enumerate(q[r])))
     print("bytes per tile:")
     for r in range(rows):
         print("  " + " ".join(f"{v:6d}" for v in b[r]))
     if any(t.missed_target for t in h.tiles):
         print("* tile could not reach the target at the highest quality")
+    if any(t.lossless for t in h.tiles):
+        print("= tile coded exactly (lossless)")
 
 
 def main(argv=None) -> int:

@@ -269,9 +269,12 @@ _ENGINES: dict[tuple[str, str, bool, int], Engine] = {}
 
 
 def get_coder(model: str | LoadedModel | None = None, device: str = "cpu", half: bool = False,
-              entropy_workers: int = 0) -> tuple[LoadedModel, Engine]:
-    """The cached :class:`Engine` for a model on a device (the model is loaded once)."""
+              entropy_workers: int = 0) -> tuple[LoadedModel, Engine | None]:
+    """The cached :class:`Engine` for a model on a device (the model is loaded once). A model of another
+    family (``model.family``, e.g. minnen2018) has no Engine: (loaded, None)."""
     loaded = model if isinstance(model, LoadedModel) else load_model(model or "default")
+    if getattr(loaded.model, "family", "hyperprior") != "hyperprior":
+        return loaded, None
     key = (loaded.model_id + loaded.hash_hex, str(device), half, entropy_workers)
     if key not in _ENGINES:
         net = loaded.model if str(device) == "cpu" and not half else copy.deepcopy(loaded.model)

@@ -209,14 +209,31 @@ def read_image(source: str | Path | bytes, name: str | None = None, max_pixels: 
 
 
 def write_image(path: str | Path, array: np.ndarray, format: str | None = None, **raster) -> None:
-    """Write an image file: rasters (anything but 8-bit gray/RGB/RGBA) and ``.tif``/``.tiff`` paths as a
-    GeoTIFF (:func:`write_geotiff`, which takes ``raster``'s keywords), everything else through Pillow."""
-    eight_bit = array.dtype == np.uint8 and (array.ndim == 2 or array.shape[2] in (1, 3, 4))
-    suffix = Path(path).suffix.lower()
-    if not eight_bit or raster or (format or "").upper() in ("TIFF", "GTIFF") or (format is None and suffix in (".tif", ".tiff")):
+    """Write an image file, the format from ``format`` or the extension: ``.tif``/``.tiff`` as a GeoTIFF
+    (:func:`write_geotiff`, which takes ``raster``'s keywords: geo, nodata, band_names, bit_depth), 16-bit
+    PNG through imagecodecs, 8-bit gray/RGB/RGBA through Pillow. A raster no other format holds (more
+    than 4 bands, nodata, band names) must go to a TIFF: ValueError naming the path otherwise."""
+    fmt = (format or Path(path).suffix.lstrip(".")).upper()
+    if fmt in ("TIF", "TIFF", "GTIFF"):
         Path(path).write_bytes(write_geotiff(array, **raster))
         return
-    Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[2] == 1 else array).save(path, format=format)
+    bands = 1 if array.ndim == 2 else array.shape[2]
+    if any(v is not None for v in raster.values()) or array.dtype not in (np.uint8, np.uint16) or bands > 4:
+        raise ValueError(f"{path}: a {bands}-band {array.dtype} raster"
+                         f"{' with ' + ', '.join(k for k, v in raster.items() if v is not None) if raster else ''} "
+                         "needs a .tif output")
+    if array.ndim == 3 and bands == 1:
+        array = array[..., 0]
+    if array.dtype == np.uint16:
+        if fmt != "PNG":
+            raise ValueError(f"{path}: 16-bit samples need a .png or .tif output")
+        import imagecodecs
+
+        Path(path).write_bytes(imagecodecs.png_encode(array))
+        return
+    if bands == 2:
+        raise ValueError(f"{path}: a 2-band raster needs a .tif output")
+    Image.fromarray(array).save(path, format=format)
 
 
 # TIFF tag name → (code, TIFF type) of what write_geotiff writes back (GEO_TAGS' names)
@@ -256,10 +273,12 @@ def write_geotiff(pixels: np.ndarray, geo: str | dict | None = None, nodata: int
         else:
             value = [value] if np.isscalar(value) else list(value)
             out.append((code, ttype, len(value), value, True))
+    if pixels.ndim == 3 and bands == 1:
+        pixels = pixels[..., 0]
     rgb = pixels.dtype == np.uint8 and bands in (3, 4)
     extrasamples = (["unassalpha"] if rgb and bands == 4 else ["unspecified"] * (bands - (3 if rgb else 1))) or None
     buf = io.BytesIO()
-    tifffile.imwrite(buf, pixels, photometric="rgb" if rgb else "minisblack", planarconfig="contig",
+    tifffile.imwrite(buf, pixels, photometric="rgb" if rgb else "minisblack", planarconfig="contig" if bands > 1 else None,
                      extrasamples=extrasamples, extratags=out, compression="zlib", predictor=True)
     return buf.getvalue()
 
@@ -388,10 +407,10 @@ def _check_pillow_content(im: Image.Image, name: str, head: bytes) -> int:
         bits = im.tag_v2.get(258, (8,))
         bits = max(bits) if isinstance(bits, tuple) else int(bits)
         if bits > 8:
-            raise _not_supported(name, f"{bits}-bit TIFF", "the codec takes 8-bit images")
+            raise _not_supported(name, f"{bits}-bit TIFF", "the codec takes unsigned 8- or 16-bit integer samples")
     deep = _deep_tile(im)
     if deep:
-        raise _not_supported(name, f"{deep} {fmt}", "the codec takes 8-bit images (Pillow would silently reduce it to 8 bits)")
+        raise _not_supported(name, f"{deep} {fmt}", "the codec reads this kind only as 8-bit (Pillow would silently reduce it to 8 bits)")
     if mode.startswith("I") or mode == "F":
         depth = "16-bit" if "16" in mode else "32-bit float" if mode == "F" else "32-bit"
         raise _not_supported(name, f"{mode} ({depth}) images", "convert to 8-bit first")
@@ -576,7 +595,10 @@ def _is_tiff_raster(page) -> bool:
         return False
     if 8 < bits <= 16:
         return True
-    return bits == 8 and spp > (2 if photometric == P.MINISBLACK else 4) and len(tuple(page.extrasamples)) > 1
+    extras = tuple(int(e) for e in page.extrasamples)
+    if bits == 8 and photometric == P.MINISBLACK and spp == 2 and extras == (0,):
+        return True  # two bands (an unspecified extra sample, not alpha): what GIS tools write for 2-band rasters
+    return bits == 8 and spp > (2 if photometric == P.MINISBLACK else 4) and len(extras) > 1
 
 
 def _load_tiff_raster(page, name: str, max_pixels: int, max_bytes: int | None) -> LoadedImage:
@@ -634,7 +656,7 @@ def _tiff_plan(page, name: str) -> dict:
         raise _not_supported(name, f"a TIFF volume ({page.imagedepth} deep)")
     if fmt != 1 or bits not in (1, 2, 4, 8):
         kind = {2: " signed", 3: " float"}.get(fmt, "" if fmt == 1 else f" (sample format {fmt})")
-        raise _not_supported(name, f"{bits}-bit{kind} TIFF samples", "the codec takes 8-bit images")
+        raise _not_supported(name, f"{bits}-bit{kind} TIFF samples", "the codec takes unsigned 8- or 16-bit integer samples")
     try:
         pname = P(photometric).name
     except ValueError:
@@ -653,7 +675,7 @@ def _tiff_plan(page, name: str) -> dict:
     if colour != expect or (photometric in (P.PALETTE, P.YCBCR) and extras):
         raise _not_supported(name, f"a {pname} TIFF with {spp} samples per pixel ({len(extras)} extra)")
     if bits != 8 and not (photometric == P.PALETTE or (bits == 1 and spp == 1)):
-        raise _not_supported(name, f"{bits}-bit {pname} TIFF samples", "the codec takes 8-bit images")
+        raise _not_supported(name, f"{bits}-bit {pname} TIFF samples", "the codec takes unsigned 8- or 16-bit integer samples")
     colormap = None
     if photometric == P.PALETTE:
         cmap = page.colormap

@@ -206,6 +206,12 @@ def model_from_weights(blob: bytes, name: str = "weights") -> HyperpriorCodec:
         raise ModelNotFoundError(f"{name} is not a readable {WEIGHTS_FORMAT} file: {type(exc).__name__}: {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
         raise ModelNotFoundError(f"{name} is not a {WEIGHTS_FORMAT} file")
+    if state.get("family", "hyperprior") != "hyperprior":  # another model family (codec/minnen2018)
+        from .minnen2018.weights import FAMILY, model_from_state
+
+        if state["family"] != FAMILY:
+            raise ModelNotFoundError(f"{name} is a model of unknown family {state['family']!r}")
+        return model_from_state(state)
     model = HyperpriorCodec(ModelConfig(**state["config"]))
     model.load_state_dict(state["state_dict"])
     model.load_coding_state(state["coding"])

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from codec.registry import default_model_name
+
 from . import driver
 from .archive import Archive, Lease
 from .config import CompressJobConfig
@@ -115,7 +117,8 @@ def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
     # pin NAME to NAME@VERSION once, so every replica uses the same weights even if a new
     # version is registered mid-run (and a missing model fails here, not in every replica)
     resolver = model_resolver(cfg.model_registry, cfg.storage)
-    cfg = cfg.model_copy(update={"model": resolver.resolve(cfg.model), "raster_model": resolver.resolve(cfg.raster_model)})
+    raster_model = cfg.raster_model or default_model_name(raster=True, sources=resolver.sources)
+    cfg = cfg.model_copy(update={"model": resolver.resolve(cfg.model), "raster_model": resolver.resolve(raster_model)})
     archive = Archive(cfg.output, cfg.storage)
     with archive.acquire_lease(cfg.run_id, cfg.lease_ttl_s) as lease:
         archive.check_new_run(cfg.run_id)

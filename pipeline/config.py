@@ -88,8 +88,9 @@ class CompressJobConfig(JobConfig):
     model: str = "default"
     model_registry: str | None = Field(default=None, description="URL of a model registry on object storage "
                                        "(models trained by jobs/train_codec.py); built-in names are found without it")
-    raster_model: str = Field(default="satellite", description="model for 16-bit or multi-band rasters "
-                              "(8-bit gray/RGB/RGBA images use --model)")
+    raster_model: str | None = Field(default=None, description="model for rasters (16-bit, multi-band or with "
+                                     "nodata; 8-bit gray/RGB/RGBA images use --model); default: the codec's "
+                                     "choice (codec.registry.default_model_name: satellite where a source has it)")
     lossless: bool = Field(default=False, description="code every tile losslessly: restores are bit-exact")
     tile_size: int = 256
     replicas: int | None = Field(default=None, description="codec replicas; default GPUs / gpus_per_replica on a GPU "

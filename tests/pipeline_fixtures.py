@@ -41,9 +41,15 @@ def bad_objects() -> dict[str, bytes]:
         "bad/zero.png": b"",
         "bad/truncated.png": good[: len(good) // 2],
         "bad/not-an-image.png": b"this is a text file, not a PNG",
-        "bad/deep16.png": png(np.zeros((20, 20), np.uint16)),
+        "bad/float32.tif": float_tiff(),  # floating-point samples: not archivable faithfully (yet)
         "bad/huge.png": png(natural_image(300, 300)),  # over the test's max_pixels
     }
+
+
+def float_tiff() -> bytes:
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.linspace(0, 1, 400, dtype=np.float32).reshape(20, 20))
+    return buf.getvalue()
 
 
 def upload(fs, bucket: str, prefix: str, objects: dict[str, bytes]) -> None:

@@ -48,7 +48,7 @@ def test_bucket_to_parquet_with_every_input_accounted_for(s3_server, s3_env, buc
     assert sorted(by_key) == sorted([*good, *bad])
     kinds = {k: r["error_kind"] for k, r in by_key.items() if r["status"] == "error"}
     assert kinds == {"bad/zero.png": "decode", "bad/truncated.png": "decode", "bad/not-an-image.png": "decode",
-                     "bad/deep16.png": "unsupported", "bad/huge.png": "too_large"}
+                     "bad/float32.tif": "unsupported", "bad/huge.png": "too_large"}
     assert all(r["error"] and k.split("/")[-1] in r["error"] for k, r in by_key.items() if r["status"] == "error")
 
     records = archive.committed_table("records").to_pylist()

@@ -62,13 +62,17 @@ def test_killed_replica_is_restarted_and_nothing_is_lost_or_doubled(s3_server, b
     assert_exactly_once(s3_server, bucket, {f"s3://{bucket}/raw/{k}" for k in objects})
 
 
+LEASE_TTL_S = 30
+
+
 def test_driver_killed_mid_run_then_rerun_completes_exactly_once(s3_server, bucket, monkeypatch, tmp_path):
     objects = many_objects(3)
     fs = s3_server.filesystem()
     upload(fs, bucket, "raw", objects)
     env = {**os.environ, **s3_server.env}
     log = open(tmp_path / "job.log", "w")
-    args = job_args(bucket, "--segment-rows", "1", "--lease-ttl-s", "6")
+    # a TTL long enough that the early run below gets past its imports before the lease runs out on a busy machine
+    args = job_args(bucket, "--segment-rows", "1", "--lease-ttl-s", str(LEASE_TTL_S))
     args[args.index("--quality") : args.index("--quality") + 2] = ["--target-psnr", "33"]  # slower: rows trickle in
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=log,
                             start_new_session=True)
@@ -87,7 +91,7 @@ def test_driver_killed_mid_run_then_rerun_completes_exactly_once(s3_server, buck
 
     early = subprocess.run(job_args(bucket), env=env, capture_output=True, text=True, timeout=300)
     assert early.returncode == 5, "the dead run's lease is honoured until it expires"
-    time.sleep(7)
+    time.sleep(LEASE_TTL_S + 1)
     r = subprocess.run(job_args(bucket), env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "already archived" in r.stdout

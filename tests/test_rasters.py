@@ -99,6 +99,8 @@ def test_eight_bit_rgb_stays_version_1_and_rasters_are_version_2(tiny):
 def test_lossless_is_bit_exact(tiny, n_bands, dtype):
     a = raster(70, 90, n_bands, dtype, nodata=0)
     a[5, 60] = np.iinfo(dtype).max  # full range, one pixel
+    a[64:, 64:] = 0  # a tile of nothing but nodata
+    a[:64, 64:, -1] = np.minimum(a[:64, 64:, -1], 200)  # a 16-bit band with 8-bit values in one tile
     r = codec.encode(a, tiny, lossless=True, nodata=0, tile_size=64)
     assert all(t.lossless for t in r.header.tiles) and r.header.lossless and r.psnr == float("inf")
     d = codec.decode(r.data)  # no model needed for exact tiles
@@ -107,12 +109,12 @@ def test_lossless_is_bit_exact(tiny, n_bands, dtype):
 
 
 def test_target_psnr_beyond_the_model_falls_back_to_exact_tiles(tiny):
-    a = raster(64, 128, 4, nodata=0)
+    a = raster(64, 64, 4, nodata=0)
     r = codec.encode(a, tiny, target_psnr=90, tile_size=64)
     assert all(t.lossless for t in r.header.tiles) and r.missed_tiles == 0
     assert np.array_equal(codec.decode(r.data, tiny), a)
     flagged = codec.encode(a, tiny, target_psnr=90, tile_size=64, lossless_fallback=False)
-    assert flagged.missed_tiles == 2 and not any(t.lossless for t in flagged.header.tiles)
+    assert flagged.missed_tiles == 1 and not any(t.lossless for t in flagged.header.tiles)
 
 
 # --- metrics: defined once, nodata never counts ----------------------------------------------------------
@@ -137,7 +139,8 @@ def test_raster_psnr_ignores_nodata_and_uses_the_valid_peak():
 def test_encoder_psnr_is_the_decoded_raster_psnr_and_targets_hold(tiny):
     a = raster(100, 130, 4, nodata=0)
     valid = valid_of(a, 0)
-    r = codec.encode(a, "default", target_psnr=36, tile_size=64, nodata=0, lossless_fallback=False)
+    r = codec.encode(a, "default", target_psnr=34, tile_size=64, nodata=0, lossless_fallback=False)
+    assert 0 < r.missed_tiles < len(r.header.tiles)  # both kinds of tile are checked below
     d = codec.decode(r.data)
     assert r.psnr == pytest.approx(raster_psnr(a, d, valid), abs=0.02)
     boxes = r.header.boxes()
@@ -145,12 +148,12 @@ def test_encoder_psnr_is_the_decoded_raster_psnr_and_targets_hold(tiny):
         if r.header.tiles[i].missed_target:
             continue
         tile = raster_psnr(a[y:y + h, x:x + w], d[y:y + h, x:x + w], valid[y:y + h, x:x + w], peak=a[valid].max())
-        assert tile >= 36 - 0.01, f"tile {i}: {tile}"
+        assert tile >= 34 - 0.01, f"tile {i}: {tile}"
         assert r.tile_psnr[i] == pytest.approx(tile, abs=0.02)
 
 
 def test_target_bits_per_sample_is_met(tiny):
-    a = raster(128, 128, 4, nodata=0)
+    a = raster(64, 128, 4, nodata=0)
     r = codec.encode(a, tiny, target_bpp=0.5, tile_size=64)
     assert r.bits_per_sample <= 0.5
 
@@ -167,7 +170,7 @@ def test_nodata_costs_nearly_nothing():
 # --- region decode --------------------------------------------------------------------------------------
 def test_region_decode_equals_the_crop_of_a_full_decode(tiny):
     a = raster(150, 170, 5, nodata=0)
-    r = codec.encode(a, tiny, quality=0.6, nodata=0, tile_size=64)
+    r = codec.encode(a, tiny, quality=0.6, nodata=0, tile_size=128)
     full = codec.decode(r.data, tiny)
     for box in [(0, 0, 170, 150), (30, 40, 100, 70), (129, 129, 41, 21), (5, 140, 1, 1)]:
         x, y, w, h = box
@@ -254,6 +257,16 @@ def test_geotiff_write_read_keeps_geo_nodata_band_names_dtype(tmp_path):
     assert np.array_equal(load_image(planar, "planar.tif").pixels, a)
 
 
+@pytest.mark.parametrize("n_bands", [1, 2, 3, 4, 10])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_geotiff_round_trip_of_every_band_count_and_dtype(n_bands, dtype):
+    a = raster(20, 30, n_bands, dtype)
+    got = load_image(write_geotiff(a, GEO, nodata=0), "x.tif")
+    want = a if n_bands > 1 else a[..., 0]
+    assert got.pixels.dtype == dtype and np.array_equal(got.pixels, want) and got.nodata == 0
+    assert json.loads(got.geo)["crs"] == "EPSG:32629"
+
+
 def test_georeferenced_raster_through_codec_and_back(tiny, tmp_path):
     a = raster(64, 80, 4, nodata=0)
     loaded = load_image(write_geotiff(a, GEO, nodata=0, band_names=list("ABCD")), "in.tif")
@@ -296,3 +309,76 @@ def test_band_groups_and_fill():
     valid[:, :8] = False
     filled = bands.fill_nodata(x.copy(), valid)
     assert np.array_equal(filled[valid], x[valid]) and 0.0 <= filled.min() and filled.max() <= 1.0
+
+
+def test_cli_encodes_decodes_and_describes_a_geotiff_raster(tmp_path, capsys):
+    from codec.cli import main
+
+    a = raster(70, 90, 5, nodata=0)
+    src = tmp_path / "scene.tif"
+    src.write_bytes(write_geotiff(a, GEO, nodata=0, band_names=["B1", "B2", "B3", "B4", "B5"]))
+    assert main(["encode", str(src), str(tmp_path / "x.tlic"), "--lossless"]) == 0
+    assert "bits/sample (5 uint16 bands)" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "x.tlic"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["bands"] == 5 and info["dtype"] == "uint16" and info["nodata"] == 0 and info["lossless"]
+    assert info["band_names"] == ["B1", "B2", "B3", "B4", "B5"]
+    assert main(["decode", str(tmp_path / "x.tlic"), str(tmp_path / "out.tif")]) == 0
+    back = load_image(tmp_path / "out.tif", "out.tif")
+    assert np.array_equal(back.pixels, a) and back.nodata == 0 and back.band_names == ("B1", "B2", "B3", "B4", "B5")
+    assert main(["decode", str(tmp_path / "x.tlic"), str(tmp_path / "out.png")]) == 2  # 5 bands: TIFF only
+    assert "needs a .tif output" in capsys.readouterr().err
+    assert main(["encode", str(src), str(tmp_path / "y.tlic"), "--nodata", "1", "--quality", "0.5"]) == 0
+    assert codec.read_header((tmp_path / "y.tlic").read_bytes()).raster.nodata == 1  # --nodata overrides the file's
+
+
+def _reseal_all(data: bytearray, h) -> bytes:
+    """Recompute every tile CRC in the index and the header CRC (so the checks behind them are tested)."""
+    entry = h.header_len - 4 - len(h.tiles) * bitstream._TILE.size
+    for k, t in enumerate(h.tiles):
+        blob = bytes(data[h.header_len + t.offset : h.header_len + t.offset + t.length])
+        struct.pack_into("<I", data, entry + k * bitstream._TILE.size + 15, zlib.crc32(blob))
+    return _resealed(data, h.header_len)
+
+
+@pytest.mark.parametrize("lossless", [False, True])
+def test_fuzzed_v2_streams_decode_or_raise_codec_errors(tiny, lossless):
+    a = raster(64, 128, 4, nodata=0)
+    data = codec.encode(a, tiny, quality=0.5, nodata=0, tile_size=64, lossless=lossless, band_names=list("wxyz")).data
+    h = codec.read_header(data)
+    rng = np.random.default_rng(3)
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(40):
+        bad = bytearray(data)
+        for _ in range(int(rng.integers(1, 4))):
+            pos = int(rng.integers(6, len(bad)))  # anything after the magic and version
+            bad[pos] = int(rng.integers(0, 256))
+        try:
+            stream = _reseal_all(bad, h)
+            out = codec.decode(stream, tiny)
+            assert out.shape == a.shape and out.dtype == np.uint16
+            outcomes["ok"] += 1
+        except codec.CodecError:
+            outcomes["error"] += 1
+    assert outcomes["error"] > 0  # the mutations do reach checks
+
+
+def test_memory_is_bounded_by_batches_not_the_raster(tiny):
+    """numpy's allocations while coding a 1024² × 10 uint16 raster (20 MB) stay below one float32 copy of it
+    (40 MB) or even the raster itself: floats exist per tile batch (2 tiles here) and band group only."""
+    import tracemalloc
+
+    a = np.zeros((1024, 1024, 10), np.uint16)
+    a[:] = raster(256, 256, 10, nodata=0)[np.arange(1024) % 256][:, np.arange(1024) % 256]
+    tracemalloc.start()
+    try:
+        r = codec.encode(a, tiny, quality=0.5, nodata=0, batch_size=2)
+        _, enc_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        out = codec.decode(r.data, tiny, batch_size=2)
+        _, dec_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.shape == a.shape
+    assert enc_peak < 0.75 * a.nbytes, enc_peak  # nodata masks and two batches, not the raster
+    assert dec_peak < 1.5 * a.nbytes, dec_peak  # the output plus two batches

@@ -134,7 +134,10 @@ class CodecReplica:
         if not image.is_raster:
             return self.model
         if self._raster_model is None:
-            self._raster_model = self._coder(self.cfg.raster_model)
+            from codec.registry import default_model_name
+
+            spec = self.cfg.raster_model or default_model_name(raster=True, sources=self.models.sources)
+            self._raster_model = self._coder(spec)  # the driver pinned it to NAME@VERSION
         return self._raster_model
 
     def _encode(self, image, key: str):

@@ -1,0 +1,412 @@
+"""Coding with the minnen2018 family: 32×32 sub-tiles in raster order, each predicted from its decoded
+neighbours and refined by the residual coder until it reaches the target, bits range-coded.
+
+    image ─pad to 32─▶ sub-tiles in raster order ─┬ predict from decoded left/above/above-left (mid-grey off the image)
+                                                 └ iterate: encoder → 128 bits → decoder (+=) until PSNR ≥ target
+    per container tile: [iteration counts (uniform), bits (P(1) per iteration and bit position)] ─range coder─▶ blob
+    blobs ─codec.bitstream.pack─▶ a TLIC stream whose model id names a minnen2018 model
+
+Container: the TLIC container unchanged. Its tiles (``tile_size``, 256 by default) are *container*
+tiles, each holding the 32×32 sub-tiles inside it: the TLIC tile index costs 19 bytes a tile, which
+at 32×32 would be 0.15 bpp, a third of a 0.5 bpp budget. A container tile's ``quality`` is the mean
+iteration count of its sub-tiles over :data:`MAX_ITERATIONS`; its blob is the range-coded symbols,
+trailing zero bytes dropped (the decoder puts them back), then for RGBA ``u32 length``-prefixed
+bits and the deflated alpha plane.
+
+Determinism: the decoder reruns exactly the encoder's float operations (one sub-tile at a time, the
+same shapes), so on one machine the decoded image is the encoder's to the bit. The bits themselves
+never depend on float results at decode time (fixed probabilities from the weights file), so any
+machine decodes the same bits; its reconstruction may differ from the encoder's by float rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import bitstream
+from ..bitstream import FLAG_ALPHA, FLAG_MISSED_TARGET, Header, TileEntry
+from ..errors import CorruptStreamError, StreamTooLargeError
+from ..imageprep import finish, prepare
+from ..quality import QUALITY_STEPS
+from ..ratecontrol import RateTarget
+from ..tiles import check_tile_size, intersecting, overlap
+from .model import BORDER_FILL, TILE, Minnen2018Codec, context_patch
+
+MAX_ITERATIONS = 16  # 16 × 128 bits = 2 bpp per sub-tile at most
+_ALPHA_LEN = struct.Struct("<I")
+
+
+# --- the per-sub-tile iteration ------------------------------------------------------------
+
+
+@dataclass
+class SubtileCodes:
+    """Every sub-tile's iteration count and bits, on the image's 32-px grid."""
+
+    iterations: np.ndarray  # (rows, cols) int
+    bits: dict[tuple[int, int], np.ndarray]  # (r, c) → (iterations, bits_per_iteration) uint8 in {0, 1}
+
+
+@dataclass
+class Coded:
+    """What :func:`code_subtiles` made: the codes, the decoded (padded) image and per-sub-tile errors."""
+
+    codes: SubtileCodes
+    recon: np.ndarray  # (rows·32, cols·32, 3) uint8, the decoder's output before cropping
+    sse: np.ndarray  # (rows, cols) squared error over the sub-tile's pixels inside the image (3 channels)
+    missed: np.ndarray  # (rows, cols) bool: the target was not reached in MAX_ITERATIONS
+
+
+def subtile_grid(width: int, height: int) -> tuple[int, int]:
+    return -(-height // TILE), -(-width // TILE)
+
+
+def _padded(rgb: np.ndarray) -> np.ndarray:
+    rows, cols = subtile_grid(rgb.shape[1], rgb.shape[0])
+    return np.pad(rgb, ((0, rows * TILE - rgb.shape[0]), (0, cols * TILE - rgb.shape[1]), (0, 0)), mode="edge")
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return torch.round(x.clamp(0, 1) * 255)
+
+
+class _Canvas:
+    """The decoded sub-tiles so far, as float tensors of their 8-bit values (what later predictions see)."""
+
+    def __init__(self, rows: int, cols: int):
+        self.rows, self.cols = rows, cols
+        self.tiles: dict[tuple[int, int], torch.Tensor] = {}
+
+    def patch(self, r: int, c: int, like: torch.Tensor) -> torch.Tensor:
+        get = self.tiles.get
+        return context_patch(get((r, c - 1)), get((r - 1, c)), get((r - 1, c - 1)), like)
+
+
+def _prediction(net: Minnen2018Codec, canvas: _Canvas, r: int, c: int, like: torch.Tensor, use_context: bool):
+    if not use_context:
+        return torch.full_like(like, BORDER_FILL)
+    return net.predictor(canvas.patch(r, c, like))
+
+
+class _one_thread(contextlib.ContextDecorator):
+    """Run a block on one intra-op thread: a sub-tile's tensors are too small to split, and on a busy
+    machine spinning worker threads cost more than they give."""
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.saved)
+
+
+@torch.no_grad()
+@_one_thread()
+def code_subtiles(net: Minnen2018Codec, rgb: np.ndarray, *, target_psnr: float | None = None,
+                  iterations: int | None = None, use_context: bool = True) -> Coded:
+    """Encode every 32×32 sub-tile of uint8 ``rgb`` (H, W, 3) in raster order.
+
+    Adaptive allocation (``target_psnr``): a sub-tile stops at the first iteration (0 = the prediction
+    alone) whose 8-bit reconstruction reaches the target over its pixels inside the image. Constant
+    allocation (``iterations``): every sub-tile gets that many. ``use_context=False`` predicts flat
+    mid-grey (independent tiles; for comparisons, not a stream option).
+    """
+    if (target_psnr is None) == (iterations is None):
+        raise ValueError("give exactly one of target_psnr (adaptive) or iterations (constant allocation)")
+    if iterations is not None and not 0 <= iterations <= MAX_ITERATIONS:
+        raise ValueError(f"iterations must be in [0, {MAX_ITERATIONS}], got {iterations}")
+    h, w = rgb.shape[:2]
+    rows, cols = subtile_grid(w, h)
+    padded = torch.from_numpy(np.ascontiguousarray(_padded(rgb))).permute(2, 0, 1).float()
+    recon = torch.empty_like(padded)
+    canvas = _Canvas(rows, cols)
+    counts = np.zeros((rows, cols), dtype=np.int64)
+    sse = np.zeros((rows, cols))
+    missed = np.zeros((rows, cols), dtype=bool)
+    bits: dict[tuple[int, int], np.ndarray] = {}
+    max_sse = None
+    for r in range(rows):
+        for c in range(cols):
+            orig = padded[None, :, r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE]
+            vh, vw = min(TILE, h - r * TILE), min(TILE, w - c * TILE)
+            if target_psnr is not None:
+                max_sse = 3 * vh * vw * 255.0**2 / 10 ** (target_psnr / 10)
+            x = orig / 255
+            out = _prediction(net, canvas, r, c, x, use_context)
+            q = _to_uint8(out)
+            err = float(((q - orig)[..., :vh, :vw].double() ** 2).sum())
+            enc_s = dec_s = None
+            tile_bits = []
+            limit = MAX_ITERATIONS if iterations is None else iterations
+            while len(tile_bits) < limit and (max_sse is None or err > max_sse):
+                feat, enc_s = net.encoder(x - out, enc_s)
+                code = net.binarizer.conv(feat) >= 0
+                d, dec_s = net.decoder(code.float() * 2 - 1, dec_s)
+                out = out + d
+                q = _to_uint8(out)
+                err = float(((q - orig)[..., :vh, :vw].double() ** 2).sum())
+                tile_bits.append(code.flatten().to(torch.uint8).numpy())
+            counts[r, c], sse[r, c] = len(tile_bits), err
+            missed[r, c] = max_sse is not None and err > max_sse
+            bits[r, c] = np.stack(tile_bits) if tile_bits else np.zeros((0, net.bits_per_iteration), np.uint8)
+            canvas.tiles[r, c] = q / 255
+            recon[:, r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE] = q[0]
+    recon_np = recon.permute(1, 2, 0).to(torch.uint8).numpy()
+    return Coded(SubtileCodes(counts, bits), recon_np, sse, missed)
+
+
+@torch.no_grad()
+@_one_thread()
+def reconstruct(net: Minnen2018Codec, codes: SubtileCodes, rows: int, cols: int,
+                max_iterations: int | None = None) -> np.ndarray:
+    """Decode sub-tiles [0, rows) × [0, cols) (a causal rectangle) → uint8 (rows·32, cols·32, 3).
+    ``max_iterations`` caps every sub-tile's iterations (a progressive preview)."""
+    canvas = _Canvas(rows, cols)
+    out_img = np.empty((rows * TILE, cols * TILE, 3), dtype=np.uint8)
+    like = torch.empty(1, 3, TILE, TILE)
+    for r in range(rows):
+        for c in range(cols):
+            out = _prediction(net, canvas, r, c, like, True)
+            dec_s = None
+            b = codes.bits[r, c]
+            n = len(b) if max_iterations is None else min(len(b), max_iterations)
+            for t in range(n):
+                code = torch.from_numpy(b[t].astype(np.float32)).reshape(1, net.config.code_channels, TILE // 16, TILE // 16)
+                d, dec_s = net.decoder(code * 2 - 1, dec_s)
+                out = out + d
+            q = _to_uint8(out)
+            canvas.tiles[r, c] = q / 255
+            out_img[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE] = q[0].permute(1, 2, 0).to(torch.uint8).numpy()
+    return out_img
+
+
+# --- entropy coding of one container tile's sub-tiles ---------------------------------------------
+
+
+def _models():
+    import constriction
+
+    m = constriction.stream.model
+    return constriction.stream.queue, m.Uniform(MAX_ITERATIONS + 1), m.Bernoulli(perfect=False)
+
+
+def subtiles_of(box, tile: int = TILE) -> list[tuple[int, int]]:
+    """The (r, c) sub-tiles inside a container tile's box, raster order (container tiles are multiples of 32)."""
+    x, y, w, h = box
+    return [(r, c) for r in range(y // tile, -(-(y + h) // tile)) for c in range(x // tile, -(-(x + w) // tile))]
+
+
+def pack_symbols(net: Minnen2018Codec, cells: list[tuple[int, int]], codes: SubtileCodes) -> bytes:
+    """Range-code the iteration counts (uniform) then every sub-tile's bits (P(1) per iteration and bit position)."""
+    queue, uniform, bernoulli = _models()
+    enc = queue.RangeEncoder()
+    enc.encode(np.array([codes.iterations[rc] for rc in cells], dtype=np.int32), uniform)
+    probs = net.bit_probabilities(MAX_ITERATIONS)
+    for rc in cells:
+        b = codes.bits[rc]
+        if len(b):
+            enc.encode(b.ravel().astype(np.int32), bernoulli, probs[: len(b)].ravel())
+    return enc.get_compressed().tobytes().rstrip(b"\0")
+
+
+def unpack_symbols(net: Minnen2018Codec, cells: list[tuple[int, int]], data: bytes, codes: SubtileCodes) -> None:
+    """Inverse of :func:`pack_symbols`, into ``codes``."""
+    queue, uniform, bernoulli = _models()
+    words = np.frombuffer(data + b"\0" * (-len(data) % 4), dtype=np.uint32)
+    dec = queue.RangeDecoder(words)
+    counts = dec.decode(uniform, len(cells))
+    probs = net.bit_probabilities(MAX_ITERATIONS)
+    for rc, n in zip(cells, counts):
+        codes.iterations[rc] = n
+        flat = dec.decode(bernoulli, probs[:n].ravel()) if n else np.zeros(0, np.int32)
+        codes.bits[rc] = flat.astype(np.uint8).reshape(n, net.bits_per_iteration)
+
+
+def _blob(symbols: bytes, alpha: bytes | None) -> bytes:
+    return symbols if alpha is None else _ALPHA_LEN.pack(len(symbols)) + symbols + zlib.compress(alpha, 6)
+
+
+def _symbols_of(blob: bytes, has_alpha: bool) -> bytes:
+    if not has_alpha:
+        return blob
+    if len(blob) < _ALPHA_LEN.size or _ALPHA_LEN.size + _ALPHA_LEN.unpack_from(blob)[0] > len(blob):
+        raise CorruptStreamError("tile blob shorter than its symbols' length")
+    return blob[4 : 4 + _ALPHA_LEN.unpack_from(blob)[0]]
+
+
+def _split_blob(blob: bytes, alpha_size: int | None) -> tuple[bytes, bytes | None]:
+    if alpha_size is None:
+        return blob, None
+    if len(blob) < _ALPHA_LEN.size:
+        raise CorruptStreamError("tile blob shorter than its length field")
+    (n,) = _ALPHA_LEN.unpack_from(blob)
+    if _ALPHA_LEN.size + n > len(blob):
+        raise CorruptStreamError("tile blob shorter than its symbols' length")
+    return blob[4 : 4 + n], bitstream.inflate_alpha(blob[4 + n :], alpha_size)
+
+
+# --- whole streams ------------------------------------------------------------------------------
+
+
+def _quality_code(iterations: np.ndarray) -> int:
+    return int(round(float(np.mean(iterations)) / MAX_ITERATIONS * QUALITY_STEPS)) if iterations.size else 0
+
+
+def _pack_stream(loaded, img, coded: Coded, target: RateTarget, tile_size: int) -> tuple[bytes, Header]:
+    net = loaded.model
+    header = Header(loaded.model_id, loaded.sha256, img.width, img.height, img.channels, tile_size,
+                    target.mode, target.value)
+    blobs, entries = [], []
+    for box in header.boxes():
+        cells = subtiles_of(box)
+        x, y, w, h = box
+        alpha = np.ascontiguousarray(img.alpha[y : y + h, x : x + w]).tobytes() if img.alpha is not None else None
+        blobs.append(_blob(pack_symbols(net, cells, coded.codes), alpha))
+        missed = any(coded.missed[rc] for rc in cells)
+        flags = (FLAG_MISSED_TARGET if missed else 0) | (FLAG_ALPHA if alpha is not None else 0)
+        entries.append(TileEntry(0, 0, _quality_code(np.array([coded.codes.iterations[rc] for rc in cells])), flags, 0))
+    header.tiles = entries
+    return bitstream.pack(header, blobs), header
+
+
+def encode(image: np.ndarray, loaded, target: RateTarget, *, tile_size: int = 256, name: str = "image",
+           use_context: bool = True):
+    """An :class:`codec.api.EncodeResult` for ``image`` with a minnen2018 ``loaded`` model.
+
+    ``target_psnr``: adaptive allocation (each sub-tile stops once it reaches the target: the paper's);
+    ``quality`` q: constant allocation, round(q·16) iterations for every sub-tile; ``target_bpp``:
+    adaptive allocation at the highest target PSNR (bisection, 10 passes) whose stream fits the budget.
+    """
+    from ..api import EncodeResult
+    from ..engine import psnr_from_mse
+
+    check_tile_size(tile_size)
+    img = prepare(image, name)
+    rgb = img.rgb if img.channels != 1 else np.repeat(np.asarray(img.rgb)[..., :1], 3, axis=2)
+    rgb = np.ascontiguousarray(np.asarray(rgb)[..., :3])
+    net = loaded.model
+
+    def run(mode: str, value: float):
+        if mode == "quality":
+            coded = code_subtiles(net, rgb, iterations=int(round(value * MAX_ITERATIONS)), use_context=use_context)
+        else:
+            coded = code_subtiles(net, rgb, target_psnr=value, use_context=use_context)
+        return coded, *_pack_stream(loaded, img, coded, target, tile_size)
+
+    if target.mode == "target_bpp":
+        budget = target.value * img.width * img.height / 8
+        lo, hi, best = 10.0, 60.0, None
+        for _ in range(10):
+            mid = (lo + hi) / 2
+            attempt = run("target_psnr", mid)
+            if len(attempt[1]) <= budget:
+                best, lo = attempt, mid
+            else:
+                hi = mid
+        coded, data, header = best or run("target_psnr", 10.0)
+        if best is None:  # even a 10 dB target overflows: mark every container tile as missing the target
+            for t in header.tiles:
+                t.flags |= FLAG_MISSED_TARGET
+            data = bitstream.pack(header, [bitstream.tile_payload(data, header, i) for i in range(len(header.tiles))])
+    else:
+        coded, data, header = run(target.mode, target.value)
+    sse_tiles = np.array([sum(coded.sse[rc] for rc in subtiles_of(b)) for b in header.boxes()])
+    npix = np.array([w * h for _, _, w, h in header.boxes()], dtype=np.float64)
+    psnr = float(psnr_from_mse(np.array([coded.sse.sum() / (3 * img.width * img.height)]))[0])
+    return EncodeResult(data, header, psnr_from_mse(sse_tiles / (3 * npix)), psnr)
+
+
+def read_codes(data: bytes, header: Header, net: Minnen2018Codec, ids: list[int]) -> SubtileCodes:
+    """The sub-tile codes of container tiles ``ids`` (checksums verified); damage is a CorruptStreamError naming the tile."""
+    from ..api import _TILE_DECODE_ERRORS
+    from ..rangecoder import is_panic
+
+    rows, cols = subtile_grid(header.width, header.height)
+    codes = SubtileCodes(np.zeros((rows, cols), dtype=np.int64), {})
+    blobs = {i: bitstream.tile_payload(data, header, i) for i in ids}  # every checksum before any work
+    for i in ids:
+        box = header.tile_box(i)
+        try:
+            symbols = _symbols_of(blobs[i], header.channels == 4)
+            unpack_symbols(net, subtiles_of(box), symbols, codes)
+        except BaseException as exc:  # BaseException: a Rust panic in constriction is one
+            if not isinstance(exc, (*_TILE_DECODE_ERRORS, CorruptStreamError)) and not is_panic(exc):
+                raise
+            raise CorruptStreamError(f"{header.tile_label(i)}: {exc}") from exc
+    return codes
+
+
+def prefix_iterations(iterations: np.ndarray, max_bits: float, bits_per_iteration: int) -> int:
+    """The largest per-sub-tile iteration cap k whose bits (Σ min(n, k) · 128) fit ``max_bits``;
+    ``0 < max_bits < 1`` is a fraction of all the stream's iteration bits."""
+    if not max_bits > 0:
+        raise ValueError(f"max_bits must be positive (bits, or a fraction below 1), got {max_bits}")
+    total = int(iterations.sum()) * bits_per_iteration
+    budget = max_bits * total if max_bits < 1 else max_bits
+    k = 0
+    while k < MAX_ITERATIONS and np.minimum(iterations, k + 1).sum() * bits_per_iteration <= budget:
+        k += 1
+    return k
+
+
+def decode_region(data: bytes, header: Header, loaded, region, *, max_pixels: int,
+                  max_bits: float | None = None) -> np.ndarray:
+    """Decode ``region`` (x, y, w, h) of a minnen2018 stream.
+
+    The prediction of a sub-tile needs its decoded left, above and above-left neighbours, so
+    decoding the region means decoding every sub-tile from the image's top-left corner down to
+    the region's bottom-right one (a causal rectangle), then cropping. ``max_bits``: a progressive
+    preview from the first k iterations of every sub-tile (:func:`prefix_iterations`).
+    """
+    net = loaded.model
+    if header.tile_size % TILE:
+        raise CorruptStreamError(f"tile size {header.tile_size} is not a multiple of the {TILE}-px sub-tiles")
+    x0, y0, w, h = region
+    rows, cols = -(-(y0 + h) // TILE), -(-(x0 + w) // TILE)
+    causal = (0, 0, min(header.width, cols * TILE), min(header.height, rows * TILE))
+    if causal[2] * causal[3] > max_pixels:
+        raise StreamTooLargeError(f"{header.width}×{header.height} stream: decoding region {tuple(region)} means "
+                                  f"decoding its causal rectangle of {causal[2]}×{causal[3]} pixels, over the limit "
+                                  f"of {max_pixels} (max_pixels)")
+    boxes = header.boxes()
+    ids = intersecting(boxes, causal) if max_bits is None else list(range(len(boxes)))
+    codes = read_codes(data, header, net, ids)
+    cap = None if max_bits is None else prefix_iterations(codes.iterations, max_bits, net.bits_per_iteration)
+    full = reconstruct(net, codes, rows, cols, cap)
+    rgb = np.ascontiguousarray(full[y0 : y0 + h, x0 : x0 + w])
+    alpha = None
+    if header.channels == 4:
+        alpha = np.empty((h, w), dtype=np.uint8)
+        for i in intersecting(boxes, region):
+            bx = boxes[i]
+            _, plane = _split_blob(bitstream.tile_payload(data, header, i), bx[2] * bx[3])
+            into, part = overlap(bx, region)
+            alpha[into] = np.frombuffer(plane, dtype=np.uint8).reshape(bx[3], bx[2])[part]
+    return finish(rgb, alpha, header.channels)
+
+
+def truncate(data: bytes, loaded, iterations: int) -> bytes:
+    """The same stream with every sub-tile cut to its first ``iterations`` iterations (no network runs):
+    what a progressive transmission of that prefix carries. Tiles cut short are flagged as missing the target."""
+    header = bitstream.read_header(bytes(data))
+    bitstream.check_length(data, header)
+    net = loaded.model
+    codes = read_codes(bytes(data), header, net, list(range(len(header.tiles))))
+    cut = SubtileCodes(np.minimum(codes.iterations, iterations), {rc: b[:iterations] for rc, b in codes.bits.items()})
+    blobs = []
+    for i, (entry, box) in enumerate(zip(header.tiles, header.boxes())):
+        cells = subtiles_of(box)
+        alpha = None
+        if header.channels == 4:
+            _, alpha = _split_blob(bitstream.tile_payload(data, header, i), box[2] * box[3])
+        blobs.append(_blob(pack_symbols(net, cells, cut), alpha))
+        if any(cut.iterations[rc] < codes.iterations[rc] for rc in cells):
+            entry.flags |= FLAG_MISSED_TARGET
+        entry.quality_code = _quality_code(np.array([cut.iterations[rc] for rc in cells]))
+    return bitstream.pack(header, blobs)
