@@ -161,6 +161,8 @@ class ArrivalClock:
         first = self.times[0]
         later = [i for i, t in enumerate(self.times) if t > first + 0.05]  # rows of the first batch arrive together
         span = self.times[-1] - first
+        if not later:  # every row came in the first batch: no steady state to measure
+            return {"mp_s": float("nan"), "images_s": float("nan"), "seconds": 0.0, "images": 0}
         px = sum(self.pixels[i] for i in later)
         return {"mp_s": px / 1e6 / span if span > 0 else float("nan"),
                 "images_s": len(later) / span if span > 0 else float("nan"), "seconds": span, "images": len(later)}

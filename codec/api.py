@@ -70,7 +70,7 @@ def encode(
     half: bool = False,
     batch_size: int = 8,
     entropy_workers: int = 0,
-    overlap_coding: bool = True,
+    overlap_coding: bool | None = None,
     name: str = "image",
     nodata: int | None = None,
     bit_depth: int | None = None,
@@ -92,7 +92,8 @@ def encode(
 
     ``device``/``half`` run the transforms on a GPU (float16); ``entropy_workers`` range-codes
     tiles in that many CPU processes; ``overlap_coding`` range-codes each batch on a background thread
-    while the next batch's transforms run. None of them changes a bit: any device decodes.
+    while the next batch's transforms run (default: on a GPU or with entropy workers, see
+    :meth:`~codec.engine.Engine.overlaps`). None of them changes a bit: any device decodes.
     """
     if target is None:
         target = RateTarget.from_options(target_psnr=target_psnr, quality=quality, target_bpp=target_bpp)
@@ -129,7 +130,8 @@ def encode(
 
 
 def _encode_pass(engine: Engine, img: PreparedImage, header: Header, boxes: list[Box],
-                 strategy: ratecontrol.Strategy, batch_size: int, overlap_coding: bool = True) -> EncodeResult:
+                 strategy: ratecontrol.Strategy, batch_size: int,
+                 overlap_coding: bool | None = None) -> EncodeResult:
     """Analyse every tile, let ``strategy`` choose its quantisation, entropy-code, pack.
 
     With ``overlap_coding``, batch k is range-coded while batch k+1 is analysed and quantised."""
@@ -138,7 +140,7 @@ def _encode_pass(engine: Engine, img: PreparedImage, header: Header, boxes: list
     sse = np.full(len(boxes), np.nan)
     chosen = ((batch.ids, strategy.choose(engine, batch)) for batch in engine.batches(img, boxes, batch_size))
     for (ids, choice), (z_streams, y_streams) in map_ahead(lambda c: engine.encode_latents(c[1].latents), chosen,
-                                                             overlap_coding):
+                                                             engine.overlaps(overlap_coding)):
         if choice.sse is not None:
             sse[ids] = choice.sse
         for k, i in enumerate(ids):
@@ -167,7 +169,7 @@ def is_raster(image, nodata=None, bit_depth=None, band_names=None, lossless: boo
 
 def _encode_raster(image, model, target: RateTarget, tile_size: int, device: str, half: bool, batch_size: int,
                    entropy_workers: int, name: str, nodata, bit_depth, band_names, lossless: bool,
-                   lossless_fallback: bool, overlap_coding: bool = True) -> EncodeResult:
+                   lossless_fallback: bool, overlap_coding: bool | None = None) -> EncodeResult:
     img = bands.check_raster(image, name)
     h, w, n_bands = img.shape
     boxes = grid_boxes(w, h, tile_size)
@@ -199,7 +201,7 @@ def _encode_raster(image, model, target: RateTarget, tile_size: int, device: str
 
 def _raster_pass(engine: Engine, img: np.ndarray, header: Header, boxes: list[Box], valid: list, counts: np.ndarray,
                  strategy: ratecontrol.Strategy, batch_size: int, fallback: bool,
-                 overlap_coding: bool = True) -> EncodeResult:
+                 overlap_coding: bool | None = None) -> EncodeResult:
     """Every band group of every tile through ``strategy`` and the entropy coder (overlapped with the next
     batch's transforms, as for images); exact tiles where asked; pack."""
     info, n = header.raster, len(boxes)
@@ -212,7 +214,7 @@ def _raster_pass(engine: Engine, img: np.ndarray, header: Header, boxes: list[Bo
         chosen = ((batch.ids, strategy.choose(engine, batch))
                   for batch in engine.raster_batches(img, info, valid, boxes, group, g * n, batch_size, info.peak))
         for (ids, choice), (z_streams, y_streams) in map_ahead(lambda c: engine.encode_latents(c[1].latents), chosen,
-                                                                 overlap_coding):
+                                                                 engine.overlaps(overlap_coding)):
             for k, gid in enumerate(ids):
                 i = gid - g * n
                 parts[i][g] = (int(choice.codes[k]), z_streams[k], y_streams[k])
@@ -263,7 +265,7 @@ def _family(loaded: LoadedModel) -> str:
 
 
 def decode(data: bytes, model: str | LoadedModel | None = None, *, device: str = "cpu", half: bool = False,
-           batch_size: int = 8, entropy_workers: int = 0, overlap_coding: bool = True,
+           batch_size: int = 8, entropy_workers: int = 0, overlap_coding: bool | None = None,
            max_pixels: int = DEFAULT_MAX_PIXELS, max_bits: float | None = None) -> np.ndarray:
     """Decode a whole image; verifies every checksum first.
 
@@ -281,7 +283,7 @@ def decode(data: bytes, model: str | LoadedModel | None = None, *, device: str =
 
 def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | LoadedModel | None = None, *,
                   device: str = "cpu", half: bool = False, batch_size: int = 8, entropy_workers: int = 0,
-                  overlap_coding: bool = True, header: Header | None = None,
+                  overlap_coding: bool | None = None, header: Header | None = None,
                   max_pixels: int = DEFAULT_MAX_PIXELS, max_bits: float | None = None) -> np.ndarray:
     """Decode only the tiles covering ``box = (x, y, w, h)`` and return that crop.
 
@@ -316,7 +318,7 @@ def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | Load
             yield shape, chunk, [bitstream.tile_parts(data, header, i) for i in chunk]  # alpha inflated per batch
 
     for (shape, chunk, parts), y_hat in map_ahead(lambda b: _batch_latents(engine, header, *b), parsed(),
-                                                  overlap_coding):
+                                                  engine.overlaps(overlap_coding)):
         codes = [header.tiles[i].quality_code for i in chunk]
         recon = engine.synthesize(y_hat, codes).permute(0, 2, 3, 1).cpu().numpy()
         for k, i in enumerate(chunk):

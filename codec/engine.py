@@ -219,6 +219,16 @@ class Engine:
     def estimate_bits(self, latents: Latents) -> np.ndarray:
         return self.model.estimate_bits(latents)
 
+    def overlaps(self, overlap_coding: bool | None) -> bool:
+        """Whether to range-code on a background thread (:func:`map_ahead`): as asked, else on a GPU or
+        with an entropy pool, where the coding otherwise leaves the device or the pool idle. Off by
+        default for in-process coding on a CPU: there the transforms already use every core, the
+        coding is ~10% of the time, and a third thread on 2 cores measured anywhere from ×0.7 to
+        ×1.8 on a shared machine (bench/overlap_ab.py). The bytes are the same either way."""
+        if overlap_coding is not None:
+            return overlap_coding
+        return self.device.type != "cpu" or self.entropy_workers > 0
+
     # --- entropy coding (in process, or mapped over a pool of CPU processes) ------------------
     @property
     def coder(self):

@@ -49,5 +49,7 @@ def test_pipeline_steady_state_excludes_the_first_batch_and_start_up():
     assert steady["images"] == 4 and steady["seconds"] == pytest.approx(20.001)
     assert steady["mp_s"] == pytest.approx(4 / 20.001)
     assert np.isnan(ArrivalClock().steady()["mp_s"])
+    clock.times = [5.0, 5.001]  # one batch only
+    assert np.isnan(clock.steady()["mp_s"])
     o = overheads({"mp_s": 0.25}, {"mp_s": 0.15, "steady": {"mp_s": 0.2}})
     assert o["overhead_pct"] == pytest.approx(40) and o["steady_overhead_pct"] == pytest.approx(20)

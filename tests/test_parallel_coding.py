@@ -98,9 +98,9 @@ def test_overlap_and_entropy_workers_give_identical_bytes(model, image, mode):
     image = image[:128]  # 12 tiles of 64² in 6 batches: coding overlaps 5 of them
     kwargs = dict(tile_size=64, batch_size=2, **mode)
     serial = codec.encode(image, model, overlap_coding=False, **kwargs)
-    assert codec.encode(image, model, **kwargs).data == serial.data
+    assert codec.encode(image, model, overlap_coding=True, **kwargs).data == serial.data
     pixels = codec.decode(serial.data, model, overlap_coding=False, batch_size=2)
-    assert np.array_equal(codec.decode(serial.data, model, batch_size=2), pixels)
+    assert np.array_equal(codec.decode(serial.data, model, overlap_coding=True, batch_size=2), pixels)
     if "quality" in mode:  # the pool's start-up costs seconds: once is enough
         pooled = codec.encode(image, model, entropy_workers=2, **kwargs)
         assert pooled.data == serial.data
@@ -117,4 +117,11 @@ def test_raster_encode_overlap_gives_identical_bytes(model):
     kwargs = dict(quality=0.6, nodata=0, tile_size=64, batch_size=2)  # 6 tiles × 2 band groups, 3 batches each
     serial = codec.encode(a, model, overlap_coding=False, **kwargs)
     assert serial.header.version == 2
-    assert codec.encode(a, model, **kwargs).data == serial.data
+    assert codec.encode(a, model, overlap_coding=True, **kwargs).data == serial.data
+
+
+def test_overlap_defaults_to_on_only_where_coding_would_leave_hardware_idle(model):
+    _, cpu = codec.get_coder(model)
+    assert cpu.overlaps(None) is False and cpu.overlaps(True) is True
+    _, pooled = codec.get_coder(model, entropy_workers=1)  # the pool starts lazily: nothing spawned here
+    assert pooled.overlaps(None) is True and pooled.overlaps(False) is False
