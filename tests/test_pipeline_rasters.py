@@ -125,3 +125,17 @@ def test_lossless_archive_restores_every_pixel_exactly(s3_server, s3_env, bucket
     report = build_report(connect(f"s3://{bucket}/lossless/stats/"), "product")
     groups = dict(zip(report.summary["group"].to_pylist(), report.summary["images"].to_pylist()))
     assert groups == {"uint16 × 1 band(s)": 1, "uint16 × 4 band(s)": 1, "uint16 × 6 band(s)": 1, "uint8 × 3 band(s)": 1}
+
+
+def test_a_raster_the_model_cannot_code_is_an_encode_error_row_and_the_rest_goes_on(s3_server, s3_env, bucket):
+    """The minnen2018 family codes 8-bit images only: asked to code the rasters, each becomes an
+    ``encode`` error row naming its key while the photo is archived (the replica survives the failures)."""
+    cfg = CompressJobConfig(input=f"s3://{bucket}/raw/", output=f"s3://{bucket}/refused/", quality=0.8,
+                            raster_model="minnen2018")
+    summary = run_job(cfg, progress=False)
+    stats = {r["key"].rsplit("/raw/", 1)[1]: r for r in Archive(cfg.output).committed_table("stats").to_pylist()}
+    assert (summary.ok, summary.errors) == (1, 3)
+    assert stats["photos/a.png"]["status"] == "ok"
+    for name in scenes():
+        assert (stats[name]["status"], stats[name]["error_kind"]) == ("error", "encode")
+        assert name in stats[name]["error"] and "minnen2018" in stats[name]["error"]

@@ -190,6 +190,15 @@ class CodecReplica:
             raise codec.CodecError(f"verification failed: decoded PSNR {measured:.3f} dB, encoder measured {r.psnr:.3f} dB")
         return Measured(measured, None)  # MS-SSIM is defined for 8-bit colour here, not for rasters
 
+    def _free_memory(self) -> None:
+        import gc
+
+        gc.collect()
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
 
 def with_nodata(image, nodata: int | None):
     """``image`` with the job's ``--nodata`` where it is a 16-bit or multi-band raster whose file named none
