@@ -205,7 +205,9 @@ def with_nodata(image, nodata: int | None):
     (satellite products often carry nodata zeros untagged); 8-bit gray/RGB/RGBA photos never get one."""
     import dataclasses
 
-    eight_bit = image.pixels.dtype == np.uint8 and image.channels in (1, 3, 4)
+    from codec.api import is_raster
+
+    eight_bit = not is_raster(image.pixels)  # the codec's rule, without a nodata value
     if nodata is None or image.nodata is not None or eight_bit or nodata > np.iinfo(image.pixels.dtype).max:
         return image
     return dataclasses.replace(image, nodata=nodata)
