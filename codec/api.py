@@ -167,14 +167,13 @@ def is_raster(image, nodata=None, bit_depth=None, band_names=None, lossless: boo
     return not eight_bit or nodata is not None or bit_depth not in (None, 8) or band_names is not None or lossless
 
 
-def _encode_raster(image, model, target: RateTarget, tile_size: int, device: str, half: bool, batch_size: int,
+def _encode_raster(image, loaded: LoadedModel, target: RateTarget, tile_size: int, device: str, half: bool, batch_size: int,
                    entropy_workers: int, name: str, nodata, bit_depth, band_names, lossless: bool,
                    lossless_fallback: bool, overlap_coding: bool | None = None) -> EncodeResult:
     img = bands.check_raster(image, name)
     h, w, n_bands = img.shape
     boxes = grid_boxes(w, h, tile_size)
     info, valid = bands.describe(img, boxes, nodata, bit_depth, band_names, name)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model or default_model_name(True))
     header = Header(loaded.model_id, loaded.sha256, w, h, n_bands, tile_size, target.mode, target.value,
                     version=RASTER_VERSION, raster=info, lossless=lossless)
     counts = np.array([bw * bh if v is None else int(v.sum()) for (_, _, bw, bh), v in zip(boxes, valid)])
