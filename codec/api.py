@@ -167,8 +167,8 @@ def is_raster(image, nodata=None, bit_depth=None, band_names=None, lossless: boo
     return not eight_bit or nodata is not None or bit_depth not in (None, 8) or band_names is not None or lossless
 
 
-def _encode_raster(image, loaded: LoadedModel, target: RateTarget, tile_size: int, device: str, half: bool, batch_size: int,
-                   entropy_workers: int, name: str, nodata, bit_depth, band_names, lossless: bool,
+def _encode_raster(image, loaded: LoadedModel, target: RateTarget, tile_size: int, device: str, half: bool,
+                   batch_size: int, entropy_workers: int, name: str, nodata, bit_depth, band_names, lossless: bool,
                    lossless_fallback: bool, overlap_coding: bool | None = None) -> EncodeResult:
     img = bands.check_raster(image, name)
     h, w, n_bands = img.shape
