@@ -171,11 +171,7 @@ class Engine:
     @torch.no_grad()
     def synthesize(self, y_hat: torch.Tensor, codes) -> torch.Tensor:
         """Reconstruction as uint8 (B, 3, H, W): exactly what a decoder outputs."""
-        def synthesize(y, q):
-            return self.model.decompress(y, q).float().clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-
-        pixels = y_hat.shape[-2] * y_hat.shape[-1] * LATENT_STRIDE**2
-        return self._per_chunk(synthesize, pixels, y_hat.to(self.device), quality.q_tensor(codes))
+        return self.synthesize_float(y_hat, codes).mul_(255).round_().to(torch.uint8)
 
     @torch.no_grad()
     def synthesize_float(self, y_hat: torch.Tensor, codes) -> torch.Tensor:
