@@ -100,9 +100,14 @@ CODEC_PEAK_BYTES_PER_PIXEL = {1: 20, 3: 6, 4: 13}
 # multi-channel image in 4 bytes (1 for grayscale), per byte of sample.
 DECODER_BYTES_PER_PIXEL = {1: 1, 2: 4, 3: 4, 4: 4}
 
-GEO_TAGS = {33550: "ModelPixelScale", 33922: "ModelTiepoint", 34264: "ModelTransformation",
-            34735: "GeoKeyDirectory", 34736: "GeoDoubleParams", 34737: "GeoAsciiParams", 42112: "GDAL_METADATA",
-            42113: "GDAL_NODATA"}
+# the georeferencing TIFF tags a record keeps: name → (code, TIFF type), read by load_image and
+# written back by write_geotiff
+GEO_TAG_TYPES = {
+    "ModelPixelScale": (33550, 12), "ModelTiepoint": (33922, 12), "ModelTransformation": (34264, 12),
+    "GeoKeyDirectory": (34735, 3), "GeoDoubleParams": (34736, 12), "GeoAsciiParams": (34737, 2),
+    "GDAL_METADATA": (42112, 2), "GDAL_NODATA": (42113, 2),
+}
+GEO_TAGS = {code: name for name, (code, _) in GEO_TAG_TYPES.items()}  # code → name
 ORIENTATION_TAG = 0x0112
 EXIF_PREFIX = b"Exif\x00\x00"
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
@@ -235,13 +240,6 @@ def write_image(path: str | Path, array: np.ndarray, format: str | None = None, 
         raise ValueError(f"{path}: a 2-band raster needs a .tif output")
     Image.fromarray(array).save(path, format=format)
 
-
-# TIFF tag name → (code, TIFF type) of what write_geotiff writes back (GEO_TAGS' names)
-GEO_TAG_TYPES = {
-    "ModelPixelScale": (33550, 12), "ModelTiepoint": (33922, 12), "ModelTransformation": (34264, 12),
-    "GeoKeyDirectory": (34735, 3), "GeoDoubleParams": (34736, 12), "GeoAsciiParams": (34737, 2),
-    "GDAL_METADATA": (42112, 2), "GDAL_NODATA": (42113, 2),
-}
 
 
 def write_geotiff(pixels: np.ndarray, geo: str | dict | None = None, nodata: int | float | None = None,
