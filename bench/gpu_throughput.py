@@ -10,7 +10,7 @@ with its own offset and flips, written to a temporary folder until ``--gb`` of i
 0.05 GB, batches of 8 and coding in process on a CPU (where this bench is only checked to work).
 
 (a) bare codec, per source file, MP/s of each phase over all files:
-        read+decode   reading the TIFF and decoding it (codec.imageio.load_image)
+        read+decode   reading the TIFF and decoding it (codec.images.imageio.load_image)
         encode        target PSNR (default 38 dB) and quality mode (default 0.5)
         decode        the target-PSNR stream
     and where the time goes, from a second pass over a few files with a stage timer that
@@ -48,8 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import codec  # noqa: E402
 from codec import tiles  # noqa: E402
-from codec.engine import Engine  # noqa: E402
-from codec.imageio import load_image  # noqa: E402
+from codec.families.hyperprior.engine import Engine  # noqa: E402
+from codec.images.imageio import load_image  # noqa: E402
 from speed import STAGES, StageTimer, commit  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -218,7 +218,7 @@ def main() -> None:
     ap.add_argument("--gb", type=float, help="input size (default 1.0 on a GPU, 0.05 on a CPU)")
     ap.add_argument("--side", type=int, default=2048)
     ap.add_argument("--batch-size", type=int, help="default tiles per forward pass (default 32 on a GPU, 8 on a CPU); "
-                    "raises the codec's pixel cap per pass (codec.tiles.PIXELS_PER_BATCH) to match, in this process")
+                    "raises the codec's pixel cap per pass (codec.format.tiles.PIXELS_PER_BATCH) to match, in this process")
     ap.add_argument("--entropy-workers", type=int, help="default: one per CPU core on a GPU, 0 (in process) on a CPU")
     ap.add_argument("--target-psnr", type=float, default=38.0)
     ap.add_argument("--quality", type=float, default=0.5)

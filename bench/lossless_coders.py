@@ -1,4 +1,4 @@
-"""Which lossless coder for exact tiles (codec.lossless): bits per sample and speed on 256² tiles.
+"""Which lossless coder for exact tiles (codec.tilecoders.jxl_exact): bits per sample and speed on 256² tiles.
 
 On the held-out satellite scenes (as bench/band_coding.py picks them), each 256² tile of every
 band coded by: JPEG XL lossless per band at efforts 1, 2, 3 and 7; reversible JPEG 2000 (OpenJPEG)

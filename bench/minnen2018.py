@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import codec  # noqa: E402
-from codec.minnen2018 import coding  # noqa: E402
-from codec.minnen2018.model import TILE, ChannelwiseFC  # noqa: E402
+from codec.families.minnen2018 import coding  # noqa: E402
+from codec.families.minnen2018.model import TILE, ChannelwiseFC  # noqa: E402
 from codec.registry import BUILTIN, parse_spec  # noqa: E402
 from rd import KODAK, psnr  # noqa: E402
 

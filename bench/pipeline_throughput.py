@@ -109,7 +109,7 @@ def bare_codec(sample: list[bytes], mode: dict, model, **device) -> dict:
     ``encode_s_per_mp`` is the encode alone (what a replica reports as ``encode_seconds``).
     """
     import codec
-    from codec.imageio import load_image
+    from codec.images.imageio import load_image
     from codec.metrics import ms_ssim, psnr
 
     codec.encode(load_image(sample[0], "warmup").pixels, model, **mode, **device)

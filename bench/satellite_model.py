@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         "data": {"train": "../shared/data/satellite/train", "train_files": [p.name for p in train_files],
                  "holdout": "scenes with sha1(scene_id) % 4 == 0 (codec.training.satellite.held_out)",
                  "holdout_keys": [p.name for p in held], "evaluated_keys": [p.name for p in held],
-                 "crops": "256^2 band triplets (codec.bands normalisation), <= 50% nodata; files under 256 px skipped"},
+                 "crops": "256^2 band triplets (codec.format.raster normalisation), <= 50% nodata; files under 256 px skipped"},
         "metrics": {"definition": "bits per sample vs raster PSNR (codec.metrics), qualities of bench/satellite_rd.py",
                     "bd_range_bps": list(BD_RANGE), "bd_rate_vs_base_pct": mean, "per_image": per_image},
         "train_log": state["log"],

@@ -55,7 +55,7 @@ sys.path.insert(0, str(codec_root()))
 
 import codec  # noqa: E402
 from codec import bitstream, parallel, rangecoder  # noqa: E402
-from codec.engine import Engine  # noqa: E402
+from codec.families.hyperprior.engine import Engine  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROWS, COLS, CROP = 4, 6, 512  # 3072×2048
@@ -208,7 +208,7 @@ def bench_image(img: np.ndarray, model, repeat: int, options: dict | None = None
 
 def agreement(img: np.ndarray, model, target: float) -> dict:
     """The shipped target-PSNR choice against the exhaustive lowest passing level, per tile."""
-    from codec.ratecontrol import TARGET_MARGIN_DB
+    from codec.families.hyperprior.ratecontrol import TARGET_MARGIN_DB
     from codec.quality import LEVELS, code_of_level
 
     loaded, engine = codec.get_coder(model)

@@ -23,12 +23,12 @@ Layout:
 This package never imports Ray; the archival pipeline builds on it.
 """
 
-from .api import EncodeResult, decode, decode_region, encode, get_coder, read_header
-from .bitstream import FORMAT_VERSION, Header
-from .errors import (CodecError, CorruptStreamError, ImageTooLargeError, ModelMismatchError, ModelNotFoundError,
+from codec.api import EncodeResult, decode, decode_region, encode, get_coder, read_header
+from codec.format.container import FORMAT_VERSION, Header
+from codec.errors import (CodecError, CorruptStreamError, ImageTooLargeError, ModelMismatchError, ModelNotFoundError,
                      StreamTooLargeError, UnsupportedImageError)
-from .ratecontrol import DEFAULT_TARGET_PSNR, RateTarget
-from .registry import LoadedModel, Registry, load_model
+from codec.families.hyperprior.ratecontrol import DEFAULT_TARGET_PSNR, RateTarget
+from codec.registry import LoadedModel, Registry, load_model
 
 __all__ = [
     "encode", "decode", "decode_region", "read_header", "get_coder", "load_model", "EncodeResult", "Header",

@@ -3,9 +3,9 @@
     image ─prepare─▶ tiles ─engine.batches─▶ strategy.choose (ratecontrol) ─▶ engine.encode_latents ─▶ bitstream.pack ─▶ bytes
     bytes ─read_header─▶ tile index ─(only the tiles needed)─▶ engine.decode_latents ─▶ engine.synthesize ─▶ image or region
 
-This module only wires the parts together: which quality a tile gets is :mod:`codec.ratecontrol`'s,
-the batched model work :mod:`codec.engine`'s, the tile grid :mod:`codec.tiles`' and the format
-:mod:`codec.bitstream`'s.
+This module only wires the parts together: which quality a tile gets is :mod:`codec.families.hyperprior.ratecontrol`'s,
+the batched model work :mod:`codec.families.hyperprior.engine`'s, the tile grid :mod:`codec.format.tiles`' and the format
+:mod:`codec.format.container`'s.
 """
 
 from __future__ import annotations
@@ -15,17 +15,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import bands, bitstream, lossless as exact, ratecontrol
-from .bitstream import FLAG_ALPHA, FLAG_LOSSLESS, FLAG_MISSED_TARGET, FLAG_NODATA, RASTER_VERSION, Header, TileEntry
-from .engine import Engine, get_coder, map_ahead, psnr_from_mse
-from .errors import CodecError, CorruptStreamError, ModelMismatchError, StreamTooLargeError, UnsupportedImageError
-from .imageio import DEFAULT_MAX_PIXELS
-from .imageprep import PreparedImage, finish, prepare
-from .metrics import bits_per_sample, psnr_from_band_sse
-from .rangecoder import RangeCodingError, is_panic
-from .ratecontrol import DEFAULT_TARGET_PSNR, RateTarget
-from .registry import LoadedModel, default_model_name, load_model
-from .tiles import DEFAULT_TILE, Box, batches, check_tile_size, grid_boxes, intersecting, latent_grid, overlap
+from codec.format import raster as bands, container as bitstream
+from codec.tilecoders import jxl_exact as exact
+from codec.families.hyperprior import ratecontrol
+from codec.format.container import FLAG_ALPHA, FLAG_LOSSLESS, FLAG_MISSED_TARGET, FLAG_NODATA, RASTER_VERSION, Header, TileEntry
+from codec.families.hyperprior.engine import Engine, get_coder, map_ahead, psnr_from_mse
+from codec.errors import CodecError, CorruptStreamError, ModelMismatchError, StreamTooLargeError, UnsupportedImageError
+from codec.images.imageio import DEFAULT_MAX_PIXELS
+from codec.images.prep import PreparedImage, finish, prepare
+from codec.metrics import bits_per_sample, psnr_from_band_sse
+from codec.rangecoder import RangeCodingError, is_panic
+from codec.families.hyperprior.ratecontrol import DEFAULT_TARGET_PSNR, RateTarget
+from codec.registry import LoadedModel, default_model_name, load_model
+from codec.format.tiles import DEFAULT_TILE, Box, batches, check_tile_size, grid_boxes, intersecting, latent_grid, overlap
 
 LOSSLESS_CODE = 0xFFFF  # the quality code an exact tile lists in the index (quality 1.0)
 
@@ -79,21 +81,21 @@ def encode(
     lossless_fallback: bool = True,
 ) -> EncodeResult:
     """Encode an image or raster. At most one of ``target_psnr`` (default 38 dB), ``quality`` or
-    ``target_bpp`` (bits per sample for rasters), or a ready :class:`~codec.ratecontrol.RateTarget` as
+    ``target_bpp`` (bits per sample for rasters), or a ready :class:`~codec.families.hyperprior.ratecontrol.RateTarget` as
     ``target`` (what a job validated once).
 
     8-bit (H, W), (H, W, 1|3|4) arrays without nodata are coded as today (stream version 1). Anything
     else, uint8/uint16 with any band count, or with ``nodata`` (a pixel whose bands ALL equal it),
-    ``bit_depth``, ``band_names`` or ``lossless``, is a raster (version 2, :mod:`codec.bands`): decoded
+    ``bit_depth``, ``band_names`` or ``lossless``, is a raster (version 2, :mod:`codec.format.raster`): decoded
     to the same dtype and band order, nodata exactly. ``lossless`` codes every tile exactly
-    (:mod:`codec.lossless`); ``lossless_fallback`` codes exactly the raster tiles a ``target_psnr`` cannot
+    (:mod:`codec.tilecoders.jxl_exact`); ``lossless_fallback`` codes exactly the raster tiles a ``target_psnr`` cannot
     reach even at the model's top quality (else they are coded at the top and flagged missed).
     With ``model=None`` a raster uses :func:`codec.registry.default_model_name`'s choice.
 
     ``device``/``half`` run the transforms on a GPU (float16); ``entropy_workers`` range-codes
     tiles in that many CPU processes; ``overlap_coding`` range-codes each batch on a background thread
     while the next batch's transforms run (default: on a GPU or with entropy workers, see
-    :meth:`~codec.engine.Engine.overlaps`). None of them changes a bit: any device decodes.
+    :meth:`~codec.families.hyperprior.engine.Engine.overlaps`). None of them changes a bit: any device decodes.
     """
     if target is None:
         target = RateTarget.from_options(target_psnr=target_psnr, quality=quality, target_bpp=target_bpp)
@@ -109,7 +111,7 @@ def encode(
         if raster:
             raise UnsupportedImageError(f"{name}: the minnen2018 family codes 8-bit gray/RGB images, not rasters "
                                         "(16-bit, multi-band, nodata or lossless): use a hyperprior model")
-        from .minnen2018 import coding
+        from codec.families.minnen2018 import coding
 
         return coding.encode(image, loaded, target, tile_size=tile_size, name=name)
     if raster:
@@ -301,7 +303,7 @@ def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | Load
         bitstream.tile_payload(data, header, i)
     loaded = None if header.raster is not None else _model_for(header, model)  # a raster's exact tiles need none
     if loaded is not None and _family(loaded) == "minnen2018":
-        from .minnen2018 import coding
+        from codec.families.minnen2018 import coding
 
         return coding.decode_region(data, header, loaded, region, max_pixels=max_pixels, max_bits=max_bits)
     if max_bits is not None:

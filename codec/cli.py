@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import api
-from .errors import (CodecError, CorruptStreamError, ModelMismatchError, ModelNotFoundError, StreamTooLargeError,
+from codec import api
+from codec.errors import (CodecError, CorruptStreamError, ModelMismatchError, ModelNotFoundError, StreamTooLargeError,
                      UnsupportedImageError)
-from .imageio import DEFAULT_MAX_PIXELS, load_image, write_image
-from .ratecontrol import DEFAULT_TARGET_PSNR
-from .tiles import DEFAULT_TILE
+from codec.images.imageio import DEFAULT_MAX_PIXELS, load_image, write_image
+from codec.families.hyperprior.ratecontrol import DEFAULT_TARGET_PSNR
+from codec.format.tiles import DEFAULT_TILE
 
 EXIT_USAGE, EXIT_INPUT, EXIT_CORRUPT, EXIT_MODEL, EXIT_OTHER = 2, 3, 4, 5, 1
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import api
-from .imageio import write_image
-from .ratecontrol import DEFAULT_TARGET_PSNR
-from .registry import load_model
+from codec import api
+from codec.images.imageio import write_image
+from codec.families.hyperprior.ratecontrol import DEFAULT_TARGET_PSNR
+from codec.registry import load_model
 
 SAMPLES = ["astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "camera"]
 

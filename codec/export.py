@@ -1,6 +1,6 @@
 """``python -m codec.export`` (the README's command): runs :func:`codec.training.export.main`."""
 
-from .training.export import main
+from codec.training.export import main
 
 if __name__ == "__main__":
     main()

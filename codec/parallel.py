@@ -16,8 +16,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from . import rangecoder
-from .rangecoder import RangeCodingError, TableSet
+from codec import rangecoder
+from codec.rangecoder import RangeCodingError, TableSet
 
 _TABLES: list[TableSet] = []  # in a worker: the tables it was started with
 

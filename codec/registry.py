@@ -30,8 +30,8 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import torch
 
-from .errors import ModelNotFoundError
-from .model import HyperpriorCodec, ModelConfig
+from codec.errors import ModelNotFoundError
+from codec.families.hyperprior.model import HyperpriorCodec, ModelConfig
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS_FORMAT = "tlic-weights-1"
@@ -207,7 +207,7 @@ def model_from_weights(blob: bytes, name: str = "weights") -> HyperpriorCodec:
     if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
         raise ModelNotFoundError(f"{name} is not a {WEIGHTS_FORMAT} file")
     if state.get("family", "hyperprior") != "hyperprior":  # another model family (codec/minnen2018)
-        from .minnen2018.weights import FAMILY, model_from_state
+        from codec.families.minnen2018.weights import FAMILY, model_from_state
 
         if state["family"] != FAMILY:
             raise ModelNotFoundError(f"{name} is a model of unknown family {state['family']!r}")

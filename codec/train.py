@@ -1,6 +1,6 @@
 """``python -m codec.train`` (the README's command): runs :func:`codec.training.train.main`."""
 
-from .training.train import main
+from codec.training.train import main
 
 
 if __name__ == "__main__":

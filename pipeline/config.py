@@ -105,7 +105,7 @@ class CompressJobConfig(JobConfig):
     max_error_fraction: float = Field(default=1.0, ge=0.0, le=1.0)
     max_pixels: int = Field(default=1 << 31, ge=1, description="decompression-bomb limit per image")
     max_image_memory: int = Field(default=24 << 30, ge=1 << 20, description="refuse (too_large) an image whose "
-                                  "estimated working set (codec.imageio.working_set_bytes) is larger")
+                                  "estimated working set (codec.images.imageio.working_set_bytes) is larger")
     retry_errors: bool = Field(default=False, description="also retry keys whose last row is a permanent error "
                                "(transient fetch errors and changed sources are retried anyway)")
     fetch_attempts: int = Field(default=4, ge=1, description="tries per object on transient storage errors")
@@ -121,7 +121,7 @@ class CompressJobConfig(JobConfig):
     @field_validator("tile_size")
     @classmethod
     def _tile(cls, v: int) -> int:
-        from codec.tiles import check_tile_size
+        from codec.format.tiles import check_tile_size
 
         return check_tile_size(v)
 
@@ -134,7 +134,7 @@ class CompressJobConfig(JobConfig):
 
     @model_validator(mode="after")
     def _one_mode(self) -> "CompressJobConfig":
-        # the codec's rule (one of three, 38 dB by default), stated once in codec.ratecontrol
+        # the codec's rule (one of three, 38 dB by default), stated once in codec.families.hyperprior.ratecontrol
         target = self.rate_target
         setattr(self, target.mode, target.value)
         if self.input.rstrip("/") == self.output.rstrip("/"):
@@ -143,8 +143,8 @@ class CompressJobConfig(JobConfig):
 
     @property
     def rate_target(self):
-        """The job's ``codec.ratecontrol.RateTarget``."""
-        from codec.ratecontrol import RateTarget
+        """The job's ``codec.families.hyperprior.ratecontrol.RateTarget``."""
+        from codec.families.hyperprior.ratecontrol import RateTarget
 
         return RateTarget.from_options(target_psnr=self.target_psnr, quality=self.quality, target_bpp=self.target_bpp)
 

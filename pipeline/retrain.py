@@ -38,7 +38,7 @@ def split_keys(keys: list[str], fraction: float) -> tuple[list[str], list[str]]:
 
 def read_rgb(key: str, storage: StorageOptions | None) -> np.ndarray:
     """An image from storage as uint8 RGB (alpha dropped, gray expanded)."""
-    from codec.imageio import load_image
+    from codec.images.imageio import load_image
 
     fs, path = filesystem(key, storage)
     arr = load_image(fs.cat_file(path), key).pixels
@@ -64,7 +64,7 @@ def load_crops(batch: dict, storage: StorageOptions | None, crop: int, crops_per
 
 
 def _base_model(spec: str | None, registry: str, storage):
-    from codec.model import HyperpriorCodec, ModelConfig
+    from codec.families.hyperprior.model import HyperpriorCodec, ModelConfig
 
     from .model_store import model_resolver
 
@@ -337,7 +337,7 @@ def _fit(cfg: TrainJobConfig, train_keys: list[str], progress: bool) -> dict:
 
 def _finalised(cfg: TrainJobConfig, state: dict, train_keys: list[str]):
     """(the trained model, finalised for coding; its weights file's bytes)."""
-    from codec.model import HyperpriorCodec, ModelConfig
+    from codec.families.hyperprior.model import HyperpriorCodec, ModelConfig
     from codec.registry import save_weights
 
     model = HyperpriorCodec(ModelConfig(**state["model_config"]))

@@ -28,7 +28,7 @@ RECORD_SCHEMA = pa.schema([
     ("format_version", pa.int16()), ("width", pa.int32()), ("height", pa.int32()), ("channels", pa.int8()),
     ("geo", pa.string()), ("run_id", pa.string()),
     ("icc_profile", pa.binary()), ("exif", pa.binary()),
-    # rasters (codec.imageio): sample type, band count, the nodata value and band descriptions of the source
+    # rasters (codec.images.imageio): sample type, band count, the nodata value and band descriptions of the source
     ("bands", pa.int16()), ("dtype", pa.string()), ("nodata", pa.float64()), ("band_names", pa.list_(pa.string())),
 ])
 
@@ -106,7 +106,7 @@ def error_row(row: dict, kind: str, message: str) -> dict:
 
 
 def ok_row(row: dict, result, image, seconds: float, measured: Measured | None) -> dict:
-    """``row`` filled in from a codec ``EncodeResult`` of ``image`` (a ``codec.imageio`` image)."""
+    """``row`` filled in from a codec ``EncodeResult`` of ``image`` (a ``codec.images.imageio`` image)."""
     q = np.array([tile.quality for tile in result.header.tiles])
     h, w = image.pixels.shape[:2]
     row.update(
@@ -128,8 +128,8 @@ def ok_row(row: dict, result, image, seconds: float, measured: Measured | None) 
 
 
 def nodata_fraction(image) -> float:
-    """Share of the image's pixels that are nodata (all bands equal to it; codec.bands.valid_mask)."""
-    from codec.bands import valid_mask
+    """Share of the image's pixels that are nodata (all bands equal to it; codec.format.raster.valid_mask)."""
+    from codec.format.raster import valid_mask
 
     valid = valid_mask(image.pixels, image.nodata)
     return 0.0 if valid is None else float(1 - valid.mean())

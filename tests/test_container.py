@@ -9,7 +9,7 @@ import pytest
 import codec
 from codec import bitstream, tiles
 from codec.errors import StreamTooLargeError
-from codec.imageio import DEFAULT_MAX_PIXELS
+from codec.images.imageio import DEFAULT_MAX_PIXELS
 from conftest import natural_image
 from test_stream_fuzz import build, join, parse, rgba_image, split
 

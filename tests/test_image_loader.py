@@ -1,4 +1,4 @@
-"""codec.imageio.load_image: the one image loader (CLI, pipeline, retraining).
+"""codec.images.imageio.load_image: the one image loader (CLI, pipeline, retraining).
 
 Every behaviour is checked on a real small file made here (Pillow, tifffile, or a few
 hand-written bytes where neither writes what is needed: a 16-bit RGB PNG, a sparse TIFF).
@@ -18,7 +18,7 @@ import tifffile
 from PIL import Image, ImageCms
 
 from codec.errors import ImageTooLargeError, UnsupportedImageError
-from codec.imageio import CODEC_PEAK_BYTES_PER_PIXEL, LoadedImage, load_image, working_set_bytes
+from codec.images.imageio import CODEC_PEAK_BYTES_PER_PIXEL, LoadedImage, load_image, working_set_bytes
 
 RNG = np.random.default_rng(7)
 

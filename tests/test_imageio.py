@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from codec import UnsupportedImageError
-from codec.imageio import read_image
+from codec.images.imageio import read_image
 
 
 def encoded(im: Image.Image, fmt="PNG", **kw) -> bytes:
@@ -47,7 +47,7 @@ def test_truncated_and_garbage_and_bomb():
 
 def test_read_image_is_load_image_pixels_and_refuses_what_the_loader_refuses(tmp_path):
     from codec.errors import ImageTooLargeError
-    from codec.imageio import load_image
+    from codec.images.imageio import load_image
 
     data = encoded(Image.fromarray(np.random.default_rng(1).integers(0, 255, (9, 7, 3), dtype=np.uint8)))
     path = tmp_path / "a.png"

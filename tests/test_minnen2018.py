@@ -15,9 +15,9 @@ from PIL import Image
 import codec
 from codec.errors import CorruptStreamError
 from codec.metrics import psnr
-from codec.minnen2018 import coding
-from codec.minnen2018.model import TILE, ChannelwiseFC, Minnen2018Codec, Minnen2018Config
-from codec.minnen2018.weights import weights_bytes
+from codec.families.minnen2018 import coding
+from codec.families.minnen2018.model import TILE, ChannelwiseFC, Minnen2018Codec, Minnen2018Config
+from codec.families.minnen2018.weights import weights_bytes
 from codec.registry import LoadedModel, model_from_weights
 from conftest import natural_image
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 import codec
-from codec.imageio import load_image
+from codec.images.imageio import load_image
 from codec.metrics import psnr
 from pipeline.archive import Archive
 from pipeline.compress import run_job

@@ -16,7 +16,7 @@ from PIL import Image
 import codec
 from codec import registry as codec_registry
 from codec.errors import ModelNotFoundError
-from codec.model import HyperpriorCodec, ModelConfig
+from codec.families.hyperprior.model import HyperpriorCodec, ModelConfig
 from conftest import natural_image
 
 TINY = ModelConfig(channels=16, latent_channels=24, hyper_channels=16)

@@ -66,7 +66,7 @@ def test_an_old_stream_re_encodes_to_its_own_bytes():
 def test_map_ahead_keeps_order_runs_one_item_ahead_and_raises_in_order():
     import threading
 
-    from codec.engine import map_ahead
+    from codec.families.hyperprior.engine import map_ahead
 
     producing_next = threading.Event()
     overlapped = []

@@ -12,7 +12,7 @@ from codec.metrics import psnr
 from pipeline.archive import Archive
 from pipeline.compress import run_job
 from pipeline.config import CompressJobConfig
-from codec.imageio import load_image
+from codec.images.imageio import load_image
 from pipeline.storage import StorageAccessError
 from conftest import natural_image
 from pipeline_fixtures import EPSG, bad_objects, good_objects, upload

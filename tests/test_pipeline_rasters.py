@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from codec.imageio import load_image
+from codec.images.imageio import load_image
 from codec.metrics import raster_psnr
 from pipeline.archive import Archive
 from pipeline.compress import run_job

@@ -14,9 +14,9 @@ import pytest
 
 import codec
 from codec import bands, bitstream
-from codec.imageio import load_image, write_geotiff
+from codec.images.imageio import load_image, write_geotiff
 from codec.metrics import bits_per_sample, raster_psnr
-from codec.model import HyperpriorCodec, ModelConfig
+from codec.families.hyperprior.model import HyperpriorCodec, ModelConfig
 from codec.registry import LoadedModel, default_model_name, model_from_weights, weights_bytes
 
 RNG = np.random.default_rng(17)

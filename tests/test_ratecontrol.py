@@ -5,7 +5,7 @@ import pytest
 
 import codec
 from codec import quality, tiles
-from codec.ratecontrol import DEFAULT_TARGET_PSNR, MODES, RateTarget
+from codec.families.hyperprior.ratecontrol import DEFAULT_TARGET_PSNR, MODES, RateTarget
 from conftest import natural_image, psnr
 
 
@@ -93,8 +93,8 @@ def test_every_unflagged_tile_decodes_at_the_target(model, target):
 
 def exhaustive_levels(model, img, tile, target):
     """The lowest level whose measured reconstruction reaches ``target`` (+ margin), per tile: every level measured."""
-    from codec.imageprep import prepare
-    from codec.ratecontrol import TARGET_MARGIN_DB
+    from codec.images.prep import prepare
+    from codec.families.hyperprior.ratecontrol import TARGET_MARGIN_DB
 
     _, engine = codec.get_coder(model)
     boxes = tiles.grid_boxes(img.shape[1], img.shape[0], tile)
@@ -117,7 +117,7 @@ def test_chosen_levels_are_the_lowest_passing_levels(model, target):
 def test_target_psnr_needs_about_two_syntheses_per_tile(model, monkeypatch):
     """The secant search before the predictor took 4.5–4.8 syntheses per tile (Kodak mosaic, bench/speed.py)."""
     from codec import ratecontrol
-    from codec.engine import Engine
+    from codec.families.hyperprior.engine import Engine
 
     _, engine = codec.get_coder(model)
     ratecontrol._kappa(engine)  # once per engine: not the encode's work

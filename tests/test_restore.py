@@ -16,7 +16,7 @@ from jobs import restore as restore_job
 from pipeline.archive import Archive
 from pipeline.compress import run_job
 from pipeline.config import CompressJobConfig, RestoreJobConfig
-from codec.imageio import load_image
+from codec.images.imageio import load_image
 from pipeline.restore import output_name, restore_one, run_restore
 from pipeline.stages.restore import shifted_geo
 from pipeline_fixtures import EPSG, good_objects, upload

@@ -132,7 +132,7 @@ def test_entropy_workers_give_identical_bytes(model, image):
 
 
 def test_a_validated_rate_target_codes_like_its_keywords(image, model):
-    from codec.ratecontrol import RateTarget
+    from codec.families.hyperprior.ratecontrol import RateTarget
 
     assert codec.encode(image[:64, :96], model, target=RateTarget("quality", 0.5)).data == \
         codec.encode(image[:64, :96], model, quality=0.5).data

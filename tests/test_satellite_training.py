@@ -101,7 +101,7 @@ def test_real_split_and_triplets():
 def test_shift_rate_range_keeps_old_qualities_reachable():
     import torch
 
-    from codec.model import HyperpriorCodec, ModelConfig
+    from codec.families.hyperprior.model import HyperpriorCodec, ModelConfig
     from codec.training.train import shift_rate_range
 
     torch.manual_seed(0)
@@ -124,7 +124,7 @@ def test_shift_rate_range_keeps_old_qualities_reachable():
 
 
 def test_init_config_is_the_trained_models_config():
-    from codec.model import ModelConfig
+    from codec.families.hyperprior.model import ModelConfig
     from codec.registry import load_model
     from codec.training.train import init_config
 

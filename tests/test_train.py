@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 import codec
-from codec.model import ModelConfig
+from codec.families.hyperprior.model import ModelConfig
 from codec.training.data import list_images
 from codec.training.export import export
 from codec.training.train import TrainConfig, train

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import decode, encode
-from ..metrics import bd_rate, psnr
-from ..registry import LoadedModel
+from codec import decode, encode
+from codec.metrics import bd_rate, psnr
+from codec.registry import LoadedModel
 
 QUALITIES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model import HyperpriorCodec, ModelConfig
-from ..registry import BUILTIN, Registry
-from .data import list_images, load_rgb, random_crop, to_tensor
-from .train import load_checkpoint
+from codec.families.hyperprior.model import HyperpriorCodec, ModelConfig
+from codec.registry import BUILTIN, Registry
+from codec.training.data import list_images, load_rgb, random_crop, to_tensor
+from codec.training.train import load_checkpoint
 
 
 def calibration_batch(dirs: list[Path], n: int = 16, sizes=(256, 128, 64), seed: int = 0) -> torch.Tensor:

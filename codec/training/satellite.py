@@ -12,7 +12,7 @@ One home for two decisions that training, export calibration and ``bench/satelli
   and 60 m) and the WorldView ``pan1``/``ms1`` pair — at least one scene of each sensor.
 
 * **What the model sees.** Exactly what the codec feeds it, by calling the codec's one home of the
-  band coding, :mod:`codec.bands`: each band mapped linearly to [0, 1] with the min and max of its
+  band coding, :mod:`codec.format.raster`: each band mapped linearly to [0, 1] with the min and max of its
   *valid* pixels (a pixel is nodata when all its bands equal the nodata value, 0 here), bands in
   consecutive triplets, a last group of 1–2 bands padded by repeating its last band, nodata
   filled smoothly (push-pull) so it is cheap to code.
@@ -33,8 +33,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import bands
-from .data import random_crop
+from codec.format import raster as bands
+from codec.training.data import random_crop
 
 NODATA = 0  # satellite/train's nodata value (its PROVENANCE.md)
 HELD_OUT_QUARTER = 4  # sha1(scene id) % 4 == 0 → held out
@@ -95,19 +95,19 @@ def read_raster(path: Path) -> np.ndarray:
 
 
 def valid_mask(raster: np.ndarray, nodata: int | None = NODATA) -> np.ndarray:
-    """(H, W) bool: a pixel is valid unless all its bands equal ``nodata`` (:func:`codec.bands.valid_mask`)."""
+    """(H, W) bool: a pixel is valid unless all its bands equal ``nodata`` (:func:`codec.format.raster.valid_mask`)."""
     valid = bands.valid_mask(raster, nodata)
     return np.ones(raster.shape[:2], bool) if valid is None else valid
 
 
 def band_groups(n_bands: int) -> list[tuple[int, ...]]:
-    """The codec's band groups (:func:`codec.bands.band_groups`): consecutive triplets, a short last one padded."""
+    """The codec's band groups (:func:`codec.format.raster.band_groups`): consecutive triplets, a short last one padded."""
     return [tuple(g) for g in bands.band_groups(n_bands)]
 
 
 def normalised_groups(raster: np.ndarray, nodata: int | None = NODATA) -> tuple[list[np.ndarray], np.ndarray]:
     """(one float32 (H, W, 3) image in [0, 1] per band group, the (H, W) valid mask): what the codec feeds
-    the model (:func:`codec.bands.describe` and :func:`codec.bands.normalised`, the raster taken as one tile)."""
+    the model (:func:`codec.format.raster.describe` and :func:`codec.format.raster.normalised`, the raster taken as one tile)."""
     h, w, _ = raster.shape
     info, (valid,) = bands.describe(raster, [(0, 0, w, h)], nodata=nodata)
     images = [bands.normalised(raster, info, g, valid) for g in info.groups]

@@ -31,10 +31,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 from tqdm import tqdm
 
-from ..model import HyperpriorCodec, ModelConfig
-from ..registry import load_model
-from . import satellite
-from .data import crop_batch, list_images, load_rgb, split_validation, to_tensor
+from codec.families.hyperprior.model import HyperpriorCodec, ModelConfig
+from codec.registry import load_model
+from codec.training import satellite
+from codec.training.data import crop_batch, list_images, load_rgb, split_validation, to_tensor
 
 CHECKPOINT_NAME = "checkpoint.pt"  # model + optimizer + step + log: what a run resumes from
 SNAPSHOT_NAME = "weights_snapshot.pt"  # weights-only copy of the checkpoint (small enough to ship around)

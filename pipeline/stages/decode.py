@@ -1,6 +1,6 @@
 """Image decode, on the codec replica: fetched bytes → pixels, or the reason they cannot be archived.
 
-The loader is the codec's own (``codec.imageio.load_image``, shared with its CLI and with
+The loader is the codec's own (``codec.images.imageio.load_image``, shared with its CLI and with
 retraining), so what the archive accepts is what the codec can round-trip. Its refusals
 become the stats' ``error_kind``: ``too_large`` (over --max-pixels or --max-image-memory),
 ``unsupported`` (content the archive cannot keep faithfully: 16-bit, CMYK, multi-page) and
@@ -19,9 +19,9 @@ class Rejected(Exception):
 
 
 def decode_image(data: bytes, key: str, max_pixels: int, max_bytes: int):
-    """The image in ``data`` (a ``codec.imageio`` image: pixels, geo, ICC profile, EXIF), or :class:`Rejected`."""
+    """The image in ``data`` (a ``codec.images.imageio`` image: pixels, geo, ICC profile, EXIF), or :class:`Rejected`."""
     from codec.errors import ImageTooLargeError, UnsupportedImageError
-    from codec.imageio import load_image
+    from codec.images.imageio import load_image
 
     try:
         return load_image(data, key, max_pixels=max_pixels, max_bytes=max_bytes)

@@ -176,7 +176,7 @@ class CodecReplica:
 
     def _verify_raster(self, r, image, decoded: np.ndarray) -> Measured:
         import codec
-        from codec.bands import valid_mask
+        from codec.format.raster import valid_mask
         from codec.metrics import raster_psnr
 
         pixels = image.pixels
@@ -214,7 +214,7 @@ def with_nodata(image, nodata: int | None):
 
 
 def _same_mask(a: np.ndarray | None, b: np.ndarray | None) -> bool:
-    """Two codec.bands.valid_mask results (None: every pixel holds data) are the same mask."""
+    """Two codec.format.raster.valid_mask results (None: every pixel holds data) are the same mask."""
     return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 

@@ -84,7 +84,7 @@ def shifted_geo(geo: str | None, region: tuple[int, int, int, int] | None) -> di
 
 def encode_image(arr: np.ndarray, fmt: str, geo_tags: dict | None = None, icc_profile: bytes | None = None,
                  exif: bytes | None = None, nodata: float | None = None, band_names=None) -> bytes:
-    """PNG via Pillow, or (Geo)TIFF via the codec's writer (``codec.imageio.write_geotiff``: dtype, band
+    """PNG via Pillow, or (Geo)TIFF via the codec's writer (``codec.images.imageio.write_geotiff``: dtype, band
     order, georeferencing tags, GDAL nodata and band descriptions, as GDAL writes them).
 
     The source's ICC profile and raw EXIF (kept in the record) are written back too (a TIFF keeps
@@ -98,7 +98,7 @@ def encode_image(arr: np.ndarray, fmt: str, geo_tags: dict | None = None, icc_pr
         Image.fromarray(arr).save(buf, format="PNG", **extra)
         return buf.getvalue()
     if fmt == "tiff":
-        from codec.imageio import write_geotiff
+        from codec.images.imageio import write_geotiff
 
         orientation = _exif_orientation(exif)
         return write_geotiff(arr, geo_tags, nodata=nodata, band_names=band_names, icc_profile=icc_profile,

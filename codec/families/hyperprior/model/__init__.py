@@ -1,4 +1,4 @@
-"""The model: a variable-rate mean-scale hyperprior (see :mod:`codec.model.hyperprior`).
+"""The model: a variable-rate mean-scale hyperprior (see :mod:`codec.families.hyperprior.model.hyperprior`).
 
     config.py      ModelConfig, DOWNSAMPLING
     layers.py      convolutions, simplified GDN, the two-path transform
@@ -7,7 +7,7 @@
     hyperprior.py  HyperpriorCodec: forward (training) and compress … decompress (coding)
 """
 
-from .config import DOWNSAMPLING, ModelConfig
-from .hyperprior import ForwardResult, HyperpriorCodec, Latents
+from codec.families.hyperprior.model.config import DOWNSAMPLING, ModelConfig
+from codec.families.hyperprior.model.hyperprior import ForwardResult, HyperpriorCodec, Latents
 
 __all__ = ["HyperpriorCodec", "ModelConfig", "Latents", "ForwardResult", "DOWNSAMPLING"]

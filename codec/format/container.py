@@ -12,15 +12,15 @@ Layout (little-endian)::
 A tile blob is ``z_len u32 | y_len u32 | z bytes | y bytes`` followed, for RGBA
 images, by the tile's alpha plane deflated (lossless). Random access needs only the header.
 
-Version 2 (rasters: any band count, uint8/uint16, nodata, exact tiles; codec.bands) writes the
+Version 2 (rasters: any band count, uint8/uint16, nodata, exact tiles; codec.format.raster) writes the
 channels byte as 0 and, after the image fields, a raster block::
 
     dtype u8 (0 uint8, 1 uint16) | bit depth u8 | bands u16 | flags u8 (1 nodata, 2 names, 4 lossless)
     | nodata u16 | per band: lo u16, hi u16 | if names: per band name (u16 length + UTF-8)
 
-Its tile index is v1's; a tile's flags say its kind: FLAG_LOSSLESS (codec.lossless payload, exact)
-or learned: per band group (codec.bands.band_groups) ``quality u16 | z_len u32 | y_len u32``, then
-every group's z and y bytes, then, with FLAG_NODATA, the tile's valid mask (codec.bands.pack_mask).
+Its tile index is v1's; a tile's flags say its kind: FLAG_LOSSLESS (codec.tilecoders.jxl_exact payload, exact)
+or learned: per band group (codec.format.raster.band_groups) ``quality u16 | z_len u32 | y_len u32``, then
+every group's z and y bytes, then, with FLAG_NODATA, the tile's valid mask (codec.format.raster.pack_mask).
 The entry's quality is the highest of its groups' (what tile maps show). 8-bit gray/RGB/RGBA
 images without nodata or exact tiles are still written as version 1, byte for byte as before.
 """
@@ -31,19 +31,19 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from . import tiles
-from .bands import DTYPES, RasterInfo, band_groups
-from .errors import CorruptStreamError
-from .quality import quality_of
-from .ratecontrol import MODES, RateTarget
+from codec.format import tiles
+from codec.format.raster import DTYPES, RasterInfo, band_groups
+from codec.errors import CorruptStreamError
+from codec.quality import quality_of
+from codec.families.hyperprior.ratecontrol import MODES, RateTarget
 
 MAGIC = b"TLIC"
 FORMAT_VERSION = 1  # what 8-bit gray/RGB/RGBA streams are written as
-RASTER_VERSION = 2  # rasters (codec.bands)
+RASTER_VERSION = 2  # rasters (codec.format.raster)
 VERSIONS = (FORMAT_VERSION, RASTER_VERSION)
 FLAG_MISSED_TARGET = 1
 FLAG_ALPHA = 2  # v1: the tile carries its alpha plane
-FLAG_LOSSLESS = 4  # v2: the tile is coded exactly (codec.lossless)
+FLAG_LOSSLESS = 4  # v2: the tile is coded exactly (codec.tilecoders.jxl_exact)
 FLAG_NODATA = 8  # v2, learned tiles: the tile's valid mask follows the latents
 KNOWN_FLAGS = {FORMAT_VERSION: FLAG_MISSED_TARGET | FLAG_ALPHA,
                RASTER_VERSION: FLAG_MISSED_TARGET | FLAG_LOSSLESS | FLAG_NODATA}

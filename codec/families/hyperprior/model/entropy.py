@@ -20,9 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .. import rangecoder
-from ..rangecoder import TableSet
-from .layers import lower_bound
+from codec import rangecoder
+from codec.rangecoder import TableSet
+from codec.families.hyperprior.model.layers import lower_bound
 
 LIKELIHOOD_BOUND = 1e-9
 SCALE_MIN = 0.11

@@ -80,7 +80,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import ImageTooLargeError, UnsupportedImageError
+from codec.errors import ImageTooLargeError, UnsupportedImageError
 
 DEFAULT_MAX_PIXELS = 1 << 31  # high enough for large satellite scenes, low enough to stop bombs
 

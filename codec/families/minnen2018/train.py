@@ -1,4 +1,4 @@
-"""Train the minnen2018 networks on random 64×64 crops (never Kodak): ``python -m codec.minnen2018.train``.
+"""Train the minnen2018 networks on random 64×64 crops (never Kodak): ``python -m codec.families.minnen2018.train``.
 
 One loop trains both parts jointly: the context predictor with an L1 loss on the lower-right
 quadrant of each crop, and the residual coder on the residual it leaves (the prediction is
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..training.data import crop_batch, list_images, load_rgb, to_tensor
-from .model import TILE, Minnen2018Codec, Minnen2018Config
-from .weights import save_weights
+from codec.training.data import crop_batch, list_images, load_rgb, to_tensor
+from codec.families.minnen2018.model import TILE, Minnen2018Codec, Minnen2018Config
+from codec.families.minnen2018.weights import save_weights
 
 DEFAULT_DATA = ["../shared/data/train-natural", "../shared/data/aerial/train"]
 
@@ -132,7 +132,7 @@ def finalize(args) -> None:
     meta = {k: v for k, v in vars(args).items() if k not in ("finalize", "register")}
     save_weights(model, out / "weights.pt", training={**meta, "steps_done": step})
     if args.register:  # into the built-in registry (codec/weights), so the CLI and the pipeline find it by name
-        from ..registry import BUILTIN
+        from codec.registry import BUILTIN
 
         name, _, version = args.register.partition("@")
         mid = BUILTIN.add_version(name, int(version or 1), (out / "weights.pt").read_bytes(),

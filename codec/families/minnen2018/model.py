@@ -192,7 +192,7 @@ class ResidualDecoder(nn.Module):
 
 class Minnen2018Codec(nn.Module):
     """The whole family's networks. ``forward`` trains (context loss + per-iteration residual losses);
-    per-tile coding with stopping and entropy coding lives in :mod:`codec.minnen2018.coding`."""
+    per-tile coding with stopping and entropy coding lives in :mod:`codec.families.minnen2018.coding`."""
 
     family = "minnen2018"
 

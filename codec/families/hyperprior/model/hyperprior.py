@@ -30,11 +30,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .. import rangecoder
-from .config import ModelConfig
-from .entropy import FactorizedPrior, GaussianConditional, LatentResult, scale_thresholds
-from .intnet import IntegerHyperSynthesis
-from .layers import SimplifiedGDN, TwoPath, conv, deconv, param_dtype
+from codec import rangecoder
+from codec.families.hyperprior.model.config import ModelConfig
+from codec.families.hyperprior.model.entropy import FactorizedPrior, GaussianConditional, LatentResult, scale_thresholds
+from codec.families.hyperprior.model.intnet import IntegerHyperSynthesis
+from codec.families.hyperprior.model.layers import SimplifiedGDN, TwoPath, conv, deconv, param_dtype
 
 
 @dataclass

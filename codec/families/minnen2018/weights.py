@@ -7,7 +7,7 @@ import io
 
 import torch
 
-from .model import Minnen2018Codec, Minnen2018Config
+from codec.families.minnen2018.model import Minnen2018Codec, Minnen2018Config
 
 FAMILY = "minnen2018"
 

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Iterable, Protocol
 import numpy as np
 import torch
 
-from .model import Latents
-from .quality import LEVELS, code_of, code_of_level, q_tensor
+from codec.families.hyperprior.model import Latents
+from codec.quality import LEVELS, code_of, code_of_level, q_tensor
 
 if TYPE_CHECKING:
-    from .engine import Batch, Engine
+    from codec.families.hyperprior.engine import Batch, Engine
 
 MODES = ("quality", "target_psnr", "target_bpp")  # the order is the stream's mode byte
 DEFAULT_TARGET_PSNR = 38.0

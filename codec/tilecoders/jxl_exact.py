@@ -20,7 +20,7 @@ import struct
 
 import numpy as np
 
-from .errors import CorruptStreamError
+from codec.errors import CorruptStreamError
 
 JXL_PER_BAND = 1
 EFFORTS = (3, 4)  # each band is coded at both, the smaller kept

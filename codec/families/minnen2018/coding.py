@@ -4,7 +4,7 @@ neighbours and refined by the residual coder until it reaches the target, bits r
     image ─pad to 32─▶ sub-tiles in raster order ─┬ predict from decoded left/above/above-left (mid-grey off the image)
                                                  └ iterate: encoder → 128 bits → decoder (+=) until PSNR ≥ target
     per container tile: [iteration counts (uniform), bits (P(1) per iteration and bit position)] ─range coder─▶ blob
-    blobs ─codec.bitstream.pack─▶ a TLIC stream whose model id names a minnen2018 model
+    blobs ─codec.format.container.pack─▶ a TLIC stream whose model id names a minnen2018 model
 
 Container: the TLIC container unchanged. Its tiles (``tile_size``, 256 by default) are *container*
 tiles, each holding the 32×32 sub-tiles inside it: the TLIC tile index costs 19 bytes a tile, which
@@ -29,14 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import bitstream
-from ..bitstream import FLAG_ALPHA, FLAG_MISSED_TARGET, Header, TileEntry
-from ..errors import CorruptStreamError, StreamTooLargeError
-from ..imageprep import finish, prepare
-from ..quality import QUALITY_STEPS
-from ..ratecontrol import RateTarget
-from ..tiles import check_tile_size, intersecting, overlap
-from .model import BORDER_FILL, TILE, Minnen2018Codec, context_patch
+from codec.format import container as bitstream
+from codec.format.container import FLAG_ALPHA, FLAG_MISSED_TARGET, Header, TileEntry
+from codec.errors import CorruptStreamError, StreamTooLargeError
+from codec.images.prep import finish, prepare
+from codec.quality import QUALITY_STEPS
+from codec.families.hyperprior.ratecontrol import RateTarget
+from codec.format.tiles import check_tile_size, intersecting, overlap
+from codec.families.minnen2018.model import BORDER_FILL, TILE, Minnen2018Codec, context_patch
 
 MAX_ITERATIONS = 16  # 16 × 128 bits = 2 bpp per sub-tile at most
 _ALPHA_LEN = struct.Struct("<I")
@@ -290,8 +290,8 @@ def encode(image: np.ndarray, loaded, target: RateTarget, *, tile_size: int = 25
     ``quality`` q: constant allocation, round(q·16) iterations for every sub-tile; ``target_bpp``:
     adaptive allocation at the highest target PSNR (bisection, 10 passes) whose stream fits the budget.
     """
-    from ..api import EncodeResult
-    from ..engine import psnr_from_mse
+    from codec.api import EncodeResult
+    from codec.families.hyperprior.engine import psnr_from_mse
 
     check_tile_size(tile_size)
     img = prepare(image, name)
@@ -331,8 +331,8 @@ def encode(image: np.ndarray, loaded, target: RateTarget, *, tile_size: int = 25
 
 def read_codes(data: bytes, header: Header, net: Minnen2018Codec, ids: list[int]) -> SubtileCodes:
     """The sub-tile codes of container tiles ``ids`` (checksums verified); damage is a CorruptStreamError naming the tile."""
-    from ..api import _TILE_DECODE_ERRORS
-    from ..rangecoder import is_panic
+    from codec.api import _TILE_DECODE_ERRORS
+    from codec.rangecoder import is_panic
 
     rows, cols = subtile_grid(header.width, header.height)
     codes = SubtileCodes(np.zeros((rows, cols), dtype=np.int64), {})

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UnsupportedImageError
+from codec.errors import UnsupportedImageError
 
 
 @dataclass

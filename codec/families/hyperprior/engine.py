@@ -8,7 +8,7 @@
 Qualities come in as u16 codes (:mod:`codec.quality`) and are handed to the model the same
 way on both sides. The float transforms run on any device and dtype; everything that decides
 the bits (ẑ, the integer hyper-synthesis, the symbols) is exact, so a CPU decodes what a GPU
-encoded. Which quality a tile gets is decided in :mod:`codec.ratecontrol`, not here.
+encoded. Which quality a tile gets is decided in :mod:`codec.families.hyperprior.ratecontrol`, not here.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import Callable, Iterable, Iterator, TypeVar
 import numpy as np
 import torch
 
-from . import quality, rangecoder
-from .imageprep import PreparedImage
-from .model import HyperpriorCodec, Latents
-from .registry import LoadedModel, load_model
-from .tiles import Box, batches, pad_tile
+from codec import quality, rangecoder
+from codec.images.prep import PreparedImage
+from codec.families.hyperprior.model import HyperpriorCodec, Latents
+from codec.registry import LoadedModel, load_model
+from codec.format.tiles import Box, batches, pad_tile
 
 # On a CPU the float transforms run on at most this many padded pixels at a time (one default tile):
 # a 256² tile's activations (up to 8 MB each) then stay in malloc's heap, where a batch of 8 tiles'
@@ -39,7 +39,7 @@ LATENT_STRIDE = 16  # pixels per latent, each way
 @dataclass
 class RasterGroup:
     """How one band group's [0, 1] model output maps back to its bands' integers, and the PSNR peak
-    (codec.bands, codec.metrics): a batch of raster tiles is measured in those integers."""
+    (codec.format.raster, codec.metrics): a batch of raster tiles is measured in those integers."""
 
     lo: torch.Tensor  # (3,) float32
     hi: torch.Tensor  # (3,)
@@ -143,9 +143,9 @@ class Engine:
 
     def raster_batches(self, image: np.ndarray, info, valid: list, boxes: list[Box], group: list[int],
                        first_id: int, batch_size: int, peak: float):
-        """Every tile of one band group of a raster (codec.bands), normalised, nodata filled, analysed; ids are
+        """Every tile of one band group of a raster (codec.format.raster), normalised, nodata filled, analysed; ids are
         ``first_id + tile index``. Floats exist for one batch at a time, never for the whole raster."""
-        from . import bands
+        from codec.format import raster as bands
 
         lo, scale, weight = bands.group_constants(info, group)
         hi = np.array([info.hi[b] for b in group], dtype=np.float32)
@@ -199,7 +199,7 @@ class Engine:
     def _measure_raster(self, latents: Latents, codes, originals, masks, r: RasterGroup) -> Measured:
         """Per tile: the group's raster PSNR (codec.metrics: mean over its own bands of 10·log10(peak²/MSE_b)
         over valid pixels, the image's peak), handed to rate control as the MSE with that PSNR at peak 255."""
-        from .metrics import psnr_from_band_sse
+        from codec.metrics import psnr_from_band_sse
 
         x = self.synthesize_float(latents.y_hat, codes)
         raw = torch.minimum(torch.maximum(torch.round(r.lo[:, None, None] + x * r.scale[:, None, None]),
@@ -230,7 +230,7 @@ class Engine:
     def coder(self):
         """What range-codes lists of tiles: the :mod:`codec.rangecoder` module or an entropy pool."""
         if self.entropy_workers and self._pool is None:
-            from .parallel import EntropyPool
+            from codec.parallel import EntropyPool
 
             self._pool = EntropyPool(self.model.tables(), self.entropy_workers)
         return self._pool or rangecoder

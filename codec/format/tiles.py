@@ -4,7 +4,7 @@
     tile (h, w) ─pad_tile─▶ padded to the model's stride (DOWNSAMPLING), edge-replicated
     tile ids ─batches─▶ same padded shape, ≤ batch_size tiles and ≤ PIXELS_PER_BATCH pixels per forward pass
 
-:class:`codec.bitstream.Header` answers ``grid``/``tile_box``/``boxes`` from here, and so does
+:class:`codec.format.container.Header` answers ``grid``/``tile_box``/``boxes`` from here, and so does
 anything that draws a stream's tile map.
 """
 
@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .model.config import DOWNSAMPLING
+from codec.families.hyperprior.model.config import DOWNSAMPLING
 
 Box = tuple[int, int, int, int]  # (x, y, w, h)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import CorruptStreamError, UnsupportedImageError
+from codec.errors import CorruptStreamError, UnsupportedImageError
 
 DTYPES = ("uint8", "uint16")  # what rasters may hold; the stream's dtype byte is the index
 GROUP = 3  # bands per model pass (the model's channels)
