@@ -50,7 +50,7 @@ def latents_of(img: np.ndarray, model, target_psnr: float, batch_size: int = 8) 
     boxes = r.header.boxes()
     net = loaded.model
     out = []
-    for batch in engine.batches(codec.api.prepare(img, "mosaic"), boxes, batch_size):
+    for batch in engine.batches(codec.images.prep.prepare(img, "mosaic"), boxes, batch_size):
         lat = engine.quantize(batch.y, codes[batch.ids])
         z = lat.z_hat.numpy()
         out.append({"z": z, "z_index": [net.hyper._index(z.shape[2:])] * len(z),

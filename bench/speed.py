@@ -216,7 +216,7 @@ def agreement(img: np.ndarray, model, target: float) -> dict:
     chosen = np.array([t.quality_code for t in r.header.tiles])
     header = r.header
     exhaustive = np.zeros(len(chosen), dtype=np.int64)
-    for batch in engine.batches(codec.api.prepare(img, "x"), header.boxes(), 8):
+    for batch in engine.batches(codec.images.prep.prepare(img, "x"), header.boxes(), 8):
         psnrs = np.stack([engine.measure(batch.y, np.full(len(batch.ids), c), batch.originals, batch.masks).psnr
                           for c in code_of_level(np.arange(LEVELS))], axis=1)  # (tiles, levels)
         ok = psnrs >= target + TARGET_MARGIN_DB

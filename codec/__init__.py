@@ -5,34 +5,53 @@
     >>> image = codec.decode(result.data)                      # any device
     >>> crop = codec.decode_region(result.data, (x, y, w, h))  # only the tiles that cover it
 
-Layout:
+Layout (the folders draw the architecture; ``jobs/`` → ``pipeline/`` → ``codec/``, never back up):
 
-    api.py          encode / decode / decode_region / read_header: wiring only
-    ratecontrol.py  RateTarget (the three modes, one validation) and the strategies that choose each tile's quality
-    quality.py      the one representation of quality: the stored u16 code (level ↔ code ↔ q)
-    engine.py       batches tiles through the model on a device (cached per model/device); no policy
-    model/          HyperpriorCodec: training forward and the coding path (compress … decompress)
-    rangecoder.py   constriction range coding of lists of tiles; parallel.py maps it over CPU processes
-    bitstream.py    the container format (header, tile index, tile blobs)
-    tiles.py        the tile grid: boxes, padding, batching by shape, intersection
-    imageprep.py    arrays in and out (gray, RGB, RGBA)
-    bands.py        rasters (any band count, uint8/uint16, nodata): normalisation, band groups, nodata fill and mask
-    lossless.py     exact tiles (JPEG XL lossless per band)
-    metrics.py      PSNR, MS-SSIM, and the one definition of raster metrics (bits per sample, raster PSNR)
+    ground floor (no torch)  errors.py (+ the one damaged-tile mapping), options.py (RateTarget, EncodeOptions,
+                             DecodeOptions), results.py (EncodeResult), quality.py (u16 quality codes), metrics.py,
+                             rangecoder.py (constriction range coding; parallel.py maps it over processes)
+    format/                  container.py (header, tile index with coder ids, blobs), tiles.py (the grid),
+                             raster.py (the raster description and THE raster rule), inflate.py (bounded inflate)
+    tilecoders/              per-tile coders keyed by the coder id of each index entry (jxl_exact today)
+    families/                the Family interface and ONE table name → family: hyperprior/ (model/, engine,
+                             ratecontrol, coding, rasters, bands), minnen2018/
+    images/                  the file I/O edge: imageio.py (files → pixels, or a refusal), prep.py (arrays in/out)
+    registry.py              which weights a model id means (built through the family table)
+    api.py                   encode / decode / decode_region / read_header: wiring only
+    training/                training, export, evaluation: a client of the codec
 
-This package never imports Ray; the archival pipeline builds on it.
+This package never imports Ray. Importing it (and reading a header) imports no torch: the names below load
+their module on first use.
 """
 
-from codec.api import EncodeResult, decode, decode_region, encode, get_coder, read_header
-from codec.format.container import FORMAT_VERSION, Header
+from __future__ import annotations
+
+import importlib
+
 from codec.errors import (CodecError, CorruptStreamError, ImageTooLargeError, ModelMismatchError, ModelNotFoundError,
-                     StreamTooLargeError, UnsupportedImageError)
-from codec.families.hyperprior.ratecontrol import DEFAULT_TARGET_PSNR, RateTarget
-from codec.registry import LoadedModel, Registry, load_model
+                          StreamTooLargeError, UnsupportedContentError, UnsupportedImageError)
+from codec.format.container import FORMAT_VERSION, Header
+from codec.options import DEFAULT_TARGET_PSNR, DecodeOptions, EncodeOptions, RateTarget
+from codec.results import EncodeResult
+
+_LAZY = {  # name -> module (imported on first use: these pull in torch)
+    "encode": "codec.api", "decode": "codec.api", "decode_region": "codec.api", "read_header": "codec.api",
+    "load_model": "codec.registry", "LoadedModel": "codec.registry", "Registry": "codec.registry",
+    "get_coder": "codec.families.hyperprior.engine",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'codec' has no attribute {name!r}")
+
 
 __all__ = [
     "encode", "decode", "decode_region", "read_header", "get_coder", "load_model", "EncodeResult", "Header",
     "LoadedModel", "Registry", "FORMAT_VERSION", "CodecError", "CorruptStreamError", "ModelMismatchError",
-    "ModelNotFoundError", "UnsupportedImageError", "ImageTooLargeError", "StreamTooLargeError",
-    "RateTarget", "DEFAULT_TARGET_PSNR",
+    "ModelNotFoundError", "UnsupportedImageError", "UnsupportedContentError", "ImageTooLargeError",
+    "StreamTooLargeError", "RateTarget", "EncodeOptions", "DecodeOptions", "DEFAULT_TARGET_PSNR",
 ]

@@ -1,4 +1,6 @@
-"""Errors the codec raises; all derive from :class:`CodecError`."""
+"""Errors the codec raises; all derive from :class:`CodecError`. Torch-free (the ground floor)."""
+
+import struct
 
 
 class CodecError(Exception):
@@ -32,3 +34,29 @@ class StreamTooLargeError(CorruptStreamError):
     """The stream describes more pixels than the caller's ``max_pixels`` allows (a decompression bomb,
     or an image too large for this reader); a CorruptStreamError so that every handler of untrusted
     streams refuses it too."""
+
+
+class UnsupportedContentError(UnsupportedImageError):
+    """A readable image the archive cannot keep faithfully (yet): CMYK, multi-page, float samples… The
+    pipeline's ``unsupported`` error kind (a plain UnsupportedImageError is ``decode``: not an image)."""
+
+
+# --- the one "damaged tile" mapping ----------------------------------------------------------------
+# what a damaged tile makes a range decoder (constriction) or a family's parser raise
+TILE_DECODE_ERRORS = (AssertionError, ValueError, OverflowError, struct.error)
+
+
+def is_panic(exc: BaseException) -> bool:
+    """A Rust panic inside constriction: pyo3 raises PanicException, a BaseException (not importable)."""
+    return type(exc).__name__ == "PanicException"
+
+
+def is_damaged_tile(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while decoding a tile's bytes, means the bytes are damaged (every family maps
+    it to a :class:`CorruptStreamError` naming the tile) rather than a bug or an interrupt."""
+    return isinstance(exc, (*TILE_DECODE_ERRORS, CorruptStreamError)) or is_panic(exc)
+
+
+def damaged(where: str, exc: BaseException) -> CorruptStreamError:
+    """The CorruptStreamError for a damaged tile (``where``: the tile's label)."""
+    return CorruptStreamError(f"{where}: {exc}")

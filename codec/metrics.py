@@ -9,6 +9,13 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MS_SSIM_MAX_PIXELS = 16_000_000  # above this, MS-SSIM is measured on the central 4096² crop
 
 
+def psnr_from_mse(mse: np.ndarray) -> np.ndarray:
+    """PSNR of 8-bit data; inf for a perfect match, NaN where the MSE is unknown."""
+    mse = np.asarray(mse, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(mse > 0, 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12)), np.where(np.isnan(mse), np.nan, np.inf))
+
+
 def psnr(a: np.ndarray, b: np.ndarray, rows_per_chunk: int = 1024) -> float:
     """PSNR in dB of two 8-bit images, in row chunks so large rasters need little memory."""
     if a.shape != b.shape:

@@ -12,8 +12,12 @@ quality into a model input.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 QUALITY_STEPS = 65535  # the stored u16: q = code / QUALITY_STEPS
 LEVELS = 64  # the rate-control grid (target-PSNR search, target-bpp ladder): level i ↔ q ≈ i / 63
@@ -34,6 +38,9 @@ def quality_of(code) -> float | np.ndarray:
     return np.asarray(code, dtype=np.float64) / QUALITY_STEPS if np.ndim(code) else int(code) / QUALITY_STEPS
 
 
-def q_tensor(codes) -> torch.Tensor:
-    """The model's q (float32, shape (B,)) for per-tile codes: the one input encoder and decoder share."""
+def q_tensor(codes) -> "torch.Tensor":
+    """The model's q (float32, shape (B,)) for per-tile codes: the one input encoder and decoder share.
+    (torch is imported here, not above: headers and reports read codes without it.)"""
+    import torch
+
     return torch.from_numpy(np.asarray(codes, dtype=np.float64).reshape(-1) / QUALITY_STEPS).float()

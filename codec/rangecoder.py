@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import constriction
 
+from codec.errors import is_panic  # noqa: F401 (re-exported: callers of the range coder ask it)
+
 _Categorical = constriction.stream.model.Categorical
 _Uniform = constriction.stream.model.Uniform
 _BITLEN_MODEL = _Uniform(33)
@@ -32,11 +34,6 @@ class RangeCodingError(ValueError):
 
     def __str__(self) -> str:
         return self.message
-
-
-def is_panic(exc: BaseException) -> bool:
-    """A Rust panic inside constriction: pyo3 raises PanicException, a BaseException (not importable)."""
-    return type(exc).__name__ == "PanicException"
 
 
 class TableSet:

@@ -28,24 +28,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
-import torch
+from typing import Any
 
+from codec import families
 from codec.errors import ModelNotFoundError
-from codec.families.hyperprior.model import HyperpriorCodec, ModelConfig
+from codec.families.base import WEIGHTS_FORMAT, weights_bytes_of, write_weights
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-WEIGHTS_FORMAT = "tlic-weights-1"
 
 
 @dataclass
 class LoadedModel:
-    model: HyperpriorCodec
+    model: Any  # a model of one family (codec.families: its ``family`` names the table row)
     model_id: str  # NAME@VERSION, written into every stream
     sha256: bytes
 
     @property
     def hash_hex(self) -> str:
         return self.sha256.hex()
+
+    @property
+    def family(self) -> "families.Family":
+        return families.of_model(self.model)
 
 
 def parse_spec(spec: str) -> tuple[str, int | None]:
@@ -135,7 +139,7 @@ class Registry(ModelSource):
                 self._resolver = ModelResolver((self,))
         return self._resolver.load(spec)
 
-    def register(self, name: str, model: HyperpriorCodec, **metadata) -> str:
+    def register(self, name: str, model, **metadata) -> str:
         """Save a finalised model as the next version of ``name``; returns ``NAME@VERSION``."""
         blob = weights_bytes(model)
         with self._index_lock():
@@ -172,31 +176,26 @@ class Registry(ModelSource):
         _write_atomic(self.index_path, (json.dumps(index, indent=2) + "\n").encode())
 
 
-def weights_state(model: HyperpriorCodec) -> dict:
-    """What a weights file holds: tensors, dicts, lists, strings and numbers only (loadable with
-    ``torch.load(weights_only=True)``)."""
-    return {
-        "format": WEIGHTS_FORMAT,
-        "config": model.config.model_dump(),
-        "state_dict": {k: v.detach().float().contiguous() for k, v in model.state_dict().items()},
-        "coding": model.coding_state(),
-    }
+def weights_state(model) -> dict:
+    """What a weights file of ``model`` holds (its family's :meth:`~codec.families.base.Family.weights_state`)."""
+    return families.of_model(model).weights_state(model)
 
 
-def save_weights(model: HyperpriorCodec, path) -> None:
+def save_weights(model, path) -> None:
     """Write a weights file (``path``: a file name or a binary file object)."""
-    torch.save(weights_state(model), path)
+    write_weights(weights_state(model), path)
 
 
-def weights_bytes(model: HyperpriorCodec) -> bytes:
-    buf = io.BytesIO()
-    save_weights(model, buf)
-    return buf.getvalue()
+def weights_bytes(model) -> bytes:
+    return weights_bytes_of(weights_state(model))
 
 
-def model_from_weights(blob: bytes, name: str = "weights") -> HyperpriorCodec:
-    """A model from a weights file's bytes; never runs code from the file (``weights_only=True``)."""
+def model_from_weights(blob: bytes, name: str = "weights"):
+    """A model from a weights file's bytes, built by the family the file names; never runs code from the
+    file (``weights_only=True``)."""
     import pickle
+
+    import torch
 
     try:
         state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
@@ -204,18 +203,11 @@ def model_from_weights(blob: bytes, name: str = "weights") -> HyperpriorCodec:
         raise ModelNotFoundError(f"{name} is not a {WEIGHTS_FORMAT} file (refused to unpickle it: {exc})") from exc
     except Exception as exc:
         raise ModelNotFoundError(f"{name} is not a readable {WEIGHTS_FORMAT} file: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != WEIGHTS_FORMAT:
-        raise ModelNotFoundError(f"{name} is not a {WEIGHTS_FORMAT} file")
-    if state.get("family", "hyperprior") != "hyperprior":  # another model family (codec/minnen2018)
-        from codec.families.minnen2018.weights import FAMILY, model_from_state
-
-        if state["family"] != FAMILY:
-            raise ModelNotFoundError(f"{name} is a model of unknown family {state['family']!r}")
-        return model_from_state(state)
-    model = HyperpriorCodec(ModelConfig(**state["config"]))
-    model.load_state_dict(state["state_dict"])
-    model.load_coding_state(state["coding"])
-    return model
+    try:
+        family = families.of_state(state, name)
+    except ModelNotFoundError as exc:
+        raise ModelNotFoundError(f"{name}: {exc}" if not str(exc).startswith(name) else str(exc)) from None
+    return family.model_from_state(state)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -81,7 +81,7 @@ class RowContext:
 
 
 @dataclass(frozen=True)
-class Measured:
+class Verified:
     """Quality measured on the decoded record (verification): 8-bit images over the colour channels,
     rasters by codec.metrics.raster_psnr (no MS-SSIM)."""
 
@@ -105,7 +105,7 @@ def error_row(row: dict, kind: str, message: str) -> dict:
     return row
 
 
-def ok_row(row: dict, result, image, seconds: float, measured: Measured | None) -> dict:
+def ok_row(row: dict, result, image, seconds: float, measured: Verified | None) -> dict:
     """``row`` filled in from a codec ``EncodeResult`` of ``image`` (a ``codec.images.imageio`` image)."""
     q = np.array([tile.quality for tile in result.header.tiles])
     h, w = image.pixels.shape[:2]

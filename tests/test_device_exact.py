@@ -8,7 +8,7 @@ import torch
 import codec
 from codec import bitstream, engine
 from codec.families.hyperprior.engine import Engine as TileCoder
-from codec.format.tiles import latent_grid, padded_size
+from codec.families.hyperprior.tiling import latent_grid, padded_size
 from conftest import natural_image, psnr
 
 

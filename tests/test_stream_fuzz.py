@@ -19,7 +19,7 @@ import pytest
 
 import codec
 from codec import bitstream, rangecoder
-from codec.format.tiles import padded_size
+from codec.families.hyperprior.tiling import padded_size
 from conftest import natural_image
 
 _PREFIX, _IMAGE, _TILE, _CRC = (struct.Struct(f) for f in ("<4sHI", "<IIBHBfI", "<QIHBI", "<I"))

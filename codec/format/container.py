@@ -34,25 +34,36 @@ from dataclasses import dataclass, field
 from codec.format import tiles
 from codec.format.raster import DTYPES, RasterInfo, band_groups
 from codec.errors import CorruptStreamError
+from codec.format.inflate import inflate_exact
 from codec.quality import quality_of
-from codec.families.hyperprior.ratecontrol import MODES, RateTarget
+from codec.options import MODES, RateTarget
 
 MAGIC = b"TLIC"
 FORMAT_VERSION = 1  # what 8-bit gray/RGB/RGBA streams are written as
 RASTER_VERSION = 2  # rasters (codec.format.raster)
-VERSIONS = (FORMAT_VERSION, RASTER_VERSION)
+CODER_VERSION = 3  # v2 plus a tile coder id in each index entry: written only when a tile's coder has no v2 spelling
+VERSIONS = (FORMAT_VERSION, RASTER_VERSION, CODER_VERSION)
+# tile coder ids (u8; codec.tilecoders keys its table by them). v1 spells only LEARNED; v2 spells JXL_EXACT as
+# FLAG_LOSSLESS + quality 0xFFFF; v3 stores the id. Ids are assigned here, once, and never reused.
+CODER_LEARNED = 0  # the stream's model family codes the tile
+CODER_JXL_EXACT = 1  # JPEG XL lossless per band (codec.tilecoders.jxl_exact)
+CODER_JXL_LOSSY, CODER_AVIF_444, CODER_NEAR_LOSSLESS = 2, 3, 4  # reserved for the next coders (issue 22's note)
+CODER_IDS = frozenset(range(5))
+LOSSLESS_CODE = 0xFFFF  # the quality code an exact tile lists in the index (quality 1.0)
 FLAG_MISSED_TARGET = 1
 FLAG_ALPHA = 2  # v1: the tile carries its alpha plane
 FLAG_LOSSLESS = 4  # v2: the tile is coded exactly (codec.tilecoders.jxl_exact)
 FLAG_NODATA = 8  # v2, learned tiles: the tile's valid mask follows the latents
 KNOWN_FLAGS = {FORMAT_VERSION: FLAG_MISSED_TARGET | FLAG_ALPHA,
-               RASTER_VERSION: FLAG_MISSED_TARGET | FLAG_LOSSLESS | FLAG_NODATA}
+               RASTER_VERSION: FLAG_MISSED_TARGET | FLAG_LOSSLESS | FLAG_NODATA,
+               CODER_VERSION: FLAG_MISSED_TARGET | FLAG_NODATA}
 RASTER_NODATA, RASTER_NAMES, RASTER_LOSSLESS = 1, 2, 4
 CHANNELS = (1, 3, 4)  # what prepare() produces: gray, RGB, RGBA
 
 _PREFIX = struct.Struct("<4sHI")
 _IMAGE = struct.Struct("<IIBHBfI")
 _TILE = struct.Struct("<QIHBI")
+_TILE3 = struct.Struct("<QIHBBI")  # v3: offset, length, quality, flags, coder, crc
 _CRC = struct.Struct("<I")
 _RASTER = struct.Struct("<BBHBH")
 _LOHI = struct.Struct("<HH")
@@ -68,6 +79,7 @@ class TileEntry:
     quality_code: int  # u16: the quality the tile was coded at (codec.quality)
     flags: int
     crc: int
+    coder: int = CODER_LEARNED  # which tile coder wrote the payload (codec.tilecoders); v1/v2 derive it from flags
 
     @property
     def quality(self) -> float:
@@ -79,7 +91,12 @@ class TileEntry:
 
     @property
     def lossless(self) -> bool:
-        return bool(self.flags & FLAG_LOSSLESS)
+        """Coded exactly (JPEG XL lossless)."""
+        return self.coder == CODER_JXL_EXACT
+
+    @property
+    def learned(self) -> bool:
+        return self.coder == CODER_LEARNED
 
 
 @dataclass
@@ -155,23 +172,8 @@ def split_tile_blob(blob: bytes, alpha_size: int | None = None) -> tuple[bytes, 
 
 
 def inflate_alpha(data: bytes, size: int) -> bytes:
-    """Inflate an alpha plane that must be exactly ``size`` bytes, refusing it once it would exceed that."""
-    if not data:
-        raise CorruptStreamError("alpha plane missing")
-    d = zlib.decompressobj()
-    try:
-        plane = d.decompress(data, max(size, 1))  # max_length 0 would mean "no limit"
-        if d.unconsumed_tail and d.decompress(d.unconsumed_tail, 1):
-            raise CorruptStreamError(f"alpha plane inflates beyond the tile's {size} bytes")
-    except zlib.error as exc:
-        raise CorruptStreamError(f"alpha plane does not inflate: {exc}") from exc
-    if not d.eof:
-        raise CorruptStreamError("alpha plane is truncated")
-    if d.unused_data:
-        raise CorruptStreamError(f"{len(d.unused_data)} unexpected bytes after the alpha plane")
-    if len(plane) != size:
-        raise CorruptStreamError(f"alpha plane inflates to {len(plane)} bytes, the tile has {size} pixels")
-    return plane
+    """An alpha plane that must inflate to exactly ``size`` bytes (:func:`codec.format.inflate.inflate_exact`)."""
+    return inflate_exact(data, size, "alpha plane")
 
 
 def pack(header: Header, blobs: list[bytes]) -> bytes:
@@ -182,17 +184,51 @@ def pack(header: Header, blobs: list[bytes]) -> bytes:
     for entry, blob in zip(header.tiles, blobs):
         entry.offset, entry.length, entry.crc = offset, len(blob), zlib.crc32(blob)
         offset += len(blob)
-    raster = header.version == RASTER_VERSION
-    if raster != (header.raster is not None):
-        raise ValueError(f"version {header.version} header {'without' if raster else 'with'} raster info")
+    header.version = _version_for(header)
+    raster = header.version != FORMAT_VERSION
     mid = _model_part(header) + _IMAGE.pack(
         header.width, header.height, 0 if raster else header.channels, header.tile_size,
         MODES.index(header.mode), header.target, len(header.tiles),
-    ) + (_raster_part(header) if raster else b"") + b"".join(_TILE.pack(t.offset, t.length, t.quality_code, t.flags, t.crc) for t in header.tiles)
+    ) + (_raster_part(header) if raster else b"") + b"".join(_entry_bytes(header.version, t) for t in header.tiles)
     header_len = _PREFIX.size + len(mid) + _CRC.size
     head = _PREFIX.pack(MAGIC, header.version, header_len) + mid
     header.header_len = header_len
     return b"".join([head, _CRC.pack(zlib.crc32(head)), *blobs])  # one copy of the payload (a 100 MP exact raster: 600 MB)
+
+
+def _version_for(header: Header) -> int:
+    """The version ``header`` is written as: v1 for 8-bit images (learned tiles only), v2 for rasters whose tiles
+    v2 can spell (learned or JPEG XL exact: today's bytes), v3 once a tile has another coder."""
+    if header.raster is None:
+        if header.version != FORMAT_VERSION or any(t.coder != CODER_LEARNED for t in header.tiles):
+            raise ValueError("a version 1 header (8-bit image) holds learned tiles only, and no other version lacks "
+                             "raster info")
+        return FORMAT_VERSION
+    if header.version == FORMAT_VERSION:
+        raise ValueError("version 1 header with raster info")
+    v2 = all(t.coder in (CODER_LEARNED, CODER_JXL_EXACT) for t in header.tiles)
+    return RASTER_VERSION if v2 else CODER_VERSION
+
+
+def _entry_bytes(version: int, t: TileEntry) -> bytes:
+    """One index entry as ``version`` spells it (v2: the exact coder as FLAG_LOSSLESS + quality 0xFFFF)."""
+    if t.coder not in CODER_IDS:
+        raise ValueError(f"tile coder id {t.coder} is not assigned (codec.format.container.CODER_IDS)")
+    if version == CODER_VERSION:
+        return _TILE3.pack(t.offset, t.length, t.quality_code, t.flags & ~FLAG_LOSSLESS, t.coder, t.crc)
+    if version == RASTER_VERSION and t.coder == CODER_JXL_EXACT:
+        return _TILE.pack(t.offset, t.length, LOSSLESS_CODE, t.flags | FLAG_LOSSLESS, t.crc)
+    return _TILE.pack(t.offset, t.length, t.quality_code, t.flags & ~FLAG_LOSSLESS, t.crc)
+
+
+def _read_entry(version: int, data: bytes, pos: int) -> TileEntry:
+    if version == CODER_VERSION:
+        offset, length, code, flags, coder, crc = _TILE3.unpack_from(data, pos)
+        return TileEntry(offset, length, code, flags, crc, coder)
+    t = TileEntry(*_TILE.unpack_from(data, pos))
+    if version == RASTER_VERSION and t.flags & FLAG_LOSSLESS:
+        t.coder = CODER_JXL_EXACT
+    return t
 
 
 def estimated_overhead(model_id: str, n_tiles: int) -> int:
@@ -331,9 +367,9 @@ def read_header(data: bytes) -> Header:
     width, height, channels, tile_size, mode, target, n_tiles = _IMAGE.unpack_from(data, pos)
     pos += _IMAGE.size
     raster, lossless = None, False
-    if version == RASTER_VERSION:
+    if version != FORMAT_VERSION:
         if channels != 0:
-            raise CorruptStreamError(f"version 2 header with {channels} in its channels byte (must be 0)")
+            raise CorruptStreamError(f"version {version} header with {channels} in its channels byte (must be 0)")
         raster, lossless, pos = _read_raster(data, pos, header_len - _CRC.size)
         channels = raster.bands
     _check_image_fields(width, height, channels if raster is None else 1, tile_size, mode, target)
@@ -342,9 +378,10 @@ def read_header(data: bytes) -> Header:
     rows, cols = h.grid
     if rows * cols != n_tiles:
         raise CorruptStreamError(f"tile index lists {n_tiles} tiles, a {width}×{height} image in {tile_size}px tiles has {rows * cols}")
-    if pos + n_tiles * _TILE.size + _CRC.size != header_len:
+    entry = _TILE3 if version == CODER_VERSION else _TILE
+    if pos + n_tiles * entry.size + _CRC.size != header_len:
         raise CorruptStreamError(f"header length {header_len} does not match its {n_tiles}-tile index")
-    h.tiles = [TileEntry(*_TILE.unpack_from(data, pos + i * _TILE.size)) for i in range(n_tiles)]
+    h.tiles = [_read_entry(version, data, pos + i * entry.size) for i in range(n_tiles)]
     _check_tile_index(h, len(data) - header_len)
     return h
 
@@ -376,12 +413,14 @@ def _check_tile_index(h: Header, payload_len: int) -> None:
     for i, t in enumerate(h.tiles):
         if t.flags & ~KNOWN_FLAGS[h.version]:
             raise CorruptStreamError(f"{h.tile_label(i)}: unknown flags {t.flags:#x}")
+        if t.coder not in CODER_IDS:
+            raise CorruptStreamError(f"{h.tile_label(i)}: unknown tile coder id {t.coder}")
         if h.raster is not None:
-            if t.flags & FLAG_NODATA and (h.raster.nodata is None or t.flags & FLAG_LOSSLESS):
+            if t.flags & FLAG_NODATA and (h.raster.nodata is None or t.lossless):
                 raise CorruptStreamError(f"{h.tile_label(i)}: nodata mask flag on a "
-                                         f"{'lossless tile' if t.flags & FLAG_LOSSLESS else 'raster without nodata'}")
-            if h.lossless and not t.flags & FLAG_LOSSLESS:
-                raise CorruptStreamError(f"{h.tile_label(i)}: a learned tile in a lossless stream")
+                                         f"{'lossless tile' if t.lossless else 'raster without nodata'}")
+            if h.lossless and not t.lossless:
+                raise CorruptStreamError(f"{h.tile_label(i)}: a tile not coded exactly in a lossless stream")
         elif bool(t.flags & FLAG_ALPHA) != (h.channels == 4):
             raise CorruptStreamError(f"{h.tile_label(i)}: alpha flag does not match the image's {h.channels} channels")
         if t.offset + t.length > payload_len:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec.errors import CorruptStreamError, UnsupportedImageError
+from codec.errors import UnsupportedImageError
+from codec.format.inflate import inflate_exact
 
 DTYPES = ("uint8", "uint16")  # what rasters may hold; the stream's dtype byte is the index
 GROUP = 3  # bands per model pass (the model's channels)
@@ -50,6 +51,27 @@ class RasterInfo:
 
     def scale(self, b: int) -> int:
         return max(self.hi[b] - self.lo[b], 1)
+
+
+def is_raster(dtype, bands: int, *, nodata: int | None = None, bit_depth: int | None = None,
+              band_names=None, lossless: bool = False) -> bool:
+    """THE raster rule: whether an image is coded as a raster (stream v2) rather than an 8-bit photo (v1).
+
+    A photo is uint8 with 1, 3 or 4 samples per pixel (gray, RGB, RGBA) and none of: a nodata value, a
+    bit depth other than 8, band names, lossless coding. The encoder (``codec.api``), the loader
+    (``LoadedImage.is_raster``), the pipeline's model choice (``CodecReplica.model_for``), ``--nodata``
+    (``stages.encode.with_nodata``) and restore's file format (``stages.restore.image_format``, which
+    knows dtype and bands only) all ask this function.
+    """
+    photo_shape = str(dtype) == "uint8" and bands in (1, 3, 4)
+    return (not photo_shape or nodata is not None or bit_depth not in (None, 8) or band_names is not None
+            or bool(lossless))
+
+
+def image_bands(image) -> int:
+    """Samples per pixel of an (H, W) or (H, W, B) array (0 for anything else, which no rule accepts)."""
+    ndim = getattr(image, "ndim", 0)
+    return 1 if ndim == 2 else image.shape[2] if ndim == 3 else 0
 
 
 def band_groups(bands: int) -> list[list[int]]:
@@ -139,65 +161,6 @@ def describe(image: np.ndarray, tile_boxes, nodata: int | None = None, bit_depth
     return info, masks
 
 
-def fill_nodata(x: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-    """``x`` (h, w, C) float with the invalid pixels replaced by a smooth push-pull interpolation of the valid
-    ones (averages over a pyramid of 2× poolings, pulled back up and lightly blurred): flat where far from
-    data, continuing the data at its borders, so the model spends almost nothing on it."""
-    if valid is None or valid.all():
-        return x
-    if not valid.any():
-        x[...] = 0.5
-        return x
-    from scipy import ndimage
-
-    w = valid.astype(np.float32)
-    levels = [(x * w[..., None], w)]
-    while min(levels[-1][1].shape) > 1:
-        v, wt = levels[-1]
-        hh, ww = -(-wt.shape[0] // 2) * 2, -(-wt.shape[1] // 2) * 2
-        v = np.pad(v, ((0, hh - v.shape[0]), (0, ww - v.shape[1]), (0, 0)))
-        wt = np.pad(wt, ((0, hh - wt.shape[0]), (0, ww - wt.shape[1])))
-        levels.append((v.reshape(hh // 2, 2, ww // 2, 2, -1).sum((1, 3)), wt.reshape(hh // 2, 2, ww // 2, 2).sum((1, 3))))
-    v, wt = levels[-1]
-    filled = v / np.maximum(wt, 1e-6)[..., None]
-    for v, wt in reversed(levels[:-1]):
-        up = np.repeat(np.repeat(filled, 2, 0), 2, 1)[: wt.shape[0], : wt.shape[1]]
-        up = ndimage.uniform_filter(up, size=(3, 3, 1), mode="nearest")
-        have = wt > 0
-        filled = np.where(have[..., None], v / np.maximum(wt, 1e-6)[..., None], up)
-    out = x.copy()
-    out[~valid] = filled[~valid]
-    return out
-
-
-def normalised(block: np.ndarray, info: RasterInfo, group: list[int], valid: np.ndarray | None) -> np.ndarray:
-    """float32 (h, w, 3) of one group's bands mapped to [0, 1], nodata filled (:func:`fill_nodata`)."""
-    block = as_bands(block)
-    lo = np.array([info.lo[b] for b in group], dtype=np.float32)
-    scale = np.array([info.scale(b) for b in group], dtype=np.float32)
-    x = (block[..., group].astype(np.float32) - lo) / scale
-    return fill_nodata(x, valid)
-
-
-def group_constants(info: RasterInfo, group: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(lo, scale, weight) per group position, float32: weight 1 for a band of its own, 0 for a repeat."""
-    lo = np.array([info.lo[b] for b in group], dtype=np.float32)
-    scale = np.array([info.scale(b) for b in group], dtype=np.float32)
-    weight = np.zeros(GROUP, dtype=np.float32)
-    weight[real_bands(group)] = 1.0
-    return lo, scale, weight
-
-
-def to_raw(x: np.ndarray, info: RasterInfo, group: list[int]) -> np.ndarray:
-    """Decoded float (n, 3, h, w) in [0, 1] → (n, h, w, real bands) integers of the raster's dtype in [lo, hi]."""
-    keep = real_bands(group)
-    lo, scale, _ = group_constants(info, group)
-    hi = np.array([info.hi[b] for b in group], dtype=np.float32)
-    v = np.moveaxis(x[:, keep], 1, -1)
-    v = np.clip(np.rint(lo[keep] + v * scale[keep]), lo[keep], hi[keep])
-    return v.astype(info.dtype)
-
-
 def restore_nodata(block: np.ndarray, valid: np.ndarray | None, nodata: int | None) -> np.ndarray:
     """Put nodata back where ``valid`` is False; a decoded valid pixel that came out as nodata in every band
     is moved one step off it (it must stay valid after a GeoTIFF round trip)."""
@@ -227,15 +190,6 @@ def pack_mask(valid: np.ndarray) -> bytes:
 
 def unpack_mask(data: bytes, h: int, w: int) -> np.ndarray:
     """The (h, w) valid mask of a tile; CorruptStreamError unless it inflates to exactly its size."""
-    size = -(-h * w // 8)
-    d = zlib.decompressobj()
-    try:
-        packed = d.decompress(data, size)
-        if d.unconsumed_tail and d.decompress(d.unconsumed_tail, 1):
-            raise CorruptStreamError(f"nodata mask inflates beyond the tile's {size} bytes")
-    except zlib.error as exc:
-        raise CorruptStreamError(f"nodata mask does not inflate: {exc}") from exc
-    if not d.eof or d.unused_data or len(packed) != size:
-        raise CorruptStreamError(f"nodata mask is {len(packed)} bytes (truncated or padded), the tile needs {size}")
+    packed = inflate_exact(data, -(-h * w // 8), "nodata mask")
     d = np.unpackbits(np.frombuffer(packed, np.uint8), count=h * w).astype(bool).reshape(h, w)
     return np.logical_xor.accumulate(d, axis=0)

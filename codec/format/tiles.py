@@ -1,8 +1,8 @@
-"""The tile grid: the ONE computation of tile boxes, padding, batching by shape and intersection.
+"""The tile grid: the ONE computation of tile boxes and their intersection with a region (part of the
+format: a stream's tile index is row-major over this grid). Padding and batching for a model live with
+the family (:mod:`codec.families.hyperprior.tiling`).
 
     image W×H, tile T ─grid─▶ rows × cols, row-major ─tile_box(i)─▶ (x, y, w, h) (edge tiles smaller)
-    tile (h, w) ─pad_tile─▶ padded to the model's stride (DOWNSAMPLING), edge-replicated
-    tile ids ─batches─▶ same padded shape, ≤ batch_size tiles and ≤ PIXELS_PER_BATCH pixels per forward pass
 
 :class:`codec.format.container.Header` answers ``grid``/``tile_box``/``boxes`` from here, and so does
 anything that draws a stream's tile map.
@@ -10,19 +10,10 @@ anything that draws a stream's tile map.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Iterable, Iterator
-
-import numpy as np
-
-from codec.families.hyperprior.model.config import DOWNSAMPLING
-
 Box = tuple[int, int, int, int]  # (x, y, w, h)
 
 MIN_TILE, MAX_TILE = 64, 4096  # tile sizes: multiples of 64 in this range
 DEFAULT_TILE = 256
-# padded pixels per forward pass (encode and decode): 8 default 256² tiles; larger tiles go fewer at a time
-PIXELS_PER_BATCH = 8 * DEFAULT_TILE * DEFAULT_TILE
 
 
 def check_tile_size(tile: int) -> int:
@@ -48,42 +39,6 @@ def grid_boxes(width: int, height: int, tile: int) -> list[Box]:
     """(x, y, w, h) of every tile, row-major."""
     rows, cols = grid(width, height, tile)
     return [tile_box(i, width, height, tile) for i in range(rows * cols)]
-
-
-def padded_size(w: int, h: int) -> tuple[int, int]:
-    return -(-w // DOWNSAMPLING) * DOWNSAMPLING, -(-h // DOWNSAMPLING) * DOWNSAMPLING
-
-
-def latent_grid(padded: tuple[int, int]) -> tuple[int, int]:
-    """(rows, cols) of the hyper-latent of a tile padded to ``(pw, ph)``."""
-    pw, ph = padded
-    return ph // DOWNSAMPLING, pw // DOWNSAMPLING
-
-
-def pad_tile(tile: np.ndarray, pw: int, ph: int) -> np.ndarray:
-    """Edge-replicate a (h, w, C) tile to (ph, pw, C); replication keeps borders cheap to code."""
-    h, w = tile.shape[:2]
-    if (h, w) == (ph, pw):
-        return tile
-    return np.pad(tile, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-
-
-def batches(boxes: list[Box], ids: Iterable[int], batch_size: int,
-            max_pixels: int | None = None) -> Iterator[tuple[tuple[int, int], list[int]]]:
-    """``((pw, ph), ids)`` chunks of tiles with one padded shape: each chunk is one forward pass.
-
-    Groups in order of first appearance; a chunk has at most ``batch_size`` tiles and
-    ``max_pixels`` (default :data:`PIXELS_PER_BATCH`) padded pixels, and at least one tile:
-    ``batch_size`` alone would put 8 tiles of 4096² (134 MP) in one pass.
-    """
-    max_pixels = PIXELS_PER_BATCH if max_pixels is None else max_pixels
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i in ids:
-        groups[padded_size(boxes[i][2], boxes[i][3])].append(i)
-    for (pw, ph), members in groups.items():
-        n = max(1, min(batch_size, max_pixels // (pw * ph)))
-        for s in range(0, len(members), n):
-            yield (pw, ph), members[s : s + n]
 
 
 def intersecting(boxes: list[Box], region: Box) -> list[int]:

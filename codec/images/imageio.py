@@ -80,7 +80,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from codec.errors import ImageTooLargeError, UnsupportedImageError
+from codec.errors import ImageTooLargeError, UnsupportedContentError, UnsupportedImageError
+from codec.format.raster import is_raster
 
 DEFAULT_MAX_PIXELS = 1 << 31  # high enough for large satellite scenes, low enough to stop bombs
 
@@ -136,8 +137,14 @@ class LoadedImage:
 
     @property
     def is_raster(self) -> bool:
-        """Coded as a raster (stream v2): anything but 8-bit gray/RGB/RGBA without nodata."""
-        return not (self.pixels.dtype == np.uint8 and self.channels in (1, 3, 4) and self.nodata is None)
+        """Coded as a raster (stream v2) when encoded as loaded (:func:`codec.format.raster.is_raster`)."""
+        return self.codes_as_raster()
+
+    def codes_as_raster(self, lossless: bool = False) -> bool:
+        """Whether encoding this image (losslessly or not) codes it as a raster: THE rule, with everything
+        the encoder will be given (nodata, bit depth, band names)."""
+        return is_raster(self.pixels.dtype, self.channels, nodata=self.nodata, bit_depth=self.bit_depth,
+                         band_names=self.band_names, lossless=lossless)
 
     @property
     def height(self) -> int:
@@ -381,12 +388,12 @@ def _pillow_bomb_check_lifted():
 
 
 # --- Pillow: PNG, JPEG, WebP, GIF, BMP, ... (and TIFFs tifffile cannot parse) -------------------
-def _not_supported(name: str, what: str, advice: str = "") -> UnsupportedImageError:
-    return UnsupportedImageError(f"{name}: {what} is not supported" + (f"; {advice}" if advice else ""))
+def _not_supported(name: str, what: str, advice: str = "") -> UnsupportedContentError:
+    return UnsupportedContentError(f"{name}: {what} is not supported" + (f"; {advice}" if advice else ""))
 
 
-def _refuse_multi(name: str, count: int, unit: str, kind: str) -> UnsupportedImageError:
-    return UnsupportedImageError(f"{name}: {count} {unit}; only single-image files are archived ({kind} is not supported)")
+def _refuse_multi(name: str, count: int, unit: str, kind: str) -> UnsupportedContentError:
+    return UnsupportedContentError(f"{name}: {count} {unit}; only single-image files are archived ({kind} is not supported)")
 
 
 def _has_alpha(im: Image.Image) -> bool:

@@ -68,3 +68,13 @@ def decode_tile(data: bytes, h: int, w: int, bands: int, dtype: str) -> np.ndarr
     if pos != len(data):
         raise CorruptStreamError(f"{len(data) - pos} unexpected bytes after the lossless bands")
     return out
+
+
+def encode(block: np.ndarray, ctx) -> bytes:
+    """The tile coder interface (codec.tilecoders): :func:`encode_tile` of the block."""
+    return encode_tile(block)
+
+
+def decode(payload: bytes, ctx) -> np.ndarray:
+    """The tile coder interface (codec.tilecoders): :func:`decode_tile` at the context's shape."""
+    return decode_tile(payload, ctx.height, ctx.width, ctx.bands, ctx.dtype)

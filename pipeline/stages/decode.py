@@ -20,15 +20,17 @@ class Rejected(Exception):
 
 def decode_image(data: bytes, key: str, max_pixels: int, max_bytes: int):
     """The image in ``data`` (a ``codec.images.imageio`` image: pixels, geo, ICC profile, EXIF), or :class:`Rejected`."""
-    from codec.errors import ImageTooLargeError, UnsupportedImageError
+    from codec.errors import ImageTooLargeError, UnsupportedContentError, UnsupportedImageError
     from codec.images.imageio import load_image
 
     try:
         return load_image(data, key, max_pixels=max_pixels, max_bytes=max_bytes)
     except ImageTooLargeError as exc:
         raise Rejected("too_large", str(exc)) from None
+    except UnsupportedContentError as exc:
+        raise Rejected("unsupported", str(exc)) from None
     except UnsupportedImageError as exc:
-        raise Rejected("unsupported" if "not supported" in str(exc) else "decode", str(exc)) from None
+        raise Rejected("decode", str(exc)) from None
     except BaseException as exc:  # noqa: BLE001 — one image must never stop the batch
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..archive import Archive
 from ..config import CompressJobConfig
-from ..schema import ROW_SCHEMA, Measured, RowContext, base_row, error_row, ok_row
+from ..schema import ROW_SCHEMA, Verified, RowContext, base_row, error_row, ok_row
 from .crashes import CRASH_LIMIT, CrashLedger
 from .decode import Rejected, decode_image
 
@@ -130,9 +130,9 @@ class CodecReplica:
         return codec.get_coder(self.models.load(spec), self.device, half=self.device == "cuda")[0]
 
     def model_for(self, image):
-        """--model for 8-bit gray/RGB/RGBA images, --raster-model for rasters (16-bit, other band counts,
-        nodata): the codec's own rule (``LoadedImage.is_raster``), as the CLI applies it."""
-        if not image.is_raster:
+        """--model for 8-bit photos, --raster-model for what the codec codes as a raster: THE rule
+        (codec.format.raster.is_raster) with everything ``_encode`` passes, ``--lossless`` included."""
+        if not image.codes_as_raster(self.cfg.lossless):
             return self.model
         if self._raster_model is None:
             from codec.registry import default_model_name
@@ -148,7 +148,7 @@ class CodecReplica:
                             half=self.device == "cuda", name=key, target=self.target, nodata=image.nodata,
                             bit_depth=image.bit_depth, band_names=image.band_names, lossless=self.cfg.lossless)
 
-    def _verify(self, r, image) -> Measured:
+    def _verify(self, r, image) -> Verified:
         """Decode the record as a restore would; measure it; refuse it if it is not what was encoded.
 
         8-bit images: PSNR and MS-SSIM over the colour channels (an alpha plane is checked to be
@@ -172,9 +172,9 @@ class CodecReplica:
         measured = psnr(colour, decoded_colour)
         if r.psnr is not None and np.isfinite(r.psnr) and r.header.channels != 1 and abs(measured - r.psnr) > 0.05:
             raise codec.CodecError(f"verification failed: decoded PSNR {measured:.3f} dB, encoder measured {r.psnr:.3f} dB")
-        return Measured(measured, ms_ssim(colour, decoded_colour))
+        return Verified(measured, ms_ssim(colour, decoded_colour))
 
-    def _verify_raster(self, r, image, decoded: np.ndarray) -> Measured:
+    def _verify_raster(self, r, image, decoded: np.ndarray) -> Verified:
         import codec
         from codec.format.raster import valid_mask
         from codec.metrics import raster_psnr
@@ -188,7 +188,7 @@ class CodecReplica:
         measured = raster_psnr(pixels, decoded, valid)
         if r.psnr is not None and np.isfinite(r.psnr) and abs(measured - r.psnr) > 0.05:
             raise codec.CodecError(f"verification failed: decoded PSNR {measured:.3f} dB, encoder measured {r.psnr:.3f} dB")
-        return Measured(measured, None)  # MS-SSIM is defined for 8-bit colour here, not for rasters
+        return Verified(measured, None)  # MS-SSIM is defined for 8-bit colour here, not for rasters
 
     def _free_memory(self) -> None:
         import gc
@@ -205,9 +205,9 @@ def with_nodata(image, nodata: int | None):
     (satellite products often carry nodata zeros untagged); 8-bit gray/RGB/RGBA photos never get one."""
     import dataclasses
 
-    from codec.api import is_raster
+    from codec.format.raster import is_raster
 
-    eight_bit = not is_raster(image.pixels)  # the codec's rule, without a nodata value
+    eight_bit = not is_raster(image.pixels.dtype, image.channels)  # THE rule, for the pixels alone
     if nodata is None or image.nodata is not None or eight_bit or nodata > np.iinfo(image.pixels.dtype).max:
         return image
     return dataclasses.replace(image, nodata=nodata)

@@ -37,7 +37,9 @@ def image_format(requested: str, geo: str | None, dtype: str | None = None, band
 
     PNG asked for a raster it cannot hold is refused here, before anything is decoded.
     """
-    raster = (dtype not in (None, "uint8")) or (bands is not None and bands not in (1, 3, 4))
+    from codec.format.raster import is_raster
+
+    raster = is_raster(dtype or "uint8", 3 if bands is None else bands)  # THE rule, over what a record says
     if requested == "auto":
         return "tiff" if geo or raster else "png"
     if requested == "png" and raster:

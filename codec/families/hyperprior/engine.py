@@ -26,7 +26,9 @@ from codec import quality, rangecoder
 from codec.images.prep import PreparedImage
 from codec.families.hyperprior.model import HyperpriorCodec, Latents
 from codec.registry import LoadedModel, load_model
-from codec.format.tiles import Box, batches, pad_tile
+from codec.families.hyperprior.tiling import batches, pad_tile
+from codec.format.tiles import Box
+from codec.metrics import psnr_from_mse
 
 # On a CPU the float transforms run on at most this many padded pixels at a time (one default tile):
 # a 256² tile's activations (up to 8 MB each) then stay in malloc's heap, where a batch of 8 tiles'
@@ -61,7 +63,7 @@ class Batch:
 
 
 @dataclass
-class Measured:
+class Quantised:
     """Tiles quantised at some codes, and the MSE of their 8-bit reconstructions."""
 
     latents: Latents
@@ -72,13 +74,6 @@ class Measured:
     @property
     def psnr(self) -> np.ndarray:
         return psnr_from_mse(self.mse)
-
-
-def psnr_from_mse(mse: np.ndarray) -> np.ndarray:
-    """PSNR of 8-bit data; inf for a perfect match, NaN where the MSE is unknown."""
-    mse = np.asarray(mse, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(mse > 0, 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12)), np.where(np.isnan(mse), np.nan, np.inf))
 
 
 class Engine:
@@ -145,7 +140,7 @@ class Engine:
                        first_id: int, batch_size: int, peak: float):
         """Every tile of one band group of a raster (codec.format.raster), normalised, nodata filled, analysed; ids are
         ``first_id + tile index``. Floats exist for one batch at a time, never for the whole raster."""
-        from codec.format import raster as bands
+        from codec.families.hyperprior import bands
 
         lo, scale, weight = bands.group_constants(info, group)
         hi = np.array([info.hi[b] for b in group], dtype=np.float32)
@@ -184,7 +179,7 @@ class Engine:
 
     @torch.no_grad()
     def measure(self, y: torch.Tensor, codes, originals: torch.Tensor, masks: torch.Tensor,
-                raster: RasterGroup | None = None) -> Measured:
+                raster: RasterGroup | None = None) -> Quantised:
         """Quantise at ``codes`` and measure the MSE of the 8-bit reconstruction over ``masks``
         (for a raster group, of its integers: :meth:`_measure_raster`)."""
         latents = self.quantize(y, codes)
@@ -194,9 +189,9 @@ class Engine:
         diff = recon.to(torch.int32) - originals.to(torch.int32)
         sse = (diff * diff).sum(1).mul_(masks > 0).flatten(1).sum(1)  # exact integers (int64)
         mse = (sse.double() / (3 * masks.flatten(1).sum(1))).cpu().numpy()
-        return Measured(latents, np.asarray(codes), mse)
+        return Quantised(latents, np.asarray(codes), mse)
 
-    def _measure_raster(self, latents: Latents, codes, originals, masks, r: RasterGroup) -> Measured:
+    def _measure_raster(self, latents: Latents, codes, originals, masks, r: RasterGroup) -> Quantised:
         """Per tile: the group's raster PSNR (codec.metrics: mean over its own bands of 10·log10(peak²/MSE_b)
         over valid pixels, the image's peak), handed to rate control as the MSE with that PSNR at peak 255."""
         from codec.metrics import psnr_from_band_sse
@@ -210,7 +205,7 @@ class Engine:
         keep = r.weight.cpu().numpy() > 0
         psnr = np.array([psnr_from_band_sse(band_sse[t, keep], int(count[t]), r.peak) for t in range(len(count))])
         mse = np.where(np.isinf(psnr), 0.0, 255.0**2 / 10 ** (np.minimum(psnr, 1e3) / 10))
-        return Measured(latents, np.asarray(codes), mse, band_sse)
+        return Quantised(latents, np.asarray(codes), mse, band_sse)
 
     def estimate_bits(self, latents: Latents) -> np.ndarray:
         return self.model.estimate_bits(latents)
@@ -279,7 +274,7 @@ def get_coder(model: str | LoadedModel | None = None, device: str = "cpu", half:
     """The cached :class:`Engine` for a model on a device (the model is loaded once). A model of another
     family (``model.family``, e.g. minnen2018) has no Engine: (loaded, None)."""
     loaded = model if isinstance(model, LoadedModel) else load_model(model or "default")
-    if getattr(loaded.model, "family", "hyperprior") != "hyperprior":
+    if loaded.model.family != "hyperprior":  # this family's engine; other families code without one
         return loaded, None
     key = (loaded.model_id + loaded.hash_hex, str(device), half, entropy_workers)
     if key not in _ENGINES:

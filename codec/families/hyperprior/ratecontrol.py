@@ -18,7 +18,6 @@ tile at exactly the q the decoder reconstructs it with.
 
 from __future__ import annotations
 
-import math
 import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Protocol
@@ -27,52 +26,18 @@ import numpy as np
 import torch
 
 from codec.families.hyperprior.model import Latents
+from codec.options import DEFAULT_TARGET_PSNR, MODES, RateTarget  # noqa: F401 (re-exported for callers of rate control)
 from codec.quality import LEVELS, code_of, code_of_level, q_tensor
 
 if TYPE_CHECKING:
     from codec.families.hyperprior.engine import Batch, Engine
 
-MODES = ("quality", "target_psnr", "target_bpp")  # the order is the stream's mode byte
-DEFAULT_TARGET_PSNR = 38.0
 # float convolutions differ by ~1e-4 dB between batch shapes and devices: the search asks for this
 # much more than the target so that the decoded tile reaches the target wherever it is decoded
 TARGET_MARGIN_DB = 0.01
 TOP_LEVEL = LEVELS - 1
 LADDER = np.unique(np.round(np.linspace(0, TOP_LEVEL, 12)).astype(int))  # target_bpp: levels measured per tile
 MAX_BPP_PASSES = 8
-
-
-@dataclass(frozen=True)
-class RateTarget:
-    """What the caller asked for: ``mode`` (one of :data:`MODES`) and its ``value``; valid by construction."""
-
-    mode: str
-    value: float
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"unknown rate-control mode {self.mode!r} (one of {', '.join(MODES)})")
-        try:
-            value = float(self.value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{self.mode} must be a number, got {self.value!r}") from None
-        if not math.isfinite(value):
-            raise ValueError(f"{self.mode} must be a finite number, got {value}")
-        if self.mode == "quality" and not 0.0 <= value <= 1.0:
-            raise ValueError(f"quality must be in [0, 1], got {value}")
-        if self.mode == "target_bpp" and not value > 0:
-            raise ValueError(f"target_bpp must be positive, got {value}")
-        object.__setattr__(self, "value", value)
-
-    @classmethod
-    def from_options(cls, target_psnr: float | None = None, quality: float | None = None,
-                     target_bpp: float | None = None) -> "RateTarget":
-        """At most one of the three (None: not given); none means ``target_psnr`` = :data:`DEFAULT_TARGET_PSNR`."""
-        given = [(m, v) for m, v in (("target_psnr", target_psnr), ("quality", quality), ("target_bpp", target_bpp))
-                 if v is not None]
-        if len(given) > 1:
-            raise ValueError(f"give only one of target_psnr, quality, target_bpp (got {', '.join(m for m, _ in given)})")
-        return cls(*given[0]) if given else cls("target_psnr", DEFAULT_TARGET_PSNR)
 
 
 @dataclass

@@ -31,7 +31,9 @@ import torch
 
 from codec.format import container as bitstream
 from codec.format.container import FLAG_ALPHA, FLAG_MISSED_TARGET, Header, TileEntry
-from codec.errors import CorruptStreamError, StreamTooLargeError
+from codec.errors import CorruptStreamError, StreamTooLargeError, damaged, is_damaged_tile
+from codec.metrics import psnr_from_mse
+from codec.results import EncodeResult
 from codec.images.prep import finish, prepare
 from codec.quality import QUALITY_STEPS
 from codec.families.hyperprior.ratecontrol import RateTarget
@@ -290,9 +292,6 @@ def encode(image: np.ndarray, loaded, target: RateTarget, *, tile_size: int = 25
     ``quality`` q: constant allocation, round(q·16) iterations for every sub-tile; ``target_bpp``:
     adaptive allocation at the highest target PSNR (bisection, 10 passes) whose stream fits the budget.
     """
-    from codec.api import EncodeResult
-    from codec.families.hyperprior.engine import psnr_from_mse
-
     check_tile_size(tile_size)
     img = prepare(image, name)
     rgb = img.rgb if img.channels != 1 else np.repeat(np.asarray(img.rgb)[..., :1], 3, axis=2)
@@ -331,9 +330,6 @@ def encode(image: np.ndarray, loaded, target: RateTarget, *, tile_size: int = 25
 
 def read_codes(data: bytes, header: Header, net: Minnen2018Codec, ids: list[int]) -> SubtileCodes:
     """The sub-tile codes of container tiles ``ids`` (checksums verified); damage is a CorruptStreamError naming the tile."""
-    from codec.api import _TILE_DECODE_ERRORS
-    from codec.rangecoder import is_panic
-
     rows, cols = subtile_grid(header.width, header.height)
     codes = SubtileCodes(np.zeros((rows, cols), dtype=np.int64), {})
     blobs = {i: bitstream.tile_payload(data, header, i) for i in ids}  # every checksum before any work
@@ -343,9 +339,9 @@ def read_codes(data: bytes, header: Header, net: Minnen2018Codec, ids: list[int]
             symbols = _symbols_of(blobs[i], header.channels == 4)
             unpack_symbols(net, subtiles_of(box), symbols, codes)
         except BaseException as exc:  # BaseException: a Rust panic in constriction is one
-            if not isinstance(exc, (*_TILE_DECODE_ERRORS, CorruptStreamError)) and not is_panic(exc):
+            if not is_damaged_tile(exc):
                 raise
-            raise CorruptStreamError(f"{header.tile_label(i)}: {exc}") from exc
+            raise damaged(header.tile_label(i), exc) from exc
     return codes
 
 

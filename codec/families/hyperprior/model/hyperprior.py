@@ -74,6 +74,8 @@ class Latents:
 
 
 class HyperpriorCodec(nn.Module):
+    family = "hyperprior"  # codec.families: the table row that codes with this model
+
     def __init__(self, config: ModelConfig = ModelConfig()):
         super().__init__()
         self.config = config

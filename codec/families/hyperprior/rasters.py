@@ -1,0 +1,120 @@
+"""The hyperprior's raster coding (stream version 2): every band group of every tile through rate control
+and the engine; tiles a target_psnr cannot reach coded exactly instead (the JPEG XL exact tile coder)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from codec import tilecoders
+from codec.errors import CorruptStreamError
+from codec.families.hyperprior import bands as band_coding, ratecontrol
+from codec.families.hyperprior.coding import latents
+from codec.families.hyperprior.engine import Engine, get_coder, map_ahead
+from codec.families.hyperprior.tiling import batches
+from codec.format import container, raster
+from codec.format.container import CODER_JXL_EXACT, FLAG_MISSED_TARGET, FLAG_NODATA, Header, TileEntry
+from codec.format.tiles import Box, overlap
+from codec.metrics import psnr_from_band_sse
+from codec.options import DecodeOptions, EncodeOptions
+from codec.results import EncodeResult
+
+
+def encode_raster(img: np.ndarray, header: Header, valid: list, counts: np.ndarray, loaded,
+                  options: EncodeOptions) -> EncodeResult:
+    """The v2 stream of a checked (H, W, B) raster whose header (with its RasterInfo) is built."""
+    _, engine = get_coder(loaded, options.device, options.half, options.entropy_workers)
+    info, boxes = header.raster, header.boxes()
+    groups, n, n_bands = info.groups, len(boxes), info.bands
+
+    def all_batches():
+        for g, group in enumerate(groups):
+            yield from engine.raster_batches(img, info, valid, boxes, group, g * n, options.batch_size, info.peak)
+
+    # target_bpp is bits per sample here: the budget of a W·bands × H image
+    strategy = ratecontrol.plan(options.target, engine, all_batches, width=header.width * n_bands,
+                                height=header.height, n_tiles=n * len(groups),
+                                overhead_bytes=container.estimated_overhead(loaded.model_id, n * len(groups)))
+    fallback = options.lossless_fallback and options.target.mode == "target_psnr"
+    while strategy is not None:
+        result = _raster_pass(engine, img, header, valid, counts, strategy, options, fallback)
+        strategy = strategy.retry(len(result.data))
+    return result
+
+
+def _code_groups(engine: Engine, img: np.ndarray, header: Header, valid: list, strategy: ratecontrol.Strategy,
+                 options: EncodeOptions):
+    """(per tile per group (code, z, y), missed per tile, (n, bands) squared error) of one pass."""
+    info, boxes = header.raster, header.boxes()
+    n, groups = len(boxes), info.groups
+    parts: list[list] = [[None] * len(groups) for _ in range(n)]
+    missed = np.zeros(n, dtype=bool)
+    band_sse = np.full((n, info.bands), np.nan)
+    for g, group in enumerate(groups):
+        keep = raster.real_bands(group)
+        chosen = ((batch.ids, strategy.choose(engine, batch)) for batch in
+                  engine.raster_batches(img, info, valid, boxes, group, g * n, options.batch_size, info.peak))
+        for (ids, choice), (z_streams, y_streams) in map_ahead(lambda c: engine.encode_latents(c[1].latents), chosen,
+                                                                 engine.overlaps(options.overlap_coding)):
+            for k, gid in enumerate(ids):
+                i = gid - g * n
+                parts[i][g] = (int(choice.codes[k]), z_streams[k], y_streams[k])
+                missed[i] |= choice.missed is not None and bool(choice.missed[k])
+                if choice.band_sse is not None:
+                    band_sse[i, [group[p] for p in keep]] = choice.band_sse[k, keep]
+    return parts, missed, band_sse
+
+
+def _raster_pass(engine: Engine, img: np.ndarray, header: Header, valid: list, counts: np.ndarray,
+                 strategy: ratecontrol.Strategy, options: EncodeOptions, fallback: bool) -> EncodeResult:
+    """Every band group of every tile through ``strategy`` and the entropy coder (overlapped with the next
+    batch's transforms, as for images); exact tiles where asked; pack."""
+    info, boxes = header.raster, header.boxes()
+    parts, missed, band_sse = _code_groups(engine, img, header, valid, strategy, options)
+    exact = tilecoders.coder(CODER_JXL_EXACT)
+    blobs, entries = [], []
+    for i, (x, y, bw, bh) in enumerate(boxes):
+        if fallback and missed[i]:  # the model cannot reach the target here: keep the tile exactly
+            ctx = tilecoders.TileContext(bh, bw, info.bands, info.dtype, info.nodata)
+            blobs.append(exact.encode_tile(np.asarray(img[y : y + bh, x : x + bw]), ctx))
+            entries.append(TileEntry(0, 0, container.LOSSLESS_CODE, 0, 0, CODER_JXL_EXACT))
+            band_sse[i] = 0.0
+            continue
+        mask = raster.pack_mask(valid[i]) if valid[i] is not None else None
+        blobs.append(container.raster_tile_blob(parts[i], mask))
+        flags = (FLAG_MISSED_TARGET if missed[i] else 0) | (FLAG_NODATA if mask is not None else 0)
+        entries.append(TileEntry(0, 0, max(code for code, _, _ in parts[i]), flags, 0))
+    header.tiles = entries
+    data = container.pack(header, blobs)
+    n = len(boxes)
+    tile_psnr = np.array([np.nan if np.isnan(band_sse[i]).any() else psnr_from_band_sse(band_sse[i], counts[i], info.peak)
+                          for i in range(n)])
+    psnr = None if np.isnan(band_sse).any() else psnr_from_band_sse(band_sse.sum(0), int(counts.sum()), info.peak)
+    return EncodeResult(data, header, tile_psnr, psnr)
+
+
+def decode_raster_tiles(data: bytes, header: Header, loaded, ids: list[int], region: Box, out: np.ndarray,
+                        options: DecodeOptions) -> None:
+    """The learned tiles ``ids`` of a raster into ``out``: a batch and a band group at a time (floats for one
+    batch only), nodata put back from each tile's mask."""
+    info, boxes = header.raster, header.boxes()
+    _, engine = get_coder(loaded, options.device, options.half, options.entropy_workers)
+    for shape, chunk in batches(boxes, ids, options.batch_size):
+        parts = [container.raster_tile_parts(data, header, i) for i in chunk]
+        for g, group in enumerate(info.groups):
+            codes = [p[0][g][0] for p in parts]
+            y_hat = latents(engine, header, chunk, shape, [p[0][g][1] for p in parts], [p[0][g][2] for p in parts])
+            raw = band_coding.to_raw(engine.synthesize_float(y_hat, codes).cpu().numpy(), info, group)
+            first = group[0]
+            for k, i in enumerate(chunk):
+                into, part = overlap(boxes[i], region)
+                out[into[0], into[1], first : first + raw.shape[-1]] = raw[k][part]
+        for k, i in enumerate(chunk):
+            into, part = overlap(boxes[i], region)
+            _, _, bw, bh = boxes[i]
+            valid = None
+            if parts[k][1] is not None:
+                try:
+                    valid = raster.unpack_mask(parts[k][1], bh, bw)[part]
+                except CorruptStreamError as exc:
+                    raise CorruptStreamError(f"{header.tile_label(i)}: {exc}") from exc
+            raster.restore_nodata(out[into], valid, info.nodata)

@@ -1,0 +1,127 @@
+"""What a caller may ask of the encoder, validated once: :class:`RateTarget` (the three rate modes and the
+38 dB default) and :class:`EncodeOptions` (everything else an encode takes). Torch-free: the pipeline's job
+config validates with these, and a stream header's mode byte indexes :data:`MODES`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+
+from codec.format.tiles import DEFAULT_TILE, check_tile_size
+
+MODES = ("quality", "target_psnr", "target_bpp")  # the order is the stream's mode byte
+DEFAULT_TARGET_PSNR = 38.0
+
+@dataclass(frozen=True)
+class RateTarget:
+    """What the caller asked for: ``mode`` (one of :data:`MODES`) and its ``value``; valid by construction."""
+
+    mode: str
+    value: float
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown rate-control mode {self.mode!r} (one of {', '.join(MODES)})")
+        try:
+            value = float(self.value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.mode} must be a number, got {self.value!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{self.mode} must be a finite number, got {value}")
+        if self.mode == "quality" and not 0.0 <= value <= 1.0:
+            raise ValueError(f"quality must be in [0, 1], got {value}")
+        if self.mode == "target_bpp" and not value > 0:
+            raise ValueError(f"target_bpp must be positive, got {value}")
+        object.__setattr__(self, "value", value)
+
+    @classmethod
+    def from_options(cls, target_psnr: float | None = None, quality: float | None = None,
+                     target_bpp: float | None = None) -> "RateTarget":
+        """At most one of the three (None: not given); none means ``target_psnr`` = :data:`DEFAULT_TARGET_PSNR`."""
+        given = [(m, v) for m, v in (("target_psnr", target_psnr), ("quality", quality), ("target_bpp", target_bpp))
+                 if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"give only one of target_psnr, quality, target_bpp (got {', '.join(m for m, _ in given)})")
+        return cls(*given[0]) if given else cls("target_psnr", DEFAULT_TARGET_PSNR)
+
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Every option of an encode besides the image and the model, checked once at construction (a bad one is
+    a ValueError naming it). ``codec.encode(image, model, options)``; callers with keywords get the same
+    object from :meth:`from_keywords`."""
+
+    target: RateTarget = field(default_factory=lambda: RateTarget("target_psnr", DEFAULT_TARGET_PSNR))
+    tile_size: int = DEFAULT_TILE
+    device: str = "cpu"
+    half: bool = False  # float16 transforms (GPUs)
+    batch_size: int = 8
+    entropy_workers: int = 0  # range-code in that many CPU processes
+    overlap_coding: bool | None = None  # None: the engine's default (codec.families.hyperprior.engine)
+    name: str = "image"  # how errors name the image
+    nodata: int | None = None  # rasters: a pixel whose bands ALL equal it holds no data
+    bit_depth: int | None = None
+    band_names: tuple[str, ...] | None = None
+    lossless: bool = False  # every tile exact
+    lossless_fallback: bool = True  # target_psnr rasters: tiles the model cannot reach are coded exactly
+    tile_coder: str | None = None  # code every tile with this tile coder (codec.tilecoders); lossless: "jxl_exact"
+
+    def __post_init__(self):
+        if not isinstance(self.target, RateTarget):
+            raise ValueError(f"target must be a RateTarget, got {type(self.target).__name__}")
+        check_tile_size(self.tile_size)
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if not isinstance(self.entropy_workers, int) or self.entropy_workers < 0:
+            raise ValueError(f"entropy_workers must be a non-negative integer, got {self.entropy_workers!r}")
+        if self.nodata is not None and not (isinstance(self.nodata, int) and 0 <= self.nodata <= 65535):
+            raise ValueError(f"nodata must be an integer in [0, 65535], got {self.nodata!r}")
+        if self.bit_depth is not None and not (isinstance(self.bit_depth, int) and 1 <= self.bit_depth <= 16):
+            raise ValueError(f"bit_depth must be an integer in [1, 16], got {self.bit_depth!r}")
+        if self.tile_coder is not None and not isinstance(self.tile_coder, str):
+            raise ValueError(f"tile_coder must be a tile coder's name, got {self.tile_coder!r}")
+        if self.band_names is not None:
+            object.__setattr__(self, "band_names", tuple(str(n) for n in self.band_names))
+
+    @classmethod
+    def from_keywords(cls, target_psnr: float | None = None, quality: float | None = None,
+                      target_bpp: float | None = None, target: RateTarget | None = None, **options) -> "EncodeOptions":
+        """The options of ``codec.encode``'s keywords: at most one of the three rate keywords or ``target``."""
+        if target is None:
+            target = RateTarget.from_options(target_psnr=target_psnr, quality=quality, target_bpp=target_bpp)
+        elif any(v is not None for v in (target_psnr, quality, target_bpp)):
+            raise ValueError("give target or one of target_psnr, quality, target_bpp, not both")
+        unknown = set(options) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown encode option(s): {', '.join(sorted(unknown))}")
+        return cls(target=target, **options)
+
+    @property
+    def coder_name(self) -> str | None:
+        """The tile coder every tile is coded with, when not the learned family's."""
+        return "jxl_exact" if self.lossless else self.tile_coder
+
+    def with_(self, **changes) -> "EncodeOptions":
+        """A copy with ``changes`` (validated again)."""
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How a stream is decoded (never what it decodes to: any device gives the same pixels)."""
+
+    device: str = "cpu"
+    half: bool = False
+    batch_size: int = 8
+    entropy_workers: int = 0
+    overlap_coding: bool | None = None
+    max_pixels: int = 2**31  # the decompression-bomb guard (codec.images.imageio.DEFAULT_MAX_PIXELS)
+    max_bits: float | None = None  # progressive preview, for families that support it
+
+    def __post_init__(self):
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if not isinstance(self.max_pixels, int) or self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be a positive integer, got {self.max_pixels!r}")
