@@ -33,7 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import codec  # noqa: E402
-from codec import bands  # noqa: E402
+from codec.families.hyperprior import bands as band_coding
+from codec.format import raster as bands  # noqa: E402
 from codec.metrics import bd_rate, bits_per_sample, raster_psnr  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "satellite" / "train"

@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import codec  # noqa: E402
-from codec import rangecoder, tiles  # noqa: E402
+from codec import rangecoder  # noqa: E402
+from codec.format import tiles  # noqa: E402
 from codec.parallel import EntropyPool  # noqa: E402
 from speed import commit, mosaics  # noqa: E402
 

@@ -47,7 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import codec  # noqa: E402
-from codec import tiles  # noqa: E402
+from codec.families.hyperprior import tiling
+from codec.format import tiles  # noqa: E402
 from codec.families.hyperprior.engine import Engine  # noqa: E402
 from codec.images.imageio import load_image  # noqa: E402
 from speed import STAGES, StageTimer, commit  # noqa: E402
@@ -218,7 +219,7 @@ def main() -> None:
     ap.add_argument("--gb", type=float, help="input size (default 1.0 on a GPU, 0.05 on a CPU)")
     ap.add_argument("--side", type=int, default=2048)
     ap.add_argument("--batch-size", type=int, help="default tiles per forward pass (default 32 on a GPU, 8 on a CPU); "
-                    "raises the codec's pixel cap per pass (codec.format.tiles.PIXELS_PER_BATCH) to match, in this process")
+                    "raises the codec's pixel cap per pass (codec.format.tiling.PIXELS_PER_BATCH) to match, in this process")
     ap.add_argument("--entropy-workers", type=int, help="default: one per CPU core on a GPU, 0 (in process) on a CPU")
     ap.add_argument("--target-psnr", type=float, default=38.0)
     ap.add_argument("--quality", type=float, default=0.5)
@@ -236,7 +237,7 @@ def main() -> None:
     options = {"device": a.device, "half": gpu, "batch_size": a.batch_size or (32 if gpu else 8),
                "entropy_workers": cores if a.entropy_workers is None and gpu else (a.entropy_workers or 0)}
     # the pixel cap per pass is a memory bound sized for a CPU (8 default tiles): a GPU takes more
-    tiles.PIXELS_PER_BATCH = max(tiles.PIXELS_PER_BATCH, options["batch_size"] * tiles.DEFAULT_TILE**2)
+    tiling.PIXELS_PER_BATCH = max(tiling.PIXELS_PER_BATCH, options["batch_size"] * tiles.DEFAULT_TILE**2)
     modes = {f"target {a.target_psnr:g} dB": {"target_psnr": a.target_psnr}, f"quality {a.quality:g}": {"quality": a.quality}}
     gb = a.gb if a.gb is not None else (1.0 if gpu else 0.05)
     model = codec.load_model("default")

@@ -54,7 +54,9 @@ def codec_root() -> Path:
 sys.path.insert(0, str(codec_root()))
 
 import codec  # noqa: E402
-from codec import bitstream, parallel, rangecoder  # noqa: E402
+from codec.format import container as bitstream  # noqa: E402
+from codec import parallel  # noqa: E402
+from codec import rangecoder  # noqa: E402
 from codec.families.hyperprior.engine import Engine  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

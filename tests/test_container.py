@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 import codec
-from codec import bitstream, tiles
+from codec.format import container as bitstream, inflate
+from codec.families.hyperprior import tiling
+from codec.format import tiles
 from codec.errors import StreamTooLargeError
 from codec.images.imageio import DEFAULT_MAX_PIXELS
 from conftest import natural_image
@@ -157,7 +159,7 @@ def test_alpha_planes_are_inflated_per_batch(rgba_stream, model, monkeypatch, ov
             events.append("inflate")
             return zlib.decompressobj(*a, **k)
 
-    monkeypatch.setattr(bitstream, "zlib", SpyZlib())
+    monkeypatch.setattr(inflate, "zlib", SpyZlib())  # the one bounded inflate (codec.format.inflate)
     _, coder = codec.get_coder(model)
     synthesize = coder.synthesize
     monkeypatch.setattr(coder, "synthesize", lambda y, q: events.append("synthesize") or synthesize(y, q))
@@ -214,7 +216,7 @@ def test_region_of_a_truncated_stream_is_refused(stream, model):
 
 
 def test_batches_are_capped_by_pixels(model, monkeypatch):
-    assert tiles.PIXELS_PER_BATCH // (256 * 256) >= 8  # default tiles keep batch 8: the same bytes as before
+    assert tiling.PIXELS_PER_BATCH // (256 * 256) >= 8  # default tiles keep batch 8: the same bytes as before
     monkeypatch.setattr(tiles, "PIXELS_PER_BATCH", 2 * 64 * 64)
     sizes = []
     _, coder = codec.get_coder(model)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import codec
-from codec import bitstream, engine
+from codec.format import container as bitstream
+from codec.families.hyperprior import engine
 from codec.families.hyperprior.engine import Engine as TileCoder
 from codec.families.hyperprior.tiling import latent_grid, padded_size
 from conftest import natural_image, psnr

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import codec
-from codec import bitstream, rangecoder
+from codec.format import container as bitstream
+from codec import rangecoder
 from codec.rangecoder import TableSet
 
 OLD_STREAM = Path(__file__).parent / "data" / "default-v1-astronaut-96x160.tlic"

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 import codec
-from codec import bands, bitstream
+from codec.families.hyperprior import bands as band_coding
+from codec.format import raster as bands
+from codec.format import container as bitstream
 from codec.images.imageio import load_image, write_geotiff
 from codec.metrics import bits_per_sample, raster_psnr
 from codec.families.hyperprior.model import HyperpriorCodec, ModelConfig
@@ -307,7 +309,7 @@ def test_band_groups_and_fill():
     x[:, 16:] = 1.0
     valid = np.ones((32, 32), bool)
     valid[:, :8] = False
-    filled = bands.fill_nodata(x.copy(), valid)
+    filled = band_coding.fill_nodata(x.copy(), valid)
     assert np.array_equal(filled[valid], x[valid]) and 0.0 <= filled.min() and filled.max() <= 1.0
 
 

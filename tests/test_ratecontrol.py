@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 import codec
-from codec import quality, tiles
+from codec import quality
+from codec.families.hyperprior import tiling
+from codec.format import tiles
 from codec.families.hyperprior.ratecontrol import DEFAULT_TARGET_PSNR, MODES, RateTarget
 from conftest import natural_image, psnr
 
@@ -65,10 +67,10 @@ def test_one_tile_grid():
 
 def test_batches_group_by_shape_and_cap_pixels():
     boxes = tiles.grid_boxes(330, 200, 64)
-    got = list(tiles.batches(boxes, range(len(boxes)), 8, max_pixels=3 * 64 * 64))
+    got = list(tiling.batches(boxes, range(len(boxes)), 8, max_pixels=3 * 64 * 64))
     assert sorted(i for _, ids in got for i in ids) == list(range(len(boxes)))
     for (pw, ph), ids in got:
-        assert len(ids) <= 3 and all(tiles.padded_size(*boxes[i][2:]) == (pw, ph) for i in ids)
+        assert len(ids) <= 3 and all(tiling.padded_size(*boxes[i][2:]) == (pw, ph) for i in ids)
 
 
 # --- target PSNR: predicted, verified, corrected ------------------------------------------------
@@ -116,7 +118,7 @@ def test_chosen_levels_are_the_lowest_passing_levels(model, target):
 
 def test_target_psnr_needs_about_two_syntheses_per_tile(model, monkeypatch):
     """The secant search before the predictor took 4.5–4.8 syntheses per tile (Kodak mosaic, bench/speed.py)."""
-    from codec import ratecontrol
+    from codec.families.hyperprior import ratecontrol
     from codec.families.hyperprior.engine import Engine
 
     _, engine = codec.get_coder(model)

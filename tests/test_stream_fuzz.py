@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import codec
-from codec import bitstream, rangecoder
+from codec.format import container as bitstream
+from codec import rangecoder
 from codec.families.hyperprior.tiling import padded_size
 from conftest import natural_image
 
