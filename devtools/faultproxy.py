@@ -29,7 +29,8 @@ class Rule:
 
     ``status`` answers with that HTTP status and an S3 XML error (``code``, default from the
     status); ``reset`` closes the connection without answering; ``corrupt`` forwards and flips
-    one byte of the response body; ``delay_s`` holds the request that long first (alone: then
+    one byte of the response body; ``landed`` forwards the request before failing its answer
+    (the write took effect, the client cannot know); ``delay_s`` holds the request that long first (alone: then
     forwards it). ``times`` bounds how many requests it hits, ``for_s`` the window (from the
     first match) during which it hits, ``probability`` the share it hits (seeded by ``seed``).
     """
@@ -44,6 +45,7 @@ class Rule:
     delay_s: float = 0.0
     reset: bool = False
     corrupt: bool = False
+    landed: bool = False  # forward first (the request takes effect), then fail the answer: a lost response
     seed: int = 0
     hits: int = 0
     started: float | None = None
@@ -151,6 +153,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         rule = self.proxy.match(self.command, self.path)
         if rule is not None and rule.delay_s:
             time.sleep(rule.delay_s)
+        if rule is not None and rule.landed:
+            self._forward(body)
         if rule is not None and rule.reset:
             self._reset()
             return
