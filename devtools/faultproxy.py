@@ -31,7 +31,7 @@ class Rule:
     status); ``reset`` closes the connection without answering; ``corrupt`` forwards and flips
     one byte of the response body; ``landed`` forwards the request before failing its answer
     (the write took effect, the client cannot know); ``delay_s`` holds the request that long first (alone: then
-    forwards it). ``times`` bounds how many requests it hits, ``for_s`` the window (from the
+    forwards it). ``after`` lets the first matches through, ``times`` bounds how many requests it hits, ``for_s`` the window (from the
     first match) during which it hits, ``probability`` the share it hits (seeded by ``seed``).
     """
 
@@ -45,9 +45,11 @@ class Rule:
     delay_s: float = 0.0
     reset: bool = False
     corrupt: bool = False
+    after: int = 0  # let this many matching requests through before hitting any
     landed: bool = False  # forward first (the request takes effect), then fail the answer: a lost response
     seed: int = 0
     hits: int = 0
+    seen: int = 0
     started: float | None = None
     _rng: random.Random = field(default=None, repr=False)
 
@@ -64,6 +66,9 @@ class Rule:
         if self.method is not None and self.method.upper() != method.upper():
             return False
         if not self._regex.search(target):
+            return False
+        self.seen += 1
+        if self.seen <= self.after:
             return False
         if self.times is not None and self.hits >= self.times:
             return False
