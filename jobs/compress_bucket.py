@@ -6,7 +6,8 @@
 Locally it starts Ray in-process; under ``ray job submit`` it joins the cluster.
 Endpoint and credentials come from the AWS_* variables (or ``storage:`` in the config file).
 Exit codes: 0 ok, 2 invalid options (a run id that was used before included), 3 error
-fraction above --max-error-fraction, 4 storage unreachable or access denied, 5 another run
+fraction above --max-error-fraction, 4 storage unreachable, access denied, full or read-only
+(at start-up, or mid-run once a write failed for --write-retry-s; committed segments stay intact), 5 another run
 holds the output (or took it over from this one): one run writes an output at a time.
 """
 
@@ -28,7 +29,7 @@ FLAGS = {  # flag → config field; every field is settable from the command lin
     "input": str, "output": str, "target_psnr": float, "quality": float, "target_bpp": float, "model": str, "raster_model": str, "nodata": int, "model_registry": str,
     "tile_size": int, "replicas": int, "gpus_per_replica": float, "batch_size": int, "max_error_fraction": float,
     "max_pixels": int, "max_image_memory": int, "segment_rows": int, "segment_bytes": int, "run_id": str,
-    "fetch_attempts": int, "max_replica_restarts": int, "lease_ttl_s": float,
+    "fetch_attempts": int, "max_replica_restarts": int, "lease_ttl_s": float, "write_retry_s": float,
 }
 
 

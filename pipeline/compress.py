@@ -27,6 +27,7 @@ from .archive import Archive, Lease
 from .config import CompressJobConfig
 from .format import size
 from .model_store import model_resolver
+from .retry import set_write_budget
 from .schema import LISTING_SCHEMA, RECORD_SCHEMA, STATS_SCHEMA, listing_row
 from .storage import check_readable, check_writable, iter_objects
 
@@ -108,10 +109,13 @@ def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
     """Archive what is new under ``cfg.input`` as one run, the output's only writer while it lasts.
 
     Raises LeaseHeldError if another live run holds the output, ArchiveError if the run id was
-    used before, StorageAccessError / ModelNotFoundError before anything is written.
+    used before, StorageAccessError / ModelNotFoundError before anything is written, and
+    StorageAccessError mid-run when an archive write keeps failing for ``cfg.write_retry_s`` or
+    cannot succeed (full, read-only, forbidden): the lease is released on the way out.
     """
     t0 = time.time()
     summary = JobSummary(cfg.run_id)
+    set_write_budget(cfg.write_retry_s)
     check_readable(cfg.input, cfg.storage)
     check_writable(cfg.output, cfg.storage)
     # pin NAME to NAME@VERSION once, so every replica uses the same weights even if a new
@@ -188,7 +192,7 @@ def _dataset(cfg: CompressJobConfig, archive: Archive, shards: list[str]):
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
     from .stages.encode import CodecReplica
-    from .stages.fetch import fetch_objects
+    from .stages.fetch import FETCH_TASK_RETRIES, fetch_objects
 
     driver.start(cfg.replica_start_timeout_s)
     ds = ray.data.read_parquet(shards, filesystem=PyFileSystem(FSSpecHandler(archive.fs)), schema=LISTING_SCHEMA)
@@ -196,7 +200,8 @@ def _dataset(cfg: CompressJobConfig, archive: Archive, shards: list[str]):
     # replica gets work and each fetch holds only a batch of objects in memory
     ds = ds.repartition(target_num_rows_per_block=cfg.batch_size)
     ds = ds.map_batches(fetch_objects, fn_kwargs={"storage": cfg.storage, "attempts": cfg.fetch_attempts},
-                        batch_size=cfg.batch_size, batch_format="pyarrow", num_cpus=0.5)
+                        batch_size=cfg.batch_size, batch_format="pyarrow", num_cpus=0.5,
+                        max_retries=FETCH_TASK_RETRIES)  # fetch_objects never raises: only a dead worker retries
     # a batch whose image kills its replica is retried; CodecReplica turns a key that killed it
     # CRASH_LIMIT times into a `crashed` row, so (batch_size + 2) tries always end
     return driver.actor_map(ds, CodecReplica, cfg, max_restarts=cfg.max_replica_restarts,

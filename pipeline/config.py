@@ -108,7 +108,11 @@ class CompressJobConfig(JobConfig):
                                   "estimated working set (codec.images.imageio.working_set_bytes) is larger")
     retry_errors: bool = Field(default=False, description="also retry keys whose last row is a permanent error "
                                "(transient fetch errors and changed sources are retried anyway)")
-    fetch_attempts: int = Field(default=4, ge=1, description="tries per object on transient storage errors")
+    fetch_attempts: int = Field(default=4, ge=1, description="GETs per object on transient storage errors (the only "
+                                "retry layer: botocore's and s3fs's are off for fetches); a fetch task whose worker "
+                                "dies is re-run at most stages.fetch.FETCH_TASK_RETRIES times")
+    write_retry_s: float = Field(default=60.0, ge=0, description="retry a failing archive write (503/500, resets, "
+                                 "timeouts) this long, with backoff and jitter, before the job exits 4")
     max_replica_restarts: int = Field(default=20, ge=0, description="restarts per replica before the job fails")
     segment_rows: int = Field(default=256, ge=1, description="images per committed Parquet segment")
     segment_bytes: int = Field(default=256 << 20, ge=1, description="bitstream bytes per committed Parquet segment")

@@ -19,8 +19,8 @@ import fsspec
 from .config import StorageOptions
 
 
-class StorageAccessError(RuntimeError):
-    """Storage cannot be reached, read or written (credentials, bucket, endpoint)."""
+from .retry import RetryPolicy, retry_write
+from .storage_errors import StorageAccessError, s3_error  # noqa: F401  (re-exported: callers import them from here)
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -260,20 +260,6 @@ def _stat_info(fs, full: str, st: os.stat_result) -> ObjectInfo:
 # ---- S3 error codes, and writes ---------------------------------------------------------------
 
 
-def s3_error(exc: BaseException) -> tuple[str | None, int | None]:
-    """(error code, HTTP status) of the botocore ClientError behind ``exc`` (s3fs keeps it as
-    ``__cause__`` when it translates errors), or (None, None)."""
-    seen = 0
-    while exc is not None and seen < 8:
-        response = getattr(exc, "response", None)
-        if isinstance(response, dict) and "Error" in response:
-            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-            return response["Error"].get("Code"), status
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None, None
-
-
 def is_precondition_failed(exc: BaseException) -> bool:
     """An S3 conditional request (If-Match, If-None-Match) that did not hold: HTTP 412."""
     code, status = s3_error(exc)
@@ -286,7 +272,7 @@ def _is_conditional_conflict(exc: BaseException) -> bool:
     return code == "ConditionalRequestConflict" or (status == 409 and code != "BucketAlreadyOwnedByYou")
 
 
-def put_if_absent(fs, path: str, data: bytes) -> bool:
+def put_if_absent(fs, path: str, data: bytes, retry: RetryPolicy | None = None) -> bool:
     """Create ``path`` holding ``data`` unless it exists: True if it now holds ``data`` because of
     this call, False if it already existed with other content. Atomic: of concurrent callers, one wins.
 
@@ -298,30 +284,53 @@ def put_if_absent(fs, path: str, data: bytes) -> bool:
     An object that already holds exactly ``data`` counts as written (True): that is how a
     retried PUT whose first attempt landed looks, so payloads that stand for one writer
     (a lease, a manifest) should carry something unique to it (an owner id, a timestamp).
+
+    Transient failures are retried under ``retry`` (default ``retry.WRITE_RETRY``); a retry
+    whose first attempt had landed finds the object holding ``data``, not a conflict. A failure
+    that persists, or a full / read-only / forbidden output, raises StorageAccessError.
     """
     data = bytes(data)
     if is_s3(fs):
-        for attempt in range(6):
-            try:
-                fs.pipe_file(path, data, mode="create")
-                return True
-            except Exception as exc:
-                if isinstance(exc, FileExistsError) or is_precondition_failed(exc):
-                    break
-                if _is_conditional_conflict(exc) and attempt < 5:
-                    time.sleep(0.05 * 2**attempt * (0.5 + random.random()))
-                    continue
-                raise
-        return _holds(fs, path, data)
+        one = single_attempt(fs)
+        return retry_write(lambda: _s3_put_if_absent(one, path, data), f"s3://{path}", retry)
     if is_local(fs):
-        return _local_put_if_absent(fs._strip_protocol(path), data)
+        local = fs._strip_protocol(path)
+        return retry_write(lambda: _local_put_if_absent(local, data), local, retry)
     if fs.exists(path):
         return _holds(fs, path, data)
     parent = path.rstrip("/").rsplit("/", 1)[0]
     if parent and parent != path:
         fs.makedirs(parent, exist_ok=True)
-    fs.pipe_file(path, data)
+    retry_write(lambda: fs.pipe_file(path, data), to_url(fs, path), retry)
     return True
+
+
+def _s3_put_if_absent(fs, path: str, data: bytes) -> bool:
+    """One create-only PUT (409 conflicts with a concurrent conditional write waited out), then a compare."""
+    for attempt in range(6):
+        try:
+            fs.pipe_file(path, data, mode="create")
+            return True
+        except Exception as exc:
+            if isinstance(exc, FileExistsError) or is_precondition_failed(exc):
+                break
+            if _is_conditional_conflict(exc) and attempt < 5:
+                time.sleep(0.05 * 2**attempt * (0.5 + random.random()))
+                continue
+            raise
+    return _holds(fs, path, data)
+
+
+def single_attempt(fs):
+    """``fs`` with botocore's and s3fs's own retries off (one request per call), so that our
+    retry loop (pipeline.retry) is the only one and the requests per object are one bound."""
+    if not is_s3(fs):
+        return fs
+    opts = dict(fs.storage_options)
+    opts["config_kwargs"] = {**(opts.get("config_kwargs") or {}), "retries": {"total_max_attempts": 1, "mode": "standard"}}
+    one = type(fs)(**opts)
+    one.retries = 1  # s3fs's loop around every call (it retries SlowDown 5 times by itself)
+    return one
 
 
 def _holds(fs, path: str, data: bytes) -> bool:
@@ -383,29 +392,35 @@ def _local_temp(path: str, data: bytes) -> str:
     return tmp
 
 
-def put_atomic(fs, path: str, data: bytes) -> None:
+def put_atomic(fs, path: str, data: bytes, retry: RetryPolicy | None = None) -> None:
     """Write ``path`` whole: readers see the old content or the new one, never a partial file.
 
     Local files: a temporary file in the same folder, then ``os.replace``. Object stores: one
-    ``pipe_file`` (an S3 PUT, or a multipart upload's completion, is atomic).
+    ``pipe_file`` (an S3 PUT, or a multipart upload's completion, is atomic). Transient failures
+    are retried under ``retry``; persistent, full, read-only or forbidden: StorageAccessError.
     """
     data = bytes(data)
     if is_local(fs):
-        path = fs._strip_protocol(path)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = _local_temp(path, data)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        local = fs._strip_protocol(path)
+        retry_write(lambda: _local_replace(local, data), local, retry)
         return
     if not is_s3(fs):
         parent = path.rstrip("/").rsplit("/", 1)[0]
         if parent and parent != path:
             fs.makedirs(parent, exist_ok=True)
-    fs.pipe_file(path, data)
+    target = single_attempt(fs)
+    retry_write(lambda: target.pipe_file(path, data), to_url(fs, path), retry)
+
+
+def _local_replace(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = _local_temp(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def check_readable(url: str, storage: StorageOptions | None = None) -> None:

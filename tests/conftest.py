@@ -73,3 +73,21 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture()
+def fault_proxy(s3_server):
+    """A fault-injecting proxy in front of the session's SeaweedFS (devtools/faultproxy.py), rules cleared after."""
+    from devtools.faultproxy import FaultProxy
+
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        yield proxy
+
+
+@pytest.fixture()
+def proxy_env(s3_server, fault_proxy, monkeypatch):
+    """The AWS variables of the session's server, with the endpoint through ``fault_proxy`` (for the job)."""
+    env = {**s3_server.env, "AWS_ENDPOINT_URL": fault_proxy.url}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env

@@ -2,8 +2,12 @@
 
 Every input row comes out as one output row, with its bytes or a reason:
 
-- transient errors (S3 503 SlowDown, 500/502/504, timeouts, connection resets) are retried
-  with bounded exponential backoff and jitter; if they persist the row's kind is ``transient``;
+- transient errors (S3 503 SlowDown, 500/502/504, timeouts, connection resets, a body that fails
+  its checksum) are retried with bounded exponential backoff and jitter; if they persist the
+  row's kind is ``transient`` and its error says how many GETs were made;
+- the bound: ``attempts`` GETs per key per fetch task (botocore's and s3fs's own retries are off
+  here, see storage.single_attempt); Ray re-runs a fetch task only if its worker dies, at most
+  ``FETCH_TASK_RETRIES`` times, so a key is requested at most attempts × (1 + FETCH_TASK_RETRIES) times;
 - permanent errors (not found, access denied, not a file, ...) are not retried: ``fetch``;
 - an object that is no longer the version that was listed is ``changed``, never fetched under
   the old version's label: on S3 the GET carries the listed ETag as ``If-Match`` (a 412 means
@@ -16,78 +20,14 @@ Every input row comes out as one output row, with its bytes or a reason:
 
 from __future__ import annotations
 
-import errno
-import random
 import time
 from datetime import datetime
 
 from ..config import StorageOptions
-from ..storage import filesystem, is_precondition_failed, is_s3, object_info, s3_error
+from ..retry import SourceChangedError, backoff, is_transient
+from ..storage import filesystem, is_precondition_failed, is_s3, object_info, single_attempt
 
 OK, PERMANENT, TRANSIENT, CHANGED = "", "fetch", "transient", "changed"
-TRANSIENT_CODES = frozenset({"500", "502", "503", "504", "SlowDown", "RequestTimeout", "InternalError",
-                             "ServiceUnavailable", "Throttling", "ThrottlingException", "RequestLimitExceeded"})
-TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
-TRANSIENT_ERRNOS = frozenset({errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED,
-                              errno.EPIPE, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EAGAIN})
-PERMANENT_TYPES = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-MAX_BACKOFF_S = 20.0
-
-
-class SourceChangedError(Exception):
-    """The object is no longer the version that was listed."""
-
-
-def _transient_types() -> tuple[type, ...]:
-    types: list[type] = [TimeoutError, ConnectionError]  # TimeoutError covers socket.timeout, asyncio's, fsspec's
-    try:
-        from botocore import exceptions as bx
-
-        types += [bx.ConnectionError, bx.HTTPClientError, bx.IncompleteReadError, bx.ResponseStreamingError]
-    except (ImportError, AttributeError):
-        pass
-    try:
-        import aiohttp
-
-        types += [aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError]
-    except ImportError:
-        pass
-    return tuple(types)
-
-
-_TRANSIENT_TYPES: tuple[type, ...] | None = None
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Is ``exc`` worth retrying: a server-side hiccup, throttling, a timeout or a broken connection?
-
-    Not found, access denied and not-a-file are permanent, whatever caused them. For an S3
-    error the code decides (s3fs keeps the botocore ClientError as ``__cause__``); otherwise
-    the exception's type or errno, along its cause chain.
-    """
-    global _TRANSIENT_TYPES
-    if isinstance(exc, (*PERMANENT_TYPES, SourceChangedError)):
-        return False
-    code, status = s3_error(exc)
-    if code is not None or status is not None:
-        return str(code) in TRANSIENT_CODES or status in TRANSIENT_STATUS
-    if _TRANSIENT_TYPES is None:
-        _TRANSIENT_TYPES = _transient_types()
-    seen = 0
-    while exc is not None and seen < 8:
-        if isinstance(exc, _TRANSIENT_TYPES):
-            return True
-        if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
-
-
-def backoff(attempt: int, base_s: float, cap_s: float = MAX_BACKOFF_S) -> float:
-    """Seconds to wait after failed ``attempt`` (1, 2, ...): exponential, capped, with jitter (50–100%)."""
-    ceiling = min(cap_s, base_s * 2 ** (attempt - 1))
-    return ceiling * (0.5 + 0.5 * random.random())
 
 
 def fetch_objects(batch, storage: StorageOptions | None = None, attempts: int = 4, backoff_s: float = 0.5):
@@ -120,7 +60,7 @@ def fetch_one(row: dict, storage: StorageOptions | None, attempts: int = 4, back
     for attempt in range(1, attempts + 1):
         try:
             fs, path = filesystem(key, storage)
-            return _read_listed_version(fs, path, row), "", OK
+            return _read_listed_version(single_attempt(fs), path, row), "", OK
         except SourceChangedError as exc:
             return b"", str(exc)[:2000], CHANGED
         except Exception as exc:  # one unreadable object must not stop the batch
@@ -130,9 +70,12 @@ def fetch_one(row: dict, storage: StorageOptions | None, attempts: int = 4, back
             if not is_transient(exc):
                 return b"", message[:2000], PERMANENT
             if attempt == attempts:
-                return b"", f"{message} (gave up after {attempts} attempts)"[:2000], TRANSIENT
+                return b"", f"gave up after {attempts} attempts: {message}"[:2000], TRANSIENT
             time.sleep(backoff(attempt, backoff_s))
     raise AssertionError("unreachable")
+
+
+FETCH_TASK_RETRIES = 2  # Ray re-runs of a fetch task whose worker died (compress._dataset passes it)
 
 
 def _read_listed_version(fs, path: str, row: dict) -> bytes:
