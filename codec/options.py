@@ -76,8 +76,8 @@ class EncodeOptions:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if not isinstance(self.entropy_workers, int) or self.entropy_workers < 0:
             raise ValueError(f"entropy_workers must be a non-negative integer, got {self.entropy_workers!r}")
-        if self.nodata is not None and not (isinstance(self.nodata, int) and 0 <= self.nodata <= 65535):
-            raise ValueError(f"nodata must be an integer in [0, 65535], got {self.nodata!r}")
+        if self.nodata is not None and not isinstance(self.nodata, (int, float)):
+            raise ValueError(f"nodata must be a number, got {self.nodata!r}")  # its range: the image's dtype (describe)
         if self.bit_depth is not None and not (isinstance(self.bit_depth, int) and 1 <= self.bit_depth <= 16):
             raise ValueError(f"bit_depth must be an integer in [1, 16], got {self.bit_depth!r}")
         if self.tile_coder is not None and not isinstance(self.tile_coder, str):

@@ -33,6 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
+from codec.families.hyperprior import bands as model_bands
 from codec.format import raster as bands
 from codec.training.data import random_crop
 
@@ -107,10 +108,10 @@ def band_groups(n_bands: int) -> list[tuple[int, ...]]:
 
 def normalised_groups(raster: np.ndarray, nodata: int | None = NODATA) -> tuple[list[np.ndarray], np.ndarray]:
     """(one float32 (H, W, 3) image in [0, 1] per band group, the (H, W) valid mask): what the codec feeds
-    the model (:func:`codec.format.raster.describe` and :func:`codec.format.raster.normalised`, the raster taken as one tile)."""
+    the model (:func:`codec.format.raster.describe` and :func:`codec.families.hyperprior.bands.normalised`, the raster taken as one tile)."""
     h, w, _ = raster.shape
     info, (valid,) = bands.describe(raster, [(0, 0, w, h)], nodata=nodata)
-    images = [bands.normalised(raster, info, g, valid) for g in info.groups]
+    images = [model_bands.normalised(raster, info, g, valid) for g in info.groups]
     return images, (np.ones((h, w), bool) if valid is None else valid)
 
 
