@@ -24,32 +24,15 @@ import io
 import json
 import os
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
-
-from typing import Any
 
 from codec import families
 from codec.errors import ModelNotFoundError
 from codec.families.base import WEIGHTS_FORMAT, weights_bytes_of, write_weights
+from codec.loaded import LoadedModel  # noqa: F401 (the registry hands these out)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-
-
-@dataclass
-class LoadedModel:
-    model: Any  # a model of one family (codec.families: its ``family`` names the table row)
-    model_id: str  # NAME@VERSION, written into every stream
-    sha256: bytes
-
-    @property
-    def hash_hex(self) -> str:
-        return self.sha256.hex()
-
-    @property
-    def family(self) -> "families.Family":
-        return families.of_model(self.model)
 
 
 def parse_spec(spec: str) -> tuple[str, int | None]:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from codec.format.container import Header
     from codec.format.tiles import Box
     from codec.options import DecodeOptions, EncodeOptions
-    from codec.registry import LoadedModel
+    from codec.loaded import LoadedModel
     from codec.results import EncodeResult
 
 WEIGHTS_FORMAT = "tlic-weights-1"

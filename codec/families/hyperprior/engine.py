@@ -25,7 +25,7 @@ import torch
 from codec import quality, rangecoder
 from codec.images.prep import PreparedImage
 from codec.families.hyperprior.model import HyperpriorCodec, Latents
-from codec.registry import LoadedModel, load_model
+from codec.loaded import LoadedModel
 from codec.families.hyperprior.tiling import batches, pad_tile
 from codec.format.tiles import Box
 from codec.metrics import psnr_from_mse
@@ -269,11 +269,12 @@ def map_ahead(fn: Callable[[T], R], items: Iterable[T], overlap: bool = True) ->
 _ENGINES: dict[tuple[str, str, bool, int], Engine] = {}
 
 
-def get_coder(model: str | LoadedModel | None = None, device: str = "cpu", half: bool = False,
+def get_coder(loaded: LoadedModel, device: str = "cpu", half: bool = False,
               entropy_workers: int = 0) -> tuple[LoadedModel, Engine | None]:
-    """The cached :class:`Engine` for a model on a device (the model is loaded once). A model of another
+    """The cached :class:`Engine` for a loaded model (``codec.load_model``) on a device. A model of another
     family (``model.family``, e.g. minnen2018) has no Engine: (loaded, None)."""
-    loaded = model if isinstance(model, LoadedModel) else load_model(model or "default")
+    if not isinstance(loaded, LoadedModel):
+        raise TypeError(f"get_coder takes a LoadedModel (codec.load_model(name)), got {type(loaded).__name__}")
     if loaded.model.family != "hyperprior":  # this family's engine; other families code without one
         return loaded, None
     key = (loaded.model_id + loaded.hash_hex, str(device), half, entropy_workers)
