@@ -181,6 +181,32 @@ def decode_each(streams: list[bytes], table_indexes, tables: TableSet) -> list[n
     return out
 
 
+def encode_counted_bits(counts: np.ndarray, n_counts: int, bits: list[np.ndarray], p_one: np.ndarray) -> bytes:
+    """Range-code ``counts`` (uniform over 0..n_counts-1), then each ``bits[k]`` ((counts[k], width) of 0/1) with
+    P(1) ``p_one[:counts[k]]``: a family whose symbols are binary codes of a varying length (minnen2018's
+    iterations). Trailing zero bytes are dropped; :func:`decode_counted_bits` puts them back."""
+    enc = constriction.stream.queue.RangeEncoder()
+    enc.encode(np.asarray(counts, dtype=np.int32), _Uniform(n_counts))
+    bernoulli = constriction.stream.model.Bernoulli(perfect=False)
+    for b in bits:
+        if len(b):
+            enc.encode(b.ravel().astype(np.int32), bernoulli, p_one[: len(b)].ravel())
+    return enc.get_compressed().tobytes().rstrip(b"\0")
+
+
+def decode_counted_bits(data: bytes, n: int, n_counts: int, p_one: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Inverse of :func:`encode_counted_bits` for ``n`` counts: (counts, bits as uint8 (count, width) arrays).
+    Damaged bytes raise what constriction raises (a panic included): callers map it to the tile it hit."""
+    words = np.frombuffer(data + b"\0" * (-len(data) % 4), dtype=np.uint32)
+    dec = constriction.stream.queue.RangeDecoder(words)
+    bernoulli = constriction.stream.model.Bernoulli(perfect=False)
+    counts = dec.decode(_Uniform(n_counts), n)
+    width = p_one.shape[1]
+    bits = [dec.decode(bernoulli, p_one[:k].ravel()).astype(np.uint8).reshape(k, width) if k
+            else np.zeros((0, width), np.uint8) for k in counts]
+    return counts, bits
+
+
 def _encode_escape(enc, value: int, t: int, tables: TableSet) -> None:
     lo = int(tables.offsets[t])
     hi = lo + int(tables.lengths[t]) - 2

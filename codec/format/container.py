@@ -171,6 +171,27 @@ def split_tile_blob(blob: bytes, alpha_size: int | None = None) -> tuple[bytes, 
     return z, y, inflate_alpha(blob[end:], alpha_size)
 
 
+_SYMBOLS_LEN = struct.Struct("<I")
+
+
+def symbols_blob(symbols: bytes, alpha: bytes | None = None) -> bytes:
+    """The tile blob of a family with one symbol stream per tile (minnen2018): the symbols alone, or for
+    images with alpha ``u32 length`` + symbols + the deflated alpha plane."""
+    return symbols if alpha is None else _SYMBOLS_LEN.pack(len(symbols)) + symbols + zlib.compress(alpha, 6)
+
+
+def split_symbols_blob(blob: bytes, has_alpha: bool) -> tuple[bytes, bytes | None]:
+    """(symbols, the still deflated alpha plane or None) of a verified :func:`symbols_blob`."""
+    if not has_alpha:
+        return blob, None
+    if len(blob) < _SYMBOLS_LEN.size:
+        raise CorruptStreamError("tile blob shorter than its length field")
+    (n,) = _SYMBOLS_LEN.unpack_from(blob)
+    if _SYMBOLS_LEN.size + n > len(blob):
+        raise CorruptStreamError("tile blob shorter than its symbols' length")
+    return blob[_SYMBOLS_LEN.size : _SYMBOLS_LEN.size + n], blob[_SYMBOLS_LEN.size + n :]
+
+
 def inflate_alpha(data: bytes, size: int) -> bytes:
     """An alpha plane that must inflate to exactly ``size`` bytes (:func:`codec.format.inflate.inflate_exact`)."""
     return inflate_exact(data, size, "alpha plane")

@@ -22,13 +22,12 @@ machine decodes the same bits; its reconstruction may differ from the encoder's 
 from __future__ import annotations
 
 import contextlib
-import struct
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from codec import rangecoder
 from codec.format import container as bitstream
 from codec.format.container import FLAG_ALPHA, FLAG_MISSED_TARGET, Header, TileEntry
 from codec.errors import CorruptStreamError, StreamTooLargeError, damaged, is_damaged_tile
@@ -36,12 +35,11 @@ from codec.metrics import psnr_from_mse
 from codec.results import EncodeResult
 from codec.images.prep import finish, prepare
 from codec.quality import QUALITY_STEPS
-from codec.families.hyperprior.ratecontrol import RateTarget
+from codec.options import RateTarget
 from codec.format.tiles import check_tile_size, intersecting, overlap
 from codec.families.minnen2018.model import BORDER_FILL, TILE, Minnen2018Codec, context_patch
 
 MAX_ITERATIONS = 16  # 16 × 128 bits = 2 bpp per sub-tile at most
-_ALPHA_LEN = struct.Struct("<I")
 
 
 # --- the per-sub-tile iteration ------------------------------------------------------------
@@ -198,13 +196,6 @@ def reconstruct(net: Minnen2018Codec, codes: SubtileCodes, rows: int, cols: int,
 # --- entropy coding of one container tile's sub-tiles ---------------------------------------------
 
 
-def _models():
-    import constriction
-
-    m = constriction.stream.model
-    return constriction.stream.queue, m.Uniform(MAX_ITERATIONS + 1), m.Bernoulli(perfect=False)
-
-
 def subtiles_of(box, tile: int = TILE) -> list[tuple[int, int]]:
     """The (r, c) sub-tiles inside a container tile's box, raster order (container tiles are multiples of 32)."""
     x, y, w, h = box
@@ -213,51 +204,23 @@ def subtiles_of(box, tile: int = TILE) -> list[tuple[int, int]]:
 
 def pack_symbols(net: Minnen2018Codec, cells: list[tuple[int, int]], codes: SubtileCodes) -> bytes:
     """Range-code the iteration counts (uniform) then every sub-tile's bits (P(1) per iteration and bit position)."""
-    queue, uniform, bernoulli = _models()
-    enc = queue.RangeEncoder()
-    enc.encode(np.array([codes.iterations[rc] for rc in cells], dtype=np.int32), uniform)
-    probs = net.bit_probabilities(MAX_ITERATIONS)
-    for rc in cells:
-        b = codes.bits[rc]
-        if len(b):
-            enc.encode(b.ravel().astype(np.int32), bernoulli, probs[: len(b)].ravel())
-    return enc.get_compressed().tobytes().rstrip(b"\0")
+    return rangecoder.encode_counted_bits(np.array([codes.iterations[rc] for rc in cells]), MAX_ITERATIONS + 1,
+                                          [codes.bits[rc] for rc in cells], net.bit_probabilities(MAX_ITERATIONS))
 
 
 def unpack_symbols(net: Minnen2018Codec, cells: list[tuple[int, int]], data: bytes, codes: SubtileCodes) -> None:
     """Inverse of :func:`pack_symbols`, into ``codes``."""
-    queue, uniform, bernoulli = _models()
-    words = np.frombuffer(data + b"\0" * (-len(data) % 4), dtype=np.uint32)
-    dec = queue.RangeDecoder(words)
-    counts = dec.decode(uniform, len(cells))
-    probs = net.bit_probabilities(MAX_ITERATIONS)
-    for rc, n in zip(cells, counts):
+    counts, bits = rangecoder.decode_counted_bits(data, len(cells), MAX_ITERATIONS + 1,
+                                                  net.bit_probabilities(MAX_ITERATIONS))
+    for rc, n, b in zip(cells, counts, bits):
         codes.iterations[rc] = n
-        flat = dec.decode(bernoulli, probs[:n].ravel()) if n else np.zeros(0, np.int32)
-        codes.bits[rc] = flat.astype(np.uint8).reshape(n, net.bits_per_iteration)
+        codes.bits[rc] = b
 
 
-def _blob(symbols: bytes, alpha: bytes | None) -> bytes:
-    return symbols if alpha is None else _ALPHA_LEN.pack(len(symbols)) + symbols + zlib.compress(alpha, 6)
-
-
-def _symbols_of(blob: bytes, has_alpha: bool) -> bytes:
-    if not has_alpha:
-        return blob
-    if len(blob) < _ALPHA_LEN.size or _ALPHA_LEN.size + _ALPHA_LEN.unpack_from(blob)[0] > len(blob):
-        raise CorruptStreamError("tile blob shorter than its symbols' length")
-    return blob[4 : 4 + _ALPHA_LEN.unpack_from(blob)[0]]
-
-
-def _split_blob(blob: bytes, alpha_size: int | None) -> tuple[bytes, bytes | None]:
-    if alpha_size is None:
-        return blob, None
-    if len(blob) < _ALPHA_LEN.size:
-        raise CorruptStreamError("tile blob shorter than its length field")
-    (n,) = _ALPHA_LEN.unpack_from(blob)
-    if _ALPHA_LEN.size + n > len(blob):
-        raise CorruptStreamError("tile blob shorter than its symbols' length")
-    return blob[4 : 4 + n], bitstream.inflate_alpha(blob[4 + n :], alpha_size)
+def _alpha_of(data: bytes, header: Header, i: int, box) -> bytes:
+    """The inflated alpha plane of tile ``i`` (an RGBA stream)."""
+    _, deflated = bitstream.split_symbols_blob(bitstream.tile_payload(data, header, i), True)
+    return bitstream.inflate_alpha(deflated, box[2] * box[3])
 
 
 # --- whole streams ------------------------------------------------------------------------------
@@ -276,7 +239,7 @@ def _pack_stream(loaded, img, coded: Coded, target: RateTarget, tile_size: int) 
         cells = subtiles_of(box)
         x, y, w, h = box
         alpha = np.ascontiguousarray(img.alpha[y : y + h, x : x + w]).tobytes() if img.alpha is not None else None
-        blobs.append(_blob(pack_symbols(net, cells, coded.codes), alpha))
+        blobs.append(bitstream.symbols_blob(pack_symbols(net, cells, coded.codes), alpha))
         missed = any(coded.missed[rc] for rc in cells)
         flags = (FLAG_MISSED_TARGET if missed else 0) | (FLAG_ALPHA if alpha is not None else 0)
         entries.append(TileEntry(0, 0, _quality_code(np.array([coded.codes.iterations[rc] for rc in cells])), flags, 0))
@@ -336,7 +299,7 @@ def read_codes(data: bytes, header: Header, net: Minnen2018Codec, ids: list[int]
     for i in ids:
         box = header.tile_box(i)
         try:
-            symbols = _symbols_of(blobs[i], header.channels == 4)
+            symbols, _ = bitstream.split_symbols_blob(blobs[i], header.channels == 4)
             unpack_symbols(net, subtiles_of(box), symbols, codes)
         except BaseException as exc:  # BaseException: a Rust panic in constriction is one
             if not is_damaged_tile(exc):
@@ -388,7 +351,7 @@ def decode_region(data: bytes, header: Header, loaded, region, *, max_pixels: in
         alpha = np.empty((h, w), dtype=np.uint8)
         for i in intersecting(boxes, region):
             bx = boxes[i]
-            _, plane = _split_blob(bitstream.tile_payload(data, header, i), bx[2] * bx[3])
+            plane = _alpha_of(data, header, i, bx)
             into, part = overlap(bx, region)
             alpha[into] = np.frombuffer(plane, dtype=np.uint8).reshape(bx[3], bx[2])[part]
     return finish(rgb, alpha, header.channels)
@@ -407,8 +370,8 @@ def truncate(data: bytes, loaded, iterations: int) -> bytes:
         cells = subtiles_of(box)
         alpha = None
         if header.channels == 4:
-            _, alpha = _split_blob(bitstream.tile_payload(data, header, i), box[2] * box[3])
-        blobs.append(_blob(pack_symbols(net, cells, cut), alpha))
+            alpha = _alpha_of(data, header, i, box)
+        blobs.append(bitstream.symbols_blob(pack_symbols(net, cells, cut), alpha))
         if any(cut.iterations[rc] < codes.iterations[rc] for rc in cells):
             entry.flags |= FLAG_MISSED_TARGET
         entry.quality_code = _quality_code(np.array([cut.iterations[rc] for rc in cells]))
