@@ -24,7 +24,7 @@ from codec import api
 from codec.errors import (CodecError, CorruptStreamError, ModelMismatchError, ModelNotFoundError, StreamTooLargeError,
                      UnsupportedImageError)
 from codec.images.imageio import DEFAULT_MAX_PIXELS, load_image, write_image
-from codec.families.hyperprior.ratecontrol import DEFAULT_TARGET_PSNR
+from codec.options import DEFAULT_TARGET_PSNR, EncodeOptions
 from codec.format.tiles import DEFAULT_TILE
 
 EXIT_USAGE, EXIT_INPUT, EXIT_CORRUPT, EXIT_MODEL, EXIT_OTHER = 2, 3, 4, 5, 1
@@ -100,11 +100,12 @@ def _cmd_encode(a) -> None:
     loaded = load_image(a.input, str(a.input))
     image = loaded.pixels
     nodata = a.nodata if a.nodata is not None else loaded.nodata
+    options = EncodeOptions.from_keywords(
+        target_psnr=a.target_psnr, quality=a.quality, target_bpp=a.target_bpp, tile_size=a.tile_size,
+        device=a.device, name=str(a.input), nodata=nodata, band_names=loaded.band_names, bit_depth=loaded.bit_depth,
+        lossless=a.lossless, lossless_fallback=not a.no_lossless_fallback)
     t = time.perf_counter()
-    r = api.encode(image, a.model, target_psnr=a.target_psnr, quality=a.quality, target_bpp=a.target_bpp,
-                   tile_size=a.tile_size, device=a.device, name=str(a.input), nodata=nodata,
-                   band_names=loaded.band_names, bit_depth=loaded.bit_depth, lossless=a.lossless,
-                   lossless_fallback=not a.no_lossless_fallback)
+    r = api.encode(image, a.model, options)
     dt = time.perf_counter() - t
     a.output.write_bytes(r.data)
     psnr = f"{r.psnr:.2f} dB" if r.psnr is not None else "not measured"

@@ -25,7 +25,7 @@ from codec.registry import default_model_name
 from . import driver
 from .archive import Archive, Lease
 from .config import CompressJobConfig
-from .format import size
+from .numbers_display import size
 from .model_store import model_resolver
 from .retry import set_write_budget
 from .schema import LISTING_SCHEMA, RECORD_SCHEMA, STATS_SCHEMA, listing_row

@@ -138,7 +138,7 @@ class CompressJobConfig(JobConfig):
 
     @model_validator(mode="after")
     def _one_mode(self) -> "CompressJobConfig":
-        # the codec's rule (one of three, 38 dB by default), stated once in codec.families.hyperprior.ratecontrol
+        # the codec's rule (one of three, 38 dB by default), stated once in codec.options
         target = self.rate_target
         setattr(self, target.mode, target.value)
         if self.input.rstrip("/") == self.output.rstrip("/"):
@@ -147,10 +147,17 @@ class CompressJobConfig(JobConfig):
 
     @property
     def rate_target(self):
-        """The job's ``codec.families.hyperprior.ratecontrol.RateTarget``."""
-        from codec.families.hyperprior.ratecontrol import RateTarget
+        """The job's :class:`codec.options.RateTarget` (torch-free: the driver validates without the model)."""
+        from codec.options import RateTarget
 
         return RateTarget.from_options(target_psnr=self.target_psnr, quality=self.quality, target_bpp=self.target_bpp)
+
+    def encode_options(self):
+        """The :class:`codec.options.EncodeOptions` every image of the job starts from, validated once; a
+        replica adds only what belongs to the image (its name, nodata, bit depth, band names) and its device."""
+        from codec.options import EncodeOptions
+
+        return EncodeOptions(target=self.rate_target, tile_size=self.tile_size, lossless=self.lossless)
 
     @property
     def mode(self) -> tuple[str, float]:

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from .archive import STATS, Archive, archive_url
 from .config import StorageOptions
-from .format import cell
+from .numbers_display import cell
 
 GROUPS = {
     "prefix": "regexp_replace(key, '/[^/]*$', '/')",  # the folder holding the object

@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .format import cell  # noqa: E402
+from .numbers_display import cell  # noqa: E402
 from .report import Report  # noqa: E402
 
 PREVIEW_MAX_PIXELS = 4_000_000  # the most pixels the report decodes to show a record's image

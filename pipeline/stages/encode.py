@@ -54,7 +54,7 @@ class CodecReplica:
         self.archive = Archive(config.output, config.storage)
         gpu = f"/gpu{','.join(self.gpu_ids)}" if self.gpu_ids else "/cpu"
         self.ctx = RowContext.of(config, f"{socket.gethostname()}:{os.getpid()}{gpu}")
-        self.target = config.rate_target  # validated once, by the codec's own rule
+        self.options = config.encode_options().with_(device=self.device, half=self.device == "cuda")
         self.crashes = CrashLedger(self.archive, config.run_id)
         self.done = 0
         self._announce()
@@ -144,9 +144,9 @@ class CodecReplica:
     def _encode(self, image, key: str):
         import codec
 
-        return codec.encode(image.pixels, self.model_for(image), tile_size=self.cfg.tile_size, device=self.device,
-                            half=self.device == "cuda", name=key, target=self.target, nodata=image.nodata,
-                            bit_depth=image.bit_depth, band_names=image.band_names, lossless=self.cfg.lossless)
+        options = self.options.with_(name=key, nodata=image.nodata, bit_depth=image.bit_depth,
+                                     band_names=image.band_names)
+        return codec.encode(image.pixels, self.model_for(image), options)
 
     def _verify(self, r, image) -> Verified:
         """Decode the record as a restore would; measure it; refuse it if it is not what was encoded.
