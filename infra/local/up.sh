@@ -63,7 +63,7 @@ wait_for 180 "Ray job submission" bash -c \
   "\"$BIN/ray\" job submit --submission-id \"up-probe-\$RANDOM\$RANDOM\" -- python -c pass >>\"$STATE/ray.log\" 2>&1"
 
 { cat "$STATE/s3.env"; echo "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:${PORTS[1]}"; echo "export RAY_AUTH_MODE=token"
-  echo "export RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH"; } >"$STATE/env.sh"
+  echo "export RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH"; echo "export PATH=$BIN:\$PATH"; } >"$STATE/env.sh"
 chmod 600 "$STATE/env.sh"
 echo "S3 at $AWS_ENDPOINT_URL, Ray dashboard at http://127.0.0.1:${PORTS[1]}"
 echo "source $STATE/env.sh   # then: ray job submit --working-dir . -- python jobs/compress_bucket.py ..."
