@@ -28,6 +28,12 @@ def code_of(quality: float) -> int:
     return int(round(min(max(float(np.float32(quality)), 0.0), 1.0) * QUALITY_STEPS))
 
 
+def code_of_fraction(fraction: float) -> int:
+    """The nearest code to a fraction in [0, 1] computed in float64: the quality of a family whose quality is a
+    count (minnen2018: a tile's mean iterations over the most it may run), not a model input."""
+    return int(round(min(max(float(fraction), 0.0), 1.0) * QUALITY_STEPS))
+
+
 def code_of_level(level) -> np.ndarray:
     """Codes of grid levels 0..LEVELS-1 (int64, same shape): the nearest code to ``level / (LEVELS - 1)``."""
     return np.rint(np.asarray(level, dtype=np.float64) * QUALITY_STEPS / (LEVELS - 1)).astype(np.int64)

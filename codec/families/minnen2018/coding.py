@@ -34,7 +34,7 @@ from codec.errors import CorruptStreamError, StreamTooLargeError, damaged, is_da
 from codec.metrics import psnr_from_mse
 from codec.results import EncodeResult
 from codec.images.prep import finish, prepare
-from codec.quality import QUALITY_STEPS
+from codec.quality import code_of_fraction
 from codec.options import RateTarget
 from codec.format.tiles import check_tile_size, intersecting, overlap
 from codec.families.minnen2018.model import BORDER_FILL, TILE, Minnen2018Codec, context_patch
@@ -227,7 +227,7 @@ def _alpha_of(data: bytes, header: Header, i: int, box) -> bytes:
 
 
 def _quality_code(iterations: np.ndarray) -> int:
-    return int(round(float(np.mean(iterations)) / MAX_ITERATIONS * QUALITY_STEPS)) if iterations.size else 0
+    return code_of_fraction(float(np.mean(iterations)) / MAX_ITERATIONS) if iterations.size else 0
 
 
 def _pack_stream(loaded, img, coded: Coded, target: RateTarget, tile_size: int) -> tuple[bytes, Header]:
