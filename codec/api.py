@@ -138,11 +138,38 @@ def decode_region(data: bytes, box: tuple[int, int, int, int], model: str | Load
     for i in ids:  # every checksum before any work: a damaged stream fails fast
         container.tile_payload(data, header, i)
     if header.raster is None:
-        loaded = _model_for(header, model)
-        return loaded.family.decode_image(data, header, loaded, region, ids, opts)
+        return _decode_photo(data, header, ids, region, model, opts)
     if opts.max_bits is not None:
         raise ValueError("max_bits: progressive decoding is not available for raster streams")
     return _decode_raster(data, header, ids, region, model, opts)
+
+
+def _decode_photo(data: bytes, header: Header, ids: list[int], region: Box, model, opts: DecodeOptions) -> np.ndarray:
+    """The region of an 8-bit image: learned tiles by the model's family (loaded only when there are any), tiles
+    of a tile coder (v3) one by one over their colour bands, alpha from the tile."""
+    learned = [i for i in ids if header.tiles[i].learned]
+    if learned:
+        loaded = _model_for(header, model)
+        out = loaded.family.decode_image(data, header, loaded, region, learned, opts)
+    else:
+        out = np.empty((region[3], region[2]) + (() if header.channels == 1 else (header.channels,)), dtype=np.uint8)
+    boxes, colour = header.boxes(), 1 if header.channels == 1 else 3
+    for i in ids:
+        if header.tiles[i].learned:
+            continue
+        _, _, bw, bh = boxes[i]
+        try:
+            payload, alpha = container.split_photo_coder_blob(container.tile_payload(data, header, i),
+                                                              bw * bh if header.channels == 4 else None)
+            block = tilecoders.coder(header.tiles[i].coder).decode_tile(
+                payload, tilecoders.TileContext(bh, bw, colour, "uint8"))
+        except CorruptStreamError as exc:
+            raise CorruptStreamError(f"{header.tile_label(i)}: {exc}") from exc
+        if alpha is not None:
+            block = np.concatenate([block, np.frombuffer(alpha, np.uint8).reshape(bh, bw, 1)], axis=2)
+        into, part = overlap(boxes[i], region)
+        out[into] = block[..., 0][part] if header.channels == 1 else block[part]
+    return out
 
 
 def _decode_raster(data: bytes, header: Header, ids: list[int], region: Box, model, opts: DecodeOptions) -> np.ndarray:

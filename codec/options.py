@@ -67,6 +67,7 @@ class EncodeOptions:
     lossless: bool = False  # every tile exact
     lossless_fallback: bool = True  # target_psnr rasters: tiles the model cannot reach are coded exactly
     tile_coder: str | None = None  # code every tile with this tile coder (codec.tilecoders); lossless: "jxl_exact"
+    tools: tuple[str, ...] | None = None  # target_psnr: per-tile tools besides the learned one (codec.toolchoice); None: all
 
     def __post_init__(self):
         if not isinstance(self.target, RateTarget):
@@ -84,6 +85,10 @@ class EncodeOptions:
             raise ValueError(f"tile_coder must be a tile coder's name, got {self.tile_coder!r}")
         if self.band_names is not None:
             object.__setattr__(self, "band_names", tuple(str(n) for n in self.band_names))
+        if self.tools is not None:
+            if isinstance(self.tools, str) or not all(isinstance(t, str) for t in self.tools):
+                raise ValueError(f"tools must be a sequence of tile coder names, got {self.tools!r}")
+            object.__setattr__(self, "tools", tuple(self.tools))
 
     @classmethod
     def from_keywords(cls, target_psnr: float | None = None, quality: float | None = None,

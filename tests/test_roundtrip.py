@@ -51,10 +51,16 @@ def test_target_psnr_every_tile_reaches_target_with_lowest_level(model, image):
         assert psnr(tile, codec.decode(below.data)) < target
 
 
-def test_unreachable_target_is_flagged(model, image):
-    r = codec.encode(image, model, target_psnr=80.0, tile_size=128)
+def test_unreachable_target_is_flagged_when_the_tools_are_excluded(model, image):
+    r = codec.encode(image, model, target_psnr=80.0, tile_size=128, tools=("learned",))
     assert all(t.missed_target and t.quality == 1.0 for t in r.header.tiles)
     assert r.missed_tiles == len(r.header.tiles)
+
+
+def test_a_target_beyond_the_model_is_met_by_the_exact_tool(model, image):
+    r = codec.encode(image, model, target_psnr=80.0, tile_size=128)
+    assert r.missed_tiles == 0 and all(t.lossless for t in r.header.tiles)
+    assert np.array_equal(codec.decode(r.data), image)
 
 
 def test_target_bpp_stays_within_budget_and_beats_one_uniform_quality(model, image):

@@ -56,7 +56,7 @@ FLAG_LOSSLESS = 4  # v2: the tile is coded exactly (codec.tilecoders.jxl_exact)
 FLAG_NODATA = 8  # v2, learned tiles: the tile's valid mask follows the latents
 KNOWN_FLAGS = {FORMAT_VERSION: FLAG_MISSED_TARGET | FLAG_ALPHA,
                RASTER_VERSION: FLAG_MISSED_TARGET | FLAG_LOSSLESS | FLAG_NODATA,
-               CODER_VERSION: FLAG_MISSED_TARGET | FLAG_NODATA}
+               CODER_VERSION: FLAG_MISSED_TARGET | FLAG_NODATA | FLAG_ALPHA}
 RASTER_NODATA, RASTER_NAMES, RASTER_LOSSLESS = 1, 2, 4
 CHANNELS = (1, 3, 4)  # what prepare() produces: gray, RGB, RGBA
 
@@ -192,6 +192,26 @@ def split_symbols_blob(blob: bytes, has_alpha: bool) -> tuple[bytes, bytes | Non
     return blob[_SYMBOLS_LEN.size : _SYMBOLS_LEN.size + n], blob[_SYMBOLS_LEN.size + n :]
 
 
+def photo_coder_blob(payload: bytes, alpha: bytes | None = None) -> bytes:
+    """A v3 photo's tile coded by a tile coder: its payload over the colour bands (1 or 3), then for RGBA images
+    ``payload length u32`` first and the deflated alpha plane after it (as learned tiles carry it)."""
+    if alpha is None:
+        return payload
+    return struct.pack("<I", len(payload)) + payload + zlib.compress(alpha, 6)
+
+
+def split_photo_coder_blob(blob: bytes, alpha_size: int | None) -> tuple[bytes, bytes | None]:
+    """(coder payload, alpha plane or None) of a verified :func:`photo_coder_blob`."""
+    if alpha_size is None:
+        return blob, None
+    if len(blob) < 4:
+        raise CorruptStreamError("tile blob shorter than its payload length")
+    (n,) = struct.unpack_from("<I", blob, 0)
+    if 4 + n > len(blob):
+        raise CorruptStreamError("tile blob shorter than its coder payload")
+    return blob[4 : 4 + n], inflate_alpha(blob[4 + n :], alpha_size)
+
+
 def inflate_alpha(data: bytes, size: int) -> bytes:
     """An alpha plane that must inflate to exactly ``size`` bytes (:func:`codec.format.inflate.inflate_exact`)."""
     return inflate_exact(data, size, "alpha plane")
@@ -206,7 +226,7 @@ def pack(header: Header, blobs: list[bytes]) -> bytes:
         entry.offset, entry.length, entry.crc = offset, len(blob), zlib.crc32(blob)
         offset += len(blob)
     header.version = _version_for(header)
-    raster = header.version != FORMAT_VERSION
+    raster = header.raster is not None
     mid = _model_part(header) + _IMAGE.pack(
         header.width, header.height, 0 if raster else header.channels, header.tile_size,
         MODES.index(header.mode), header.target, len(header.tiles),
@@ -218,13 +238,13 @@ def pack(header: Header, blobs: list[bytes]) -> bytes:
 
 
 def _version_for(header: Header) -> int:
-    """The version ``header`` is written as: v1 for 8-bit images (learned tiles only), v2 for rasters whose tiles
-    v2 can spell (learned or JPEG XL exact: today's bytes), v3 once a tile has another coder."""
+    """The version ``header`` is written as: v1 for 8-bit images whose tiles are all learned, v2 for rasters whose
+    tiles v2 can spell (learned or JPEG XL exact: today's bytes), v3 once a tile has another coder (photos too:
+    a v3 photo keeps v1's image fields, channels byte included, and has no raster block)."""
     if header.raster is None:
-        if header.version != FORMAT_VERSION or any(t.coder != CODER_LEARNED for t in header.tiles):
-            raise ValueError("a version 1 header (8-bit image) holds learned tiles only, and no other version lacks "
-                             "raster info")
-        return FORMAT_VERSION
+        if header.version not in (FORMAT_VERSION, CODER_VERSION):
+            raise ValueError("a version 2 header needs raster info")
+        return FORMAT_VERSION if all(t.coder == CODER_LEARNED for t in header.tiles) else CODER_VERSION
     if header.version == FORMAT_VERSION:
         raise ValueError("version 1 header with raster info")
     v2 = all(t.coder in (CODER_LEARNED, CODER_JXL_EXACT) for t in header.tiles)
@@ -388,7 +408,8 @@ def read_header(data: bytes) -> Header:
     width, height, channels, tile_size, mode, target, n_tiles = _IMAGE.unpack_from(data, pos)
     pos += _IMAGE.size
     raster, lossless = None, False
-    if version != FORMAT_VERSION:
+    photo = version == FORMAT_VERSION or version == CODER_VERSION and channels != 0  # v3 photos: no raster block
+    if not photo:
         if channels != 0:
             raise CorruptStreamError(f"version {version} header with {channels} in its channels byte (must be 0)")
         raster, lossless, pos = _read_raster(data, pos, header_len - _CRC.size)
@@ -440,8 +461,12 @@ def _check_tile_index(h: Header, payload_len: int) -> None:
             if t.flags & FLAG_NODATA and (h.raster.nodata is None or t.lossless):
                 raise CorruptStreamError(f"{h.tile_label(i)}: nodata mask flag on a "
                                          f"{'lossless tile' if t.lossless else 'raster without nodata'}")
+            if t.flags & FLAG_ALPHA:
+                raise CorruptStreamError(f"{h.tile_label(i)}: alpha flag on a raster's tile")
             if h.lossless and not t.lossless:
                 raise CorruptStreamError(f"{h.tile_label(i)}: a tile not coded exactly in a lossless stream")
+        elif t.flags & FLAG_NODATA:
+            raise CorruptStreamError(f"{h.tile_label(i)}: nodata mask flag on a photo's tile")
         elif bool(t.flags & FLAG_ALPHA) != (h.channels == 4):
             raise CorruptStreamError(f"{h.tile_label(i)}: alpha flag does not match the image's {h.channels} channels")
         if t.offset + t.length > payload_len:

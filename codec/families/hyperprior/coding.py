@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from codec import tilecoders, toolchoice
 from codec.errors import damaged, is_damaged_tile
 from codec.families.hyperprior import ratecontrol
 from codec.families.hyperprior.engine import Engine, get_coder, map_ahead
@@ -59,11 +60,35 @@ def _encode_pass(engine: Engine, img: PreparedImage, header: Header, boxes: list
             missed = choice.missed is not None and choice.missed[k]
             flags = (FLAG_MISSED_TARGET if missed else 0) | (FLAG_ALPHA if alpha is not None else 0)
             entries[i] = TileEntry(0, 0, int(choice.codes[k]), flags, 0)
+    npix = np.array([w * h for _, _, w, h in boxes], dtype=np.float64)
+    if options.target.mode == "target_psnr":
+        allowed = toolchoice.allowed_tools(options.tools, options.lossless_fallback)
+        for i in range(len(boxes)) if allowed else ():
+            sse[i] = _choose_photo_tool(img, boxes[i], blobs, entries, i, sse[i] / (3 * npix[i]), options, allowed)
     header.tiles = entries
     data = container.pack(header, blobs)
-    npix = np.array([w * h for _, _, w, h in boxes], dtype=np.float64)
     psnr = None if np.isnan(sse).any() else float(psnr_from_mse(np.array([sse.sum() / (3 * npix.sum())]))[0])
     return EncodeResult(data, header, psnr_from_mse(sse / (3 * npix)), psnr)
+
+
+def _choose_photo_tool(img: PreparedImage, box: Box, blobs: list, entries: list, i: int, mse: float,
+                       options: EncodeOptions, allowed: tuple[str, ...]) -> float:
+    """Tile ``i`` by the tool codec.toolchoice picks (its blob and entry replaced when not the learned one);
+    returns the tile's squared error over its colour samples (3 per pixel, as the learned tiles count it)."""
+    x, y, w, h = box
+    colour = img.tile_rgb(x, y, w, h)[..., :1] if img.channels == 1 else img.tile_rgb(x, y, w, h)
+    entry = entries[i]
+    learned = toolchoice.LearnedTile(len(blobs[i]), float(psnr_from_mse(np.array([mse]))[0]), entry.missed_target,
+                                     w * h * colour.shape[2])
+    ctx = tilecoders.TileContext(h, w, colour.shape[2], "uint8")
+    choice = toolchoice.choose_tile(colour, ctx, learned, options.target.value, toolchoice.photo_psnr(colour), allowed)
+    if choice.payload is None:
+        return mse * 3 * w * h
+    coder = tilecoders.by_name(choice.coder)
+    alpha = np.ascontiguousarray(img.alpha[y : y + h, x : x + w]).tobytes() if img.alpha is not None else None
+    blobs[i] = container.photo_coder_blob(choice.payload, alpha)
+    entries[i] = TileEntry(0, 0, container.LOSSLESS_CODE if coder.exact else 0, entry.flags & FLAG_ALPHA, 0, coder.id)
+    return 0.0 if coder.exact else float(10 ** (-choice.psnr / 10) * 255.0**2 * 3 * w * h)
 
 
 def decode_image(data: bytes, header: Header, loaded, region: Box, ids: list[int], options: DecodeOptions) -> np.ndarray:

@@ -1,20 +1,21 @@
-"""The hyperprior's raster coding (stream version 2): every band group of every tile through rate control
-and the engine; tiles a target_psnr cannot reach coded exactly instead (the JPEG XL exact tile coder)."""
+"""The hyperprior's raster coding (stream version 2, or 3 with a tool the v2 index cannot spell): every band
+group of every tile through rate control and the engine; under target_psnr each tile then coded by the tool
+codec.toolchoice picks (JPEG XL lossy where it is smaller or the model misses, exact as the last resort)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from codec import tilecoders
+from codec import tilecoders, toolchoice
 from codec.errors import CorruptStreamError
 from codec.families.hyperprior import bands as band_coding, ratecontrol
 from codec.families.hyperprior.coding import latents
 from codec.families.hyperprior.engine import Engine, get_coder, map_ahead
 from codec.families.hyperprior.tiling import batches
 from codec.format import container, raster
-from codec.format.container import CODER_JXL_EXACT, FLAG_MISSED_TARGET, FLAG_NODATA, Header, TileEntry
+from codec.format.container import FLAG_MISSED_TARGET, FLAG_NODATA, Header, TileEntry
 from codec.format.tiles import Box, overlap
-from codec.metrics import psnr_from_band_sse
+from codec.metrics import band_sse as band_sse_of, psnr_from_band_sse
 from codec.options import DecodeOptions, EncodeOptions
 from codec.results import EncodeResult
 
@@ -34,9 +35,10 @@ def encode_raster(img: np.ndarray, header: Header, valid: list, counts: np.ndarr
     strategy = ratecontrol.plan(options.target, engine, all_batches, width=header.width * n_bands,
                                 height=header.height, n_tiles=n * len(groups),
                                 overhead_bytes=container.estimated_overhead(loaded.model_id, n * len(groups)))
-    fallback = options.lossless_fallback and options.target.mode == "target_psnr"
+    psnr_mode = options.target.mode == "target_psnr"
+    allowed = toolchoice.allowed_tools(options.tools, options.lossless_fallback) if psnr_mode else ()
     while strategy is not None:
-        result = _raster_pass(engine, img, header, valid, counts, strategy, options, fallback)
+        result = _raster_pass(engine, img, header, valid, counts, strategy, options, allowed)
         strategy = strategy.retry(len(result.data))
     return result
 
@@ -65,22 +67,24 @@ def _code_groups(engine: Engine, img: np.ndarray, header: Header, valid: list, s
 
 
 def _raster_pass(engine: Engine, img: np.ndarray, header: Header, valid: list, counts: np.ndarray,
-                 strategy: ratecontrol.Strategy, options: EncodeOptions, fallback: bool) -> EncodeResult:
+                 strategy: ratecontrol.Strategy, options: EncodeOptions, allowed: tuple[str, ...]) -> EncodeResult:
     """Every band group of every tile through ``strategy`` and the entropy coder (overlapped with the next
-    batch's transforms, as for images); exact tiles where asked; pack."""
+    batch's transforms, as for images); then, under target_psnr, each tile's tool (codec.toolchoice); pack."""
     info, boxes = header.raster, header.boxes()
     parts, missed, band_sse = _code_groups(engine, img, header, valid, strategy, options)
-    exact = tilecoders.coder(CODER_JXL_EXACT)
     blobs, entries = [], []
     for i, (x, y, bw, bh) in enumerate(boxes):
-        if fallback and missed[i]:  # the model cannot reach the target here: keep the tile exactly
-            ctx = tilecoders.TileContext(bh, bw, info.bands, info.dtype, info.nodata)
-            blobs.append(exact.encode_tile(np.asarray(img[y : y + bh, x : x + bw]), ctx))
-            entries.append(TileEntry(0, 0, container.LOSSLESS_CODE, 0, 0, CODER_JXL_EXACT))
-            band_sse[i] = 0.0
-            continue
         mask = raster.pack_mask(valid[i]) if valid[i] is not None else None
-        blobs.append(container.raster_tile_blob(parts[i], mask))
+        blob = container.raster_tile_blob(parts[i], mask)
+        choice = _tool_for(img[y : y + bh, x : x + bw], valid[i], info, blob, band_sse[i], counts[i], missed[i],
+                           options, allowed)
+        if choice.payload is not None:
+            coder = tilecoders.by_name(choice.coder)
+            blobs.append(choice.payload)
+            entries.append(TileEntry(0, 0, container.LOSSLESS_CODE if coder.exact else 0, 0, 0, coder.id))
+            band_sse[i] = _band_sse_of(coder, choice.payload, img[y : y + bh, x : x + bw], valid[i], info)
+            continue
+        blobs.append(blob)
         flags = (FLAG_MISSED_TARGET if missed[i] else 0) | (FLAG_NODATA if mask is not None else 0)
         entries.append(TileEntry(0, 0, max(code for code, _, _ in parts[i]), flags, 0))
     header.tiles = entries
@@ -90,6 +94,28 @@ def _raster_pass(engine: Engine, img: np.ndarray, header: Header, valid: list, c
                           for i in range(n)])
     psnr = None if np.isnan(band_sse).any() else psnr_from_band_sse(band_sse.sum(0), int(counts.sum()), info.peak)
     return EncodeResult(data, header, tile_psnr, psnr)
+
+
+def _tool_for(block, valid, info, blob: bytes, band_sse: np.ndarray, count: int, missed: bool,
+              options: EncodeOptions, allowed: tuple[str, ...]) -> toolchoice.TileChoice:
+    """codec.toolchoice's pick for one raster tile (the learned tile when no tool is allowed or measured)."""
+    psnr = np.nan if np.isnan(band_sse).any() else psnr_from_band_sse(band_sse, count, info.peak)
+    if not allowed or np.isnan(psnr) and not missed:
+        return toolchoice.TileChoice("learned", None, psnr, missed)
+    block = np.asarray(block)
+    learned = toolchoice.LearnedTile(len(blob), psnr, missed, block.shape[0] * block.shape[1] * block.shape[2])
+    ctx = tilecoders.TileContext(block.shape[0], block.shape[1], info.bands, info.dtype, info.nodata)
+    return toolchoice.choose_tile(block, ctx, learned, options.target.value, toolchoice.raster_psnr(block, valid, info.peak),
+                                  allowed)
+
+
+def _band_sse_of(coder, payload: bytes, block, valid, info) -> np.ndarray:
+    """Squared error per band of a tile another tool coded (zeros for an exact one)."""
+    if coder.exact:
+        return np.zeros(info.bands)
+    block = np.asarray(block)
+    ctx = tilecoders.TileContext(block.shape[0], block.shape[1], info.bands, info.dtype, info.nodata)
+    return band_sse_of(block, coder.decode_tile(payload, ctx), valid)[0]
 
 
 def decode_raster_tiles(data: bytes, header: Header, loaded, ids: list[int], region: Box, out: np.ndarray,

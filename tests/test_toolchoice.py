@@ -1,0 +1,112 @@
+"""Per-tile tools under a PSNR target (issue 23): JPEG XL lossy tiles, the pure choice of what to try, and
+streams where every tile meets the target (v3 where a tile is not learned, v1/v2 bytes otherwise)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import codec
+from codec import toolchoice
+from codec.errors import CorruptStreamError
+from codec.format import container
+from codec.metrics import raster_psnr
+from codec.tilecoders import TileContext, jxl_lossy
+
+
+def texture(h, w, bands, top, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    planes = [0.5 + 0.3 * np.sin(0.05 * (b + 1) * xx + b) * np.cos(0.07 * yy) + rng.normal(0, 0.04, (h, w))
+              for b in range(bands)]
+    return np.rint(np.clip(np.stack(planes, -1), 0, 1) * top).astype(np.uint8 if top <= 255 else np.uint16)
+
+
+def tile_psnrs(header, ref, dec, peak=None):
+    out = []
+    for x, y, w, h in header.boxes():
+        a, b = ref[y : y + h, x : x + w], dec[y : y + h, x : x + w]
+        out.append(raster_psnr(a, b, peak=peak) if peak else
+                   10 * np.log10(255**2 / max(np.mean((a.astype(float) - b) ** 2), 1e-12)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("bands,top,nodata", [(3, 255, None), (1, 255, None), (5, 4000, 0), (2, 60000, None)])
+def test_jxl_lossy_tiles_decode_to_their_shape_with_nodata_exact(bands, top, nodata):
+    block = texture(40, 70, bands, top)
+    if nodata is not None:
+        block[:8, :9] = nodata
+    ctx = TileContext(40, 70, bands, block.dtype.name, nodata)
+    out = jxl_lossy.decode(jxl_lossy.encode_at(block, ctx, 0.5), ctx)
+    assert out.shape == block.shape and out.dtype == block.dtype
+    assert raster_psnr(block, out, peak=top) > 30
+    if nodata is not None:
+        assert (out[:8, :9] == nodata).all() and not np.all(out[8:] == nodata, axis=2).any()
+
+
+def test_a_damaged_jxl_lossy_payload_is_corrupt():
+    block = texture(32, 32, 3, 255)
+    ctx = TileContext(32, 32, 3, "uint8")
+    payload = jxl_lossy.encode_at(block, ctx, 1.0)
+    for bad in (payload[:5], b"\x09" + payload[1:], payload[:-40]):
+        with pytest.raises(CorruptStreamError):
+            jxl_lossy.decode(bad, ctx)
+
+
+@pytest.mark.parametrize("target", [30.0, 36.0, 42.0])
+def test_the_distance_search_meets_the_target_or_says_it_cannot(target):
+    block = texture(64, 64, 3, 255, seed=3)
+    ctx = TileContext(64, 64, 3, "uint8")
+    psnr_of = toolchoice.photo_psnr(block)
+    trial = jxl_lossy.encode_to_psnr(block, ctx, target, psnr_of)
+    assert trial is not None and trial.psnr >= target
+    assert psnr_of(jxl_lossy.decode(trial.payload, ctx)) == pytest.approx(trial.psnr)
+    assert jxl_lossy.encode_to_psnr(block, ctx, 60.0, psnr_of) is None  # beyond JPEG XL lossy on this noise
+
+
+def test_other_tools_are_tried_only_where_they_can_win():
+    allowed = toolchoice.TOOLS
+    cheap = toolchoice.LearnedTile(bytes=100, psnr=40.0, missed=False, samples=64 * 64 * 3)
+    dear = toolchoice.LearnedTile(bytes=20000, psnr=40.0, missed=False, samples=64 * 64 * 3)
+    missed = toolchoice.LearnedTile(bytes=20000, psnr=35.0, missed=True, samples=64 * 64 * 3)
+    assert toolchoice.tools_to_try(cheap, allowed) == []
+    assert toolchoice.tools_to_try(dear, allowed) == ["jxl_lossy"]
+    assert toolchoice.tools_to_try(missed, allowed) == ["jxl_lossy", "jxl_exact"]
+    assert toolchoice.tools_to_try(missed, ("jxl_exact",)) == ["jxl_exact"]
+    assert toolchoice.allowed_tools(None, lossless_fallback=False) == ()
+    with pytest.raises(ValueError, match="unknown per-tile tool"):
+        toolchoice.allowed_tools(("webp",))
+
+
+@pytest.mark.parametrize("shape", [(100, 150, 3), (100, 150), (100, 150, 4)])
+def test_every_photo_tile_meets_a_target_beyond_the_model(shape):
+    img = texture(100, 150, 3, 255, seed=5)
+    img = img[..., 0] if len(shape) == 2 else img
+    if len(shape) == 3 and shape[2] == 4:
+        img = np.concatenate([img, texture(100, 150, 1, 255, seed=6)], axis=2)
+    r = codec.encode(img, None, target_psnr=44.0, tile_size=64)
+    header = codec.read_header(r.data)
+    assert r.missed_tiles == 0 and header.version == container.CODER_VERSION
+    dec = codec.decode(r.data)
+    assert dec.shape == img.shape
+    colour = (slice(None), slice(None), slice(0, 3)) if img.ndim == 3 else (slice(None), slice(None))
+    assert (tile_psnrs(header, img[colour], dec[colour]) >= 44.0 - 0.05).all()
+    if img.ndim == 3 and img.shape[2] == 4:
+        assert np.array_equal(dec[..., 3], img[..., 3])
+    assert np.array_equal(codec.decode_region(r.data, (30, 20, 70, 60)), dec[20:80, 30:100])
+
+
+def test_all_learned_photos_keep_version_1():
+    r = codec.encode(texture(70, 90, 3, 255), None, quality=0.5, tile_size=64)
+    assert codec.read_header(r.data).version == container.FORMAT_VERSION
+
+
+def test_every_raster_tile_meets_the_target_and_the_flag_stays_when_tools_are_excluded():
+    img = texture(90, 130, 4, 3000, seed=7)
+    r = codec.encode(img, None, target_psnr=50.0, tile_size=64)
+    dec = codec.decode(r.data)
+    peak = float(img.max())
+    assert r.missed_tiles == 0 and (tile_psnrs(r.header, img, dec, peak) >= 50.0 - 0.05).all()
+    assert np.array_equal(codec.decode_region(r.data, (10, 50, 100, 40)), dec[50:90, 10:110])
+    flagged = codec.encode(img, None, target_psnr=80.0, tile_size=64, tools=("jxl_lossy",))
+    assert flagged.missed_tiles > 0
