@@ -1,4 +1,4 @@
-"""Per-tile tool choice under a PSNR target: the one home of which tile coder codes each tile.
+"""Per-tile tool choice under a PSNR target or an error bound: the one home of which tile coder codes each tile.
 
     learned pass ─▶ per tile LearnedTile(bytes, psnr, missed, samples)
         ─tools_to_try (pure)─▶ the other tools that can win this tile (never all of them on every tile)
@@ -9,6 +9,11 @@ win: JPEG XL lossy where the learned tile missed the target, or where it met it 
 :data:`JXL_TRY_BPS` bits per sample (below that the learned tile is smaller on nearly every tile; measured on
 train-natural and aerial train, bench/results/tile_tools.log, ``--calibrate``). Exact JPEG XL codes the tiles
 nothing else brings to the target, so under ``target_psnr`` no tile misses it unless the caller excluded it.
+
+Under ``max_error`` (:func:`choose_bounded`) the candidates are the coders that bound every sample by E: the
+near-lossless coder (its smaller method: grid-quantised JPEG XL or JPEG-LS near-lossless, each checked by
+decoding) and exact JPEG XL, tried only where no near-lossless payload keeps the bound (a nodata clash): at
+E ≥ 1 the grid's index image always codes in fewer bits than the samples themselves.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 
 from codec import tilecoders
 from codec.metrics import band_sse, psnr_from_band_sse, psnr_from_mse
-from codec.tilecoders import TileContext, jxl_lossy
+from codec.tilecoders import TileContext, jxl_lossy, nearlossless
 
 TOOLS = ("jxl_lossy", "jxl_exact")  # per-tile tools besides the learned family, in the order they are tried
 JXL_TRY_BPS = 1.0  # bits per sample of a passing learned tile above which JPEG XL lossy is tried (see above)
@@ -91,6 +96,25 @@ def choose_tile(block: np.ndarray, ctx: TileContext, learned: LearnedTile, targe
     return best
 
 
+@dataclass(frozen=True)
+class BoundedChoice:
+    """The coder of a tile under ``max_error``: its name, payload and the tile's largest absolute error."""
+
+    coder: str
+    payload: bytes
+    max_abs_error: int
+    decoded: np.ndarray
+
+
+def choose_bounded(block: np.ndarray, ctx: TileContext, max_error: int) -> BoundedChoice:
+    """The fewest-bytes coder that keeps every sample of ``block`` within ±``max_error`` (nodata exact)."""
+    near = nearlossless.encode_within(block, ctx, max_error)
+    if near is not None:
+        err = int(np.abs(near.decoded.astype(np.int64) - block.astype(np.int64)).max(initial=0))
+        return BoundedChoice("nearlossless", near.payload, err, near.decoded)
+    return BoundedChoice("jxl_exact", tilecoders.by_name("jxl_exact").encode_tile(block, ctx), 0, block)
+
+
 def photo_psnr(reference: np.ndarray) -> Callable[[np.ndarray], float]:
     """8-bit PSNR over every colour sample (what a photo's tile PSNR is)."""
     ref = reference.astype(np.int64)
@@ -114,5 +138,5 @@ def raster_psnr(reference: np.ndarray, valid: np.ndarray | None, peak: float) ->
 
 def counts(coders: list[str]) -> dict[str, int]:
     """Tiles per tool, in table order (what stats and reports show)."""
-    names = ["learned", *TOOLS]
+    names = ["learned", *TOOLS, "nearlossless"]
     return {n: coders.count(n) for n in names if n in coders}

@@ -11,6 +11,7 @@ one :class:`TileCoder` row here names them. Ids are assigned in :mod:`codec.form
     1  jxl_exact       JPEG XL lossless per band (codec.tilecoders.jxl_exact)
     2  jxl_lossy       JPEG XL lossy, per band triplet, distance searched to a target (codec.tilecoders.jxl_lossy)
     3                  reserved: AVIF 4:4:4
+    4  nearlossless    every sample within ±E (max_error): grid-quantised JPEG XL or JPEG-LS (codec.tilecoders.nearlossless)
 
 A coder that refines the learned reconstruction (near-lossless: prediction + residual quantised with step
 2E+1) says ``needs_prediction``; its context then carries the tile's learned reconstruction. See the README,
@@ -25,14 +26,15 @@ from typing import Callable
 import numpy as np
 
 from codec.errors import CorruptStreamError, UnsupportedImageError
-from codec.format.container import CODER_IDS, CODER_JXL_EXACT, CODER_JXL_LOSSY, CODER_LEARNED
-from codec.tilecoders import jxl_exact, jxl_lossy
+from codec.format.container import CODER_IDS, CODER_JXL_EXACT, CODER_JXL_LOSSY, CODER_LEARNED, CODER_NEAR_LOSSLESS
+from codec.tilecoders import jxl_exact, jxl_lossy, nearlossless
 
 
 @dataclass(frozen=True)
 class TileContext:
     """What a tile coder knows besides the pixels or the payload: the tile's shape and samples, the raster's
-    nodata value, and (for coders that refine it) the learned reconstruction of the tile."""
+    nodata value, (for coders that refine it) the learned reconstruction of the tile, and (for error-bounded
+    coders, encode only: the payload records it) the bound ``max_error``."""
 
     height: int
     width: int
@@ -40,6 +42,7 @@ class TileContext:
     dtype: str  # "uint8" or "uint16"
     nodata: int | None = None
     prediction: np.ndarray | None = None  # (h, w, bands) of dtype: the learned tile, for needs_prediction coders
+    max_error: int | None = None  # error-bounded coders (nearlossless): the bound every sample must keep
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -117,3 +120,4 @@ def by_name(name: str) -> TileCoder:
 LEARNED = register(TileCoder(CODER_LEARNED, "learned", None, None))
 JXL_EXACT = register(TileCoder(CODER_JXL_EXACT, "jxl_exact", jxl_exact.encode, jxl_exact.decode, exact=True))
 JXL_LOSSY = register(TileCoder(CODER_JXL_LOSSY, "jxl_lossy", jxl_lossy.encode, jxl_lossy.decode))
+NEAR_LOSSLESS = register(TileCoder(CODER_NEAR_LOSSLESS, "nearlossless", nearlossless.encode, nearlossless.decode))
