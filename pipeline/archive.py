@@ -27,7 +27,10 @@ Guarantees, and where they come from:
   (another bucket, prefix, mount point or symlink) is a complete, independent archive.
 - **Recovery touches nothing committed.** ``recover()`` runs under the lease, so every other
   run's lease is gone; files that no manifest names are *moved* to ``_quarantine/`` (never
-  deleted), and their keys, being uncommitted, are processed again.
+  deleted), and their keys, being uncommitted, are processed again. A manifest that cannot be
+  read (a storage error past the retry budget) stops recovery before anything moves
+  (:class:`ArchiveUnreadableError`, exit 4); one that reads but is torn keeps every unnamed
+  file in place until an operator runs ``python -m pipeline.archive check|repair OUTPUT``.
 - **Readers degrade, they do not fail.** An unreadable manifest or one whose files are missing
   is skipped and reported in :attr:`Archive.problems`; the rest of the archive reads.
 - **Latest wins by commit sequence**, stored in each manifest (not by file or run names).
@@ -49,9 +52,11 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import retry
 from .config import StorageOptions
 from .schema import RECORD_SCHEMA, STATS_SCHEMA
 from .storage import filesystem, put_atomic, put_if_absent, to_url
+from .storage_errors import StorageAccessError
 
 RECORDS, STATS, MANIFESTS, LEASES, QUARANTINE, RUNS = "records", "stats", "_manifests", "_lease", "_quarantine", "_runs"
 RESTORE_LOG = "_restore_log"
@@ -80,6 +85,34 @@ class LeaseHeldError(ArchiveError):
 
 class LeaseLostError(ArchiveError):
     """This run's lease expired or was taken over: it must stop writing."""
+
+
+class ArchiveUnreadableError(StorageAccessError):
+    """A manifest stayed unreadable (5xx, timeout, reset) past the retry budget: nothing was moved (exit 4)."""
+
+
+def read_retried(fs, path: str, policy: retry.RetryPolicy | None = None) -> bytes:
+    """``path``'s bytes, transient failures retried under ``policy`` (default: the write budget).
+
+    A manifest that cannot be read is not a torn one: its files may be committed, so a read
+    that keeps failing raises :class:`ArchiveUnreadableError` instead of being skipped.
+    """
+    policy = policy or retry.WRITE_RETRY
+    start = time.monotonic()
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return fs.cat_file(path)
+        except Exception as exc:
+            if not retry.is_transient(exc):
+                raise
+            wait = retry.backoff(attempt, policy.base_s, policy.cap_s)
+            spent = time.monotonic() - start
+            if attempt == policy.attempts or spent + wait > policy.budget_s:
+                raise ArchiveUnreadableError(
+                    f"cannot read {to_url(fs, path)}: storage kept failing for {spent:.0f} s ({attempt} attempts): "
+                    f"{type(exc).__name__}: {exc}"[:600] + "; nothing was moved, rerun when storage is back") from exc
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def check_run_id(run_id: str) -> str:
@@ -215,6 +248,7 @@ class Archive:
         self.fs, self.root = filesystem(url, storage)
         self.root = self.root.rstrip("/")
         self.problems: list[str] = []  # what readers skipped, and why
+        self.torn: list[str] = []  # manifests that read back but do not parse (their files are kept)
         self._manifests: list[Manifest] | None = None
         self._present: set[str] | None = None  # data files seen by the last listing
 
@@ -273,13 +307,18 @@ class Archive:
             names = self.fs.ls(self.path(MANIFESTS), detail=False)
         except FileNotFoundError:
             names = []
-        out = []
+        out, self.torn = [], []
         for n in sorted(names):
             if not n.endswith(".json"):
                 continue
             try:
-                out.append(self._parse_manifest(n, self.fs.cat_file(n)))
+                data = read_retried(self.fs, n)  # a storage error that lasts raises: never taken for torn
+            except FileNotFoundError:
+                continue  # listed a moment ago, gone since
+            try:
+                out.append(self._parse_manifest(n, data))
             except Exception as exc:  # torn write (a crash on a non-atomic filesystem), or foreign junk
+                self.torn.append(n)
                 self._problem(f"unreadable manifest {to_url(self.fs, n)} skipped: {type(exc).__name__}: {exc}")
         out.sort(key=lambda m: m.order)
         self._manifests, self._present = out, None
@@ -516,20 +555,37 @@ class Archive:
         """Write one object whole: readers see the old bytes or the new, never a torn file."""
         put_atomic(self.fs, path, data)
 
+    def unnamed_files(self) -> list[str]:
+        """Data files (absolute paths) that no readable manifest names; raises if a manifest cannot be read."""
+        named = {self.path(f) for m in self.manifests(refresh=True) for f in m.files.values()}
+        return sorted(p for kind in (RECORDS, STATS) for p in self._existing(kind) - named)
+
     def recover(self, lease: Lease) -> list[str]:
         """Move data files that no manifest names (segments that never committed) to ``_quarantine/``.
 
         Only under the lease: every run that could still be writing them has lost its lease.
+        Every manifest is read first (a storage error that outlasts the retry budget raises
+        :class:`ArchiveUnreadableError` before any file moves); while a torn manifest exists,
+        nothing moves, since it may name any of them (``python -m pipeline.archive check``).
         Returns the moved files' URLs (their new place).
         """
         lease.check()
-        named = {self.path(f) for m in self.manifests(refresh=True) for f in m.files.values()}
+        orphans = self.unnamed_files()
+        if self.torn:
+            self._problem(f"recovery moved nothing: {len(self.torn)} torn manifest(s) may name the "
+                          f"{len(orphans)} unnamed file(s); see python -m pipeline.archive check {self.url}")
+            return []
         moved = []
-        for kind in (RECORDS, STATS):
-            for p in sorted(self._existing(kind) - named):
-                rel = p[len(self.root) + 1 :]
-                dest = self.quarantine_path(lease.run_id, rel)
-                self.fs.makedirs(dest.rsplit("/", 1)[0], exist_ok=True)
-                self.fs.mv(p, dest)
-                moved.append(to_url(self.fs, dest))
+        for p in orphans:
+            dest = self.quarantine_path(lease.run_id, p[len(self.root) + 1 :])
+            self.fs.makedirs(dest.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.mv(p, dest)
+            moved.append(to_url(self.fs, dest))
         return moved
+
+
+if __name__ == "__main__":  # python -m pipeline.archive check|repair OUTPUT (the CLI lives in archive_check)
+    import importlib
+    import sys
+
+    sys.exit(importlib.import_module("pipeline.archive_check").main())
