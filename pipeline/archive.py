@@ -196,13 +196,21 @@ class Lease:
             except Exception:  # a storage hiccup: try again next tick; check() stops commits if it lasts
                 continue
 
-    def renew(self) -> None:
-        if self.lost:
-            raise LeaseLostError(self.lost)
-        current = self.archive.current_lease()
+    def _confirm_held(self) -> None:
+        """Raise LeaseLostError unless the newest lease is this one; one that cannot be read is lost too."""
+        try:
+            current = self.archive.current_lease()
+        except StorageAccessError as exc:
+            self.lost = f"cannot read the current lease of {self.archive.url}, so it may be someone else's: {exc}"
+            raise LeaseLostError(self.lost) from exc
         if current is None or current.get("generation") != self.generation or current.get("owner") != self.owner:
             self.lost = f"the lease on {self.archive.url} was taken over (now {current})"
             raise LeaseLostError(self.lost)
+
+    def renew(self) -> None:
+        if self.lost:
+            raise LeaseLostError(self.lost)
+        self._confirm_held()
         expires = time.time() + self.ttl_s
         put_atomic(self.archive.fs, self.path, json.dumps({**json.loads(self.body()), "expires_at": expires}).encode())
         self.expires_at = expires
@@ -213,15 +221,12 @@ class Lease:
             raise LeaseLostError(self.lost)
         if time.time() > self.expires_at - self.ttl_s / 8:
             try:
-                self.renew()
-            except LeaseLostError:
-                raise
+                self.renew()  # its PUT is retried for the write budget: a brownout is not a lost lease
+            except (LeaseLostError, StorageAccessError):
+                raise  # taken over; or storage down past the budget (exit 4, the lease expires on its own)
             except Exception as exc:
                 raise LeaseLostError(f"cannot renew the lease on {self.archive.url}: {exc}") from exc
-        current = self.archive.current_lease()
-        if current is None or current.get("generation") != self.generation or current.get("owner") != self.owner:
-            self.lost = f"the lease on {self.archive.url} was taken over (now {current})"
-            raise LeaseLostError(self.lost)
+        self._confirm_held()
 
     def release(self) -> None:
         self._stop.set()
@@ -468,30 +473,64 @@ class Archive:
 
     # --- the lease -------------------------------------------------------------------------
     def current_lease(self) -> dict | None:
-        """The newest lease generation's content (None if there never was one)."""
+        """The newest lease generation's content (None if there never was one).
+
+        Never an older generation instead: a newest one that cannot be read (storage errors past
+        the retry budget) raises :class:`ArchiveUnreadableError`, and its holder is unknown. One
+        that reads but does not parse (junk; lease writes are create-only, hence whole) counts
+        as an expired holder of its generation.
+        """
         try:
             names = sorted(n for n in self.fs.ls(self.path(LEASES), detail=False) if n.endswith(".json"))
         except FileNotFoundError:
             return None
-        for n in reversed(names):
-            try:
-                return json.loads(self.fs.cat_file(n))
-            except Exception:  # a generation being written right now: judge by the one before
-                continue
-        return None
+        if not names:
+            return None
+        try:
+            data = read_retried(self.fs, names[-1])
+        except FileNotFoundError as exc:
+            raise ArchiveUnreadableError(f"lease {to_url(self.fs, names[-1])} was listed but cannot be read") from exc
+        try:
+            return json.loads(data)
+        except ValueError:
+            gen = names[-1].rsplit("/", 1)[-1].split(".")[0]
+            return {"generation": int(gen) if gen.isdigit() else 0, "expires_at": 0, "torn": True}
 
-    def acquire_lease(self, run_id: str, ttl_s: float = DEFAULT_LEASE_TTL_S) -> Lease:
-        """Become the output's single writer, or raise :class:`LeaseHeldError` naming the holder."""
+    def acquire_lease(self, run_id: str, ttl_s: float = DEFAULT_LEASE_TTL_S, wait_s: float = 0.0,
+                      progress=None) -> Lease:
+        """Become the output's single writer, or raise :class:`LeaseHeldError` naming the holder.
+
+        ``wait_s`` > 0 waits that long for a held lease to expire (a crashed run's, typically),
+        calling ``progress(message)`` every 10 s; a holder on this host whose process is gone is
+        taken over at once (:func:`pipeline.lease_holder.holder_is_dead`).
+        """
         check_run_id(run_id)
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        deadline, told = time.monotonic() + wait_s, time.monotonic()
+        while True:
+            try:
+                return self._try_acquire(run_id, owner, ttl_s)
+            except LeaseHeldError as exc:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise
+                if progress and now - told >= 10:
+                    progress(f"waiting for the lease ({deadline - now:.0f} s more at most): {exc}")
+                    told = now
+                time.sleep(min(1.0, max(0.05, deadline - now)))
+
+    def _try_acquire(self, run_id: str, owner: str, ttl_s: float) -> Lease:
+        from .lease_holder import holder_is_dead
+
         for _ in range(3):
             current = self.current_lease()
-            if current and not current.get("released") and float(current.get("expires_at", 0)) > time.time():
+            live = current and not current.get("released") and float(current.get("expires_at", 0)) > time.time()
+            if live and not holder_is_dead(current.get("owner")):
                 left = float(current["expires_at"]) - time.time()
                 raise LeaseHeldError(
                     f"{self.url} is being written by run {current.get('run_id')!r} (owner {current.get('owner')}, "
                     f"its lease runs {left:.0f} s more unless renewed); one run writes an output at a time. If that "
-                    "run died, this output is free once its lease runs out")
+                    "run died, this output is free once its lease runs out (--wait-for-lease S waits for it)")
             gen = int(current.get("generation", 0)) + 1 if current else 1
             lease = Lease(self, gen, run_id, owner, ttl_s, expires_at=time.time() + ttl_s)
             if put_if_absent(self.fs, lease.path, lease.body()):

@@ -29,7 +29,7 @@ def _orphans(root: str) -> list[str]:
 @pytest.fixture
 def short_budget():
     before = retry.WRITE_RETRY
-    retry.set_write_budget(1.0)
+    retry.set_write_budget(3.0)  # room for two retries (backoff 0.25–0.5 s, 0.5–1 s)
     yield
     retry.WRITE_RETRY = before
 
@@ -104,3 +104,47 @@ def test_repair_moves_quarantined_files_a_manifest_names_back(tmp_path, capsys):
     assert main(["repair", root]) == 0
     assert committed_keys(Archive(root)) == ["k1", "k2"]
     assert check(Archive(root)).clean
+
+
+def _taken_over(root: str):
+    """run-a's lease (its renewals stopped, believing itself valid) and run-b's, which took over after expiry."""
+    import time
+
+    a = Archive(root).acquire_lease("run-a", ttl_s=0.3)
+    a._stop.set()
+    time.sleep(0.4)
+    b = Archive(root).acquire_lease("run-b", ttl_s=60)
+    a.expires_at = time.time() + 60  # a paused writer's stale belief: no renewal due
+    return a, b
+
+
+def _newest_lease_unreadable(monkeypatch, archive: Archive, failures: int | None = None):
+    real_cat, left = archive.fs.cat_file, [failures]
+
+    def flaky(path, *a, **k):
+        if path.endswith("_lease/000000000002.json") and (left[0] is None or left[0] > 0):
+            if left[0] is not None:
+                left[0] -= 1
+            raise OSError(errno.ECONNRESET, "connection reset by peer")
+        return real_cat(path, *a, **k)
+
+    monkeypatch.setattr(archive.fs, "cat_file", flaky)
+
+
+def test_a_writer_that_cannot_read_the_newest_lease_has_lost_it(tmp_path, monkeypatch, short_budget):
+    from pipeline.archive import LeaseLostError
+
+    a, b = _taken_over(str(tmp_path / "out"))
+    _newest_lease_unreadable(monkeypatch, a.archive)  # no falling back to run-a's older generation
+    with pytest.raises(LeaseLostError, match="cannot read the current lease"):
+        a.check()
+    b.release()
+
+
+def test_a_lease_read_hiccup_within_the_budget_is_not_a_lost_lease(tmp_path, monkeypatch, short_budget):
+    a, b = _taken_over(str(tmp_path / "out"))
+    a.release()
+    _newest_lease_unreadable(monkeypatch, b.archive, failures=2)
+    b.check()  # retried, still the holder
+    assert b.lost is None
+    b.release()
