@@ -1,7 +1,8 @@
 """The HTML compression report: one self-contained file (plots inlined as PNG, no network).
 
     stats (DuckDB) ─▶ bpp and PSNR distributions, ratio over time, bytes saved per prefix
-    one record     ─▶ the image beside its per-tile bit-allocation map (bits per pixel of each tile,
+    stats (DuckDB) ─▶ tiles by coder (the learned model's share, codec.tilecoders names)
+    one record     ─▶ the image beside its per-tile bit-allocation and tile-coder maps (bits per pixel of each tile,
                       read from the stream's tile index: no decoding needed for the map); the picture
                       beside it decodes at most PREVIEW_MAX_PIXELS (a centred, tile-aligned crop of a
                       larger image, outlined on the maps), so a 2-gigapixel scene costs what a 4 MP one does
@@ -27,6 +28,17 @@ from .report import Report  # noqa: E402
 
 PREVIEW_MAX_PIXELS = 4_000_000  # the most pixels the report decodes to show a record's image
 PLOT_IDS = ("bpp-distribution", "psnr-distribution", "ratio-over-time", "bytes-saved-per-prefix", "bit-allocation")
+
+
+def tile_coder_map(bitstream: bytes) -> tuple[np.ndarray, list[str]]:
+    """Per-tile coder as a (rows, cols) grid of indices into the returned coder names (table order)."""
+    import codec
+    from codec import tilecoders
+
+    header = codec.read_header(bitstream)
+    ids = sorted({t.coder for t in header.tiles})
+    grid = np.array([ids.index(t.coder) for t in header.tiles]).reshape(-1, header.grid[1])
+    return grid, [tilecoders.coder(i).name for i in ids]
 
 
 def tile_bpp_map(bitstream: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +149,7 @@ def bit_allocation_plot(key: str, record: dict, models=None) -> str:
     except codec.CodecError as exc:  # e.g. a registry model and no --model-registry: keep the maps
         img, note = np.zeros((box[3], box[2]), np.uint8), f"picture left out: {exc}"
     cropped = box != (0, 0, w, h)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1, 1]})
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
     axes[0].imshow(img[..., :3] if img.ndim == 3 else img, cmap=None if img.ndim == 3 else "gray")
     axes[0].set_title(f"reconstruction, {box[2]}×{box[3]} crop at ({box[0]}, {box[1]})" if cropped else "reconstruction")
     if note:
@@ -149,10 +161,26 @@ def bit_allocation_plot(key: str, record: dict, models=None) -> str:
             ax.add_patch(Rectangle(box[:2], box[2], box[3], fill=False, edgecolor="white", lw=1.2))
         ax.set_title(label)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    _coder_panel(fig, axes[3], data, w, h)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     return _figure("bit-allocation", f"Per-tile bit allocation of {key} ({w}×{h})", fig)
+
+
+def _coder_panel(fig, ax, data: bytes, w: int, h: int) -> None:
+    """Which tool coded each tile (codec.tilecoders), one colour per coder, with a legend of names."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    grid, names = tile_coder_map(data)
+    colours = plt.get_cmap("tab10").colors[: len(names)]
+    ax.imshow(grid, cmap=ListedColormap(colours), vmin=-0.5, vmax=len(names) - 0.5, extent=(0, w, h, 0),
+              interpolation="nearest")
+    counts = np.bincount(grid.ravel(), minlength=len(names))
+    ax.legend(handles=[Patch(color=c, label=f"{n} ({k})") for c, n, k in zip(colours, names, counts)],
+              loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=8, frameon=False)
+    ax.set_title("tile coder")
 
 
 def _table_html(t) -> str:
@@ -180,6 +208,8 @@ def render_html(report: Report, con: duckdb.DuckDBPyConnection, source: str,
              "<h2>Over time and by prefix</h2>", *time_and_prefix_plots(con)]
     if allocation:
         parts += ["<h2>Bit allocation</h2>", bit_allocation_plot(*allocation, models)]
+    if report.coders is not None and report.coders.num_rows:
+        parts += ["<h2>Tiles by coder</h2>", _table_html(report.coders)]
     parts += ["<h2>Errors by cause</h2>", _table_html(report.errors) if report.errors.num_rows else "<p>No errors.</p>",
               "<h2>Runs</h2>", _table_html(report.runs), "</body></html>"]
     return "\n".join(parts)
