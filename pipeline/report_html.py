@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .numbers_display import cell  # noqa: E402
+from .preview import display_rgb, pick_bands  # noqa: E402
 from .report import Report  # noqa: E402
 
 PREVIEW_MAX_PIXELS = 4_000_000  # the most pixels the report decodes to show a record's image
@@ -48,7 +49,8 @@ def tile_bpp_map(bitstream: bytes) -> tuple[np.ndarray, np.ndarray]:
     header = codec.read_header(bitstream)
     cols = header.grid[1]
     bpp = np.array([t.length * 8 / (w * h) for t, (_, _, w, h) in zip(header.tiles, header.boxes())]).reshape(-1, cols)
-    quality = np.array([t.quality for t in header.tiles]).reshape(-1, cols)
+    # quality is the learned tiles' setting; a tile another tool coded has none (the coder map shows it)
+    quality = np.array([t.quality if t.learned else np.nan for t in header.tiles]).reshape(-1, cols)
     return bpp, quality
 
 
@@ -150,12 +152,20 @@ def bit_allocation_plot(key: str, record: dict, models=None) -> str:
         img, note = np.zeros((box[3], box[2]), np.uint8), f"picture left out: {exc}"
     cropped = box != (0, 0, w, h)
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
-    axes[0].imshow(img[..., :3] if img.ndim == 3 else img, cmap=None if img.ndim == 3 else "gray")
-    axes[0].set_title(f"reconstruction, {box[2]}×{box[3]} crop at ({box[0]}, {box[1]})" if cropped else "reconstruction")
+    shown = display_rgb(img, header.raster.nodata if header.raster else None,
+                        header.raster.band_names if header.raster else None)
+    axes[0].imshow(shown, cmap=None if shown.ndim == 3 else "gray")
+    title = f"reconstruction, {box[2]}×{box[3]} crop at ({box[0]}, {box[1]})" if cropped else "reconstruction"
+    if header.raster is not None:
+        bands = pick_bands(header.raster.bands, header.raster.band_names)
+        title += f"\nbands {'/'.join(str(b + 1) for b in bands)}, 2–98% stretch" + (
+            ", magenta: nodata" if header.raster.nodata is not None else "")
+    axes[0].set_title(title, fontsize=9)
     if note:
         axes[0].text(0.5, 0.5, "\n".join(note[i : i + 40] for i in range(0, min(len(note), 200), 40)),
                      ha="center", va="center", color="white", fontsize=8, transform=axes[0].transAxes)
-    for ax, grid, label, cmap in ((axes[1], bpp, "bits per pixel", "magma"), (axes[2], quality, "tile quality (0–1)", "viridis")):
+    for ax, grid, label, cmap in ((axes[1], bpp, "bits per pixel", "magma"),
+                                  (axes[2], quality, "learned tile quality (0–1; blank: another tool)", "viridis")):
         im = ax.imshow(grid, cmap=cmap, extent=(0, w, h, 0), interpolation="nearest")
         if cropped:
             ax.add_patch(Rectangle(box[:2], box[2], box[3], fill=False, edgecolor="white", lw=1.2))
@@ -192,7 +202,8 @@ def _table_html(t) -> str:
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
-table{border-collapse:collapse;margin:8px 0 20px;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+table{border-collapse:collapse;margin:8px 0 20px;font-size:13px;display:block;max-width:100%;overflow-x:auto}
+td.t{overflow-wrap:anywhere;max-width:420px}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f2f2f2}td.t{text-align:left}td:first-child,th:first-child{text-align:left}figure{display:inline-block;margin:8px 16px 8px 0}
 figcaption{font-size:13px;color:#555}h2{margin-top:28px;border-bottom:1px solid #ddd}"""
 
