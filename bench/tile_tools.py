@@ -3,7 +3,7 @@ classical file that guarantees the same per image; tiles missed before/after per
 encode/decode MP/s.
 
     python bench/tile_tools.py [--quick] [--targets 30 34 38 42 46 50] [--sets kodak aerial satellite]
-    python bench/tile_tools.py --calibrate [--quick]     # what codec.toolchoice.JXL_TRY_BPS rests on
+    python bench/tile_tools.py --calibrate [--quick]     # what codec.toolchoice.LOSSY_TRY_BPS rests on
 
 Per image and target: our file (``codec.encode(target_psnr=T)``, the default model for its kind) checked by
 decoding that its worst tile reaches T; the same with the learned tool alone (the "missed before" figure);
@@ -37,7 +37,7 @@ import rd  # noqa: E402
 from codec import tilecoders, toolchoice  # noqa: E402
 from codec.format.raster import valid_mask  # noqa: E402
 from codec.metrics import band_peaks, band_sse, worst_band_psnr  # noqa: E402
-from codec.tilecoders import TileContext, jxl_lossy  # noqa: E402
+from codec.tilecoders import TileContext, avif444, jxl_lossy  # noqa: E402
 
 DATA = rd.SHARED / "data"
 TARGETS = (30.0, 34.0, 38.0, 42.0, 46.0, 50.0)
@@ -187,12 +187,12 @@ def calibration_images(quick: bool) -> list[Path]:
     return files[:6] if quick else files
 
 
-def calibrate(quick: bool, targets=(38.0, 42.0)) -> dict:
-    """Per passing learned tile: its bits per sample and the bytes JPEG XL lossy saves on it (0: none); per
-    threshold the share of tiles tried and of the possible saving kept."""
+def calibrate(quick: bool, targets=(30.0, 34.0, 38.0)) -> dict:
+    """Per passing learned tile: its bits per sample and the bytes the best lossy tool (AVIF 4:4:4 or JPEG XL)
+    saves on it (0: none); per threshold the share of tiles tried and of the possible saving kept."""
     out = {}
     for target in targets:
-        bps, saving = [], []
+        bps, saving, learned_bytes = [], [], []
         for path in calibration_images(quick):
             img = np.asarray(__import__("PIL.Image").Image.open(path).convert("RGB"))
             r = codec.encode(img, None, target_psnr=target, tile_size=TILE, tools=("learned",))
@@ -200,12 +200,16 @@ def calibrate(quick: bool, targets=(38.0, 42.0)) -> dict:
                 if t.missed_target:
                     continue
                 block = np.ascontiguousarray(img[y : y + h, x : x + w])
-                trial = jxl_lossy.encode_to_psnr(block, TileContext(h, w, 3, "uint8"), target,
-                                                 toolchoice.photo_psnr(block), start=10 ** ((36 - target) / 10))
+                ctx, psnr_of = TileContext(h, w, 3, "uint8"), toolchoice.photo_psnr(block)
+                trials = [avif444.encode_to_psnr(block, ctx, target, psnr_of, t.length),
+                          jxl_lossy.encode_to_psnr(block, ctx, target, psnr_of, t.length, 10 ** ((36 - target) / 10))]
+                found = [len(tr.payload) for tr in trials if tr is not None]
                 bps.append(8 * t.length / (w * h * 3))
-                saving.append(max(t.length - len(trial.payload), 0) if trial is not None else 0)
+                learned_bytes.append(t.length)
+                saving.append(max(t.length - min(found), 0) if found else 0)
         bps_a, sav = np.array(bps), np.array(saving, dtype=float)
-        out[f"{target:g}"] = {"tiles": len(bps), "jxl_wins": int((sav > 0).sum()),
+        out[f"{target:g}"] = {"tiles": len(bps), "lossy_wins": int((sav > 0).sum()),
+                              "saving_share_of_learned_bytes": float(sav.sum() / max(sum(learned_bytes), 1)),
                               "thresholds": {f"{th:.2f}": {"tried": float((bps_a > th).mean()) if len(bps_a) else 0.0,
                                                            "saving_kept": float(sav[bps_a > th].sum() / max(sav.sum(), 1))}
                                              for th in (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)}}

@@ -11,7 +11,7 @@ from codec import toolchoice
 from codec.errors import CorruptStreamError
 from codec.format import container
 from codec.metrics import band_peaks, raster_band_psnr, raster_psnr
-from codec.tilecoders import TileContext, jxl_lossy
+from codec.tilecoders import TileContext, avif444, jxl_lossy
 
 
 def texture(h, w, bands, top, seed=0):
@@ -65,15 +65,45 @@ def test_the_distance_search_meets_the_target_or_says_it_cannot(target):
     assert jxl_lossy.encode_to_psnr(block, ctx, 60.0, psnr_of) is None  # beyond JPEG XL lossy on this noise
 
 
+@pytest.mark.parametrize("bands,nodata", [(3, None), (1, None), (4, 0), (3, 0)])
+def test_avif_tiles_reach_a_target_and_keep_their_shape_and_nodata(bands, nodata):
+    block = texture(48, 72, bands, 255, seed=bands)
+    if nodata is not None:
+        block[:6, :9] = nodata
+    ctx = TileContext(48, 72, bands, "uint8", nodata)
+    valid = None if nodata is None else ~(block == nodata).all(-1)
+    psnr_of = toolchoice.raster_psnr(block, valid, band_peaks(block, valid))
+    trial = avif444.encode_to_psnr(block, ctx, 38.0, psnr_of)
+    assert trial is not None and trial.psnr >= 38.0
+    out = avif444.decode(trial.payload, ctx)
+    assert out.shape == block.shape and out.dtype == np.uint8 and psnr_of(out) == pytest.approx(trial.psnr)
+    if nodata is not None:
+        assert (out[:6, :9] == nodata).all() and not (out[valid] == nodata).all(-1).any()
+    assert avif444.encode_to_psnr(block, ctx, 38.0, psnr_of, max_bytes=50) is None  # nothing that small passes
+
+
+def test_a_damaged_avif_payload_is_corrupt():
+    block = texture(32, 32, 3, 255)
+    ctx = TileContext(32, 32, 3, "uint8")
+    payload = avif444.encode_at(block, ctx, 80)
+    for bad in (payload[:20], b"\x02" + payload[1:], payload[:40] + bytes(len(payload) - 40)):
+        with pytest.raises(CorruptStreamError):
+            avif444.decode(bad, ctx)
+    with pytest.raises(CorruptStreamError):
+        avif444.decode(payload, TileContext(32, 32, 3, "uint16"))
+
+
 def test_other_tools_are_tried_only_where_they_can_win():
     allowed = toolchoice.TOOLS
     cheap = toolchoice.LearnedTile(bytes=100, psnr=40.0, missed=False, samples=64 * 64 * 3)
     dear = toolchoice.LearnedTile(bytes=20000, psnr=40.0, missed=False, samples=64 * 64 * 3)
     missed = toolchoice.LearnedTile(bytes=20000, psnr=35.0, missed=True, samples=64 * 64 * 3)
-    assert toolchoice.tools_to_try(cheap, allowed) == []
-    assert toolchoice.tools_to_try(dear, allowed) == ["jxl_lossy"]
-    assert toolchoice.tools_to_try(missed, allowed) == ["jxl_lossy", "jxl_exact"]
-    assert toolchoice.tools_to_try(missed, ("jxl_exact",)) == ["jxl_exact"]
+    u8, u16 = TileContext(64, 64, 3, "uint8"), TileContext(64, 64, 3, "uint16")
+    assert toolchoice.tools_to_try(cheap, allowed, u8) == []
+    assert toolchoice.tools_to_try(dear, allowed, u8) == ["avif444", "jxl_lossy"]
+    assert toolchoice.tools_to_try(missed, allowed, u8) == ["avif444", "jxl_lossy", "jxl_exact"]
+    assert toolchoice.tools_to_try(missed, allowed, u16) == ["jxl_lossy", "jxl_exact"]  # AVIF: 8-bit tiles only
+    assert toolchoice.tools_to_try(missed, ("jxl_exact",), u8) == ["jxl_exact"]
     assert toolchoice.allowed_tools(None, lossless_fallback=False) == ()
     with pytest.raises(ValueError, match="unknown per-tile tool"):
         toolchoice.allowed_tools(("webp",))
