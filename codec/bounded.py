@@ -11,7 +11,7 @@ from codec import tilecoders, toolchoice
 from codec.format import container
 from codec.format.container import FLAG_ALPHA, Header, TileEntry
 from codec.images.prep import prepare
-from codec.metrics import band_sse, psnr_from_band_sse, psnr_from_mse
+from codec.metrics import band_psnr, band_sse, psnr_from_band_sse, psnr_from_mse, worst_band_psnr
 from codec.options import EncodeOptions
 from codec.results import EncodeResult
 
@@ -27,7 +27,7 @@ def encode_photo(image: np.ndarray, loaded, options: EncodeOptions) -> EncodeRes
     img = prepare(image, options.name)
     header = Header(loaded.model_id, loaded.sha256, img.width, img.height, img.channels, options.tile_size,
                     "max_error", float(e))
-    blobs, entries, sse, samples, worst = [], [], [], [], 0
+    blobs, entries, sse, samples = [], [], [], []
     for x, y, w, h in header.boxes():
         rgb = img.tile_rgb(x, y, w, h)
         colour = rgb[..., :1] if img.channels == 1 else rgb
@@ -37,18 +37,19 @@ def encode_photo(image: np.ndarray, loaded, options: EncodeOptions) -> EncodeRes
         entries.append(_entry(choice.coder, FLAG_ALPHA if alpha is not None else 0))
         sse.append(float(np.sum((choice.decoded.astype(np.int64) - colour.astype(np.int64)) ** 2)))
         samples.append(colour.size)
-        worst = max(worst, choice.max_abs_error)
     header.tiles = entries
     sse_a, n_a = np.array(sse), np.array(samples, dtype=np.float64)
     psnr = float(psnr_from_mse(np.array([sse_a.sum() / n_a.sum()]))[0])
-    return EncodeResult(container.pack(header, blobs), header, psnr_from_mse(sse_a / n_a), psnr, worst)
+    return EncodeResult(container.pack(header, blobs), header, psnr_from_mse(sse_a / n_a), psnr)
 
 
 def encode_raster(img: np.ndarray, header: Header, valid: list, counts: np.ndarray,
                   options: EncodeOptions) -> EncodeResult:
-    """A v3 raster (header built by codec.api with its RasterInfo), every valid sample within ±E, nodata exact."""
+    """A v3 raster (header built by codec.api with its RasterInfo), every valid sample within ±E, nodata exact;
+    PSNRs as a learned raster reports them (each band against its own peak, a tile's its worst band's)."""
     e, info = options.target.max_error, header.raster
-    blobs, entries, tile_psnr, worst = [], [], [], 0
+    peaks = info.band_peaks
+    blobs, entries, tile_psnr = [], [], []
     total = np.zeros(info.bands)
     for i, (x, y, bw, bh) in enumerate(header.boxes()):
         block = np.asarray(img[y : y + bh, x : x + bw])
@@ -57,9 +58,9 @@ def encode_raster(img: np.ndarray, header: Header, valid: list, counts: np.ndarr
         blobs.append(choice.payload)
         entries.append(_entry(choice.coder))
         sse, _ = band_sse(block, choice.decoded, valid[i])
-        total += sse[0]
-        tile_psnr.append(psnr_from_band_sse(sse[0], counts[i], info.peak))
-        worst = max(worst, choice.max_abs_error)
+        total += sse
+        tile_psnr.append(worst_band_psnr(sse, counts[i], peaks))
     header.tiles = entries
-    psnr = psnr_from_band_sse(total, int(counts.sum()), info.peak)
-    return EncodeResult(container.pack(header, blobs), header, np.array(tile_psnr), psnr, worst)
+    n = int(counts.sum())
+    return EncodeResult(container.pack(header, blobs), header, np.array(tile_psnr),
+                        psnr_from_band_sse(total, n, peaks), band_psnr(total, n, peaks))

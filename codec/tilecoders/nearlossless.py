@@ -10,10 +10,12 @@ encoder checks it on the decoded tile:
 * ``JPEGLS`` — JPEG-LS near-lossless (CharLS via imagecodecs, ``level=E``), band triplets interleaved, the rest
   one by one.
 
-Measured on train tiles (not Kodak; /tmp experiment recorded in bench/results/max_error.log's notes): GRID is
-within ±2% of JPEG-LS on aerial RGB and 3–40% smaller on 16-bit multi-band scenes; JPEG-LS interleaved RGB wins
-some 8-bit tiles at E ≥ 4. The learned reconstruction as a prediction is not used: a residual around it costs
-the learned tile's bytes on top (see the README's decision table).
+GRID is within ±2% of JPEG-LS on 256² aerial train tiles (grid/JPEG-LS 0.995-1.021 at E 1-8, 8 even CIL
+tiles) and smaller on 16-bit multi-band scenes (bench/results/max_error.log). The learned reconstruction as a
+prediction is NOT used yet, though it would pay on aerial RGB: the best learned level's bytes plus its residual
+(step 2E+1, indices through the same JPEG XL lossless) are 0.93/0.93/0.88/0.70× the prediction-free bytes at
+E = 1/2/4/8 (bench/nearlossless_prediction.py, results/nearlossless_prediction.log; a context model of the
+indices would reach ~0.89-0.66×). It needs a learned part inside the tile and a model at decode: the next step.
 
 Tile payload: ``method u8 | E u16 | body length u32 | body`` then, when the tile has nodata, its packed valid
 mask (codec.format.raster.pack_mask). JPEG-LS body: per part ``length u32 | codestream``.
