@@ -119,3 +119,52 @@ def test_max_error_is_one_rate_mode_among_the_others():
         EncodeOptions.from_keywords(max_error=2, target_psnr=40)
     assert RateTarget.from_options(max_error=3).max_error == 3
     assert RateTarget("target_psnr", 38).max_error is None
+
+
+def test_cli_max_error_round_trip(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    img = texture(60, 70, 3, 255)
+    src, out, dec = tmp_path / "in.png", tmp_path / "a.tlic", tmp_path / "a.png"
+    Image.fromarray(img).save(src)
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "codec", *map(str, args)], capture_output=True, text=True)
+
+    r = run("encode", src, out, "--max-error", "3", "--tile-size", "64")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(run("info", out, "--json").stdout)
+    assert (meta["mode"], meta["target"]) == ("max_error", 3.0)
+    assert "mode max_error 3" in run("info", out).stdout
+    assert run("decode", out, dec).returncode == 0
+    assert max_abs(np.asarray(Image.open(dec)), img) <= 3
+    bad = run("encode", src, out, "--max-error", "-2")
+    assert bad.returncode != 0 and "max_error" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_job_config_takes_max_error_as_its_one_rate_mode():
+    from pydantic import ValidationError
+
+    from pipeline.config import CompressJobConfig
+
+    cfg = CompressJobConfig(input="s3://in/", output="s3://out/", max_error=4)
+    assert cfg.mode == ("max_error", 4.0) and cfg.encode_options().target.max_error == 4
+    assert cfg.target_psnr is None
+    for bad in ({"max_error": -1}, {"max_error": 2, "target_psnr": 40}):
+        with pytest.raises(ValidationError, match="max_error"):
+            CompressJobConfig(input="s3://in/", output="s3://out/", **bad)
+
+
+def test_verification_refuses_a_record_beyond_its_bound():
+    from codec.errors import CodecError
+    from pipeline.schema import Verified
+    from pipeline.stages.encode import _check_bound
+
+    header = codec.read_header(codec.encode(texture(40, 40, 3, 255), max_error=2, tile_size=64).data)
+    assert _check_bound(header, Verified(50.0, None, [50.0] * 3, [2, 1, 2])).band_max_error == [2, 1, 2]
+    with pytest.raises(CodecError, match="band 1 is off by up to 3, the bound is max_error 2"):
+        _check_bound(header, Verified(50.0, None, [50.0] * 3, [2, 3, 0]))
