@@ -4,11 +4,12 @@
         ─tools_to_try (pure)─▶ the other tools that can win this tile (never all of them on every tile)
         ─choose_tile─▶ the fewest bytes that meet the target; JPEG XL exact as the last resort
 
-The learned family codes every tile first (batched, on its device). Another tool is tried only where it can
-win: JPEG XL lossy where the learned tile missed the target, or where it met it at more than
-:data:`JXL_TRY_BPS` bits per sample (below that the learned tile is smaller on nearly every tile; measured on
-train-natural and aerial train, bench/results/tile_tools.log, ``--calibrate``). Exact JPEG XL codes the tiles
-nothing else brings to the target, so under ``target_psnr`` no tile misses it unless the caller excluded it.
+The learned family codes every tile first (batched, on its device). The lossy tools — AVIF 4:4:4 (8-bit
+tiles) then JPEG XL lossy, each searched to the target under the bytes of the best so far — are tried only
+where they can win: where the learned tile missed the target, or met it at more than :data:`LOSSY_TRY_BPS`
+bits per sample (``bench/tile_tools.py --calibrate`` measures, on training data, what share of the possible
+savings a threshold keeps). Exact JPEG XL codes the tiles nothing else brings to the target, so under
+``target_psnr`` no tile misses it unless the caller excluded it.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from typing import Callable
 import numpy as np
 
 from codec import tilecoders
-from codec.metrics import band_sse, psnr_from_band_sse, psnr_from_mse
-from codec.tilecoders import TileContext, jxl_lossy
+from codec.metrics import band_sse, psnr_from_mse, worst_band_psnr
+from codec.tilecoders import TileContext, avif444, jxl_lossy
 
-TOOLS = ("jxl_lossy", "jxl_exact")  # per-tile tools besides the learned family, in the order they are tried
-JXL_TRY_BPS = 1.0  # bits per sample of a passing learned tile above which JPEG XL lossy is tried (see above)
+TOOLS = ("avif444", "jxl_lossy", "jxl_exact")  # per-tile tools besides the learned family
+LOSSY_TRY_BPS = 1.0  # bits per sample of a passing learned tile above which the lossy tools are tried
 
 
 @dataclass(frozen=True)
@@ -64,30 +65,40 @@ def allowed_tools(tools: tuple[str, ...] | None, lossless_fallback: bool = True)
     return tuple(t for t in TOOLS if t in tools)
 
 
-def tools_to_try(learned: LearnedTile, allowed: tuple[str, ...]) -> list[str]:
-    """The tools worth trying on a tile, cheapest first: pure, from what the learned pass measured."""
+def tools_to_try(learned: LearnedTile, allowed: tuple[str, ...], ctx: TileContext | None = None) -> list[str]:
+    """The tools worth trying on a tile, in the order tried: pure, from what the learned pass measured. AVIF
+    first where it applies (8-bit): it wins most tiles, and its bytes then cap JPEG XL's search."""
+    can_win = learned.missed or learned.bits_per_sample > LOSSY_TRY_BPS
     out = []
-    if "jxl_lossy" in allowed and (learned.missed or learned.bits_per_sample > JXL_TRY_BPS):
+    if "avif444" in allowed and can_win and (ctx is None or avif444.accepts(ctx)):
+        out.append("avif444")
+    if "jxl_lossy" in allowed and can_win:
         out.append("jxl_lossy")
     if "jxl_exact" in allowed and learned.missed:
         out.append("jxl_exact")  # tried only if nothing before it met the target
     return out
 
 
+def _search(name: str, block: np.ndarray, ctx: TileContext, target_db: float, psnr_of, max_bytes: int | None):
+    if name == "avif444":
+        return avif444.encode_to_psnr(block, ctx, target_db, psnr_of, max_bytes)
+    start = 10 ** ((36.0 - target_db) / 10)  # JPEG XL's distance for the target on a typical tile (~36 dB at 1)
+    return jxl_lossy.encode_to_psnr(block, ctx, target_db, psnr_of, max_bytes, start)
+
+
 def choose_tile(block: np.ndarray, ctx: TileContext, learned: LearnedTile, target_db: float,
                 psnr_of: Callable[[np.ndarray], float], allowed: tuple[str, ...]) -> TileChoice:
     """The fewest-bytes tool that meets ``target_db`` on this tile (the learned one unless another wins)."""
-    start = 10 ** ((36.0 - target_db) / 10)  # JPEG XL's distance for the target on a typical tile (~36 dB at 1)
     best = TileChoice("learned", None, learned.psnr, learned.missed)
-    budget = None if learned.missed else learned.bytes
-    for name in tools_to_try(learned, allowed):
+    best_bytes = None if learned.missed else learned.bytes
+    for name in tools_to_try(learned, allowed, ctx):
         if name == "jxl_exact":
             if best.missed:
                 best = TileChoice(name, tilecoders.by_name(name).encode_tile(block, ctx), float("inf"))
             continue
-        trial = jxl_lossy.encode_to_psnr(block, ctx, target_db, psnr_of, budget, start)
-        if trial is not None and (best.missed or len(trial.payload) < learned.bytes):
-            best, budget = TileChoice(name, trial.payload, trial.psnr), len(trial.payload)
+        trial = _search(name, block, ctx, target_db, psnr_of, best_bytes)
+        if trial is not None and (best_bytes is None or len(trial.payload) < best_bytes):
+            best, best_bytes = TileChoice(name, trial.payload, trial.psnr), len(trial.payload)
     return best
 
 
@@ -102,12 +113,13 @@ def photo_psnr(reference: np.ndarray) -> Callable[[np.ndarray], float]:
     return psnr_of
 
 
-def raster_psnr(reference: np.ndarray, valid: np.ndarray | None, peak: float) -> Callable[[np.ndarray], float]:
-    """A raster tile's PSNR (codec.metrics: mean over bands, valid pixels, the image's peak)."""
+def raster_psnr(reference: np.ndarray, valid: np.ndarray | None, peaks: np.ndarray) -> Callable[[np.ndarray], float]:
+    """A raster tile's PSNR as a target sees it: its worst band's (codec.metrics.worst_band_psnr: valid
+    pixels, each band against the image's peak for that band)."""
 
     def psnr_of(decoded: np.ndarray) -> float:
         sse, count = band_sse(reference, decoded, valid)
-        return psnr_from_band_sse(sse, count, peak)
+        return worst_band_psnr(sse, count, peaks)
 
     return psnr_of
 

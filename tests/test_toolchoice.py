@@ -10,8 +10,8 @@ import codec
 from codec import toolchoice
 from codec.errors import CorruptStreamError
 from codec.format import container
-from codec.metrics import raster_psnr
-from codec.tilecoders import TileContext, jxl_lossy
+from codec.metrics import band_peaks, raster_band_psnr, raster_psnr
+from codec.tilecoders import TileContext, avif444, jxl_lossy
 
 
 def texture(h, w, bands, top, seed=0):
@@ -22,11 +22,12 @@ def texture(h, w, bands, top, seed=0):
     return np.rint(np.clip(np.stack(planes, -1), 0, 1) * top).astype(np.uint8 if top <= 255 else np.uint16)
 
 
-def tile_psnrs(header, ref, dec, peak=None):
+def tile_psnrs(header, ref, dec, peaks=None):
+    """Per tile: its worst band's PSNR against the image's band ``peaks`` (rasters), or the 8-bit PSNR."""
     out = []
     for x, y, w, h in header.boxes():
         a, b = ref[y : y + h, x : x + w], dec[y : y + h, x : x + w]
-        out.append(raster_psnr(a, b, peak=peak) if peak else
+        out.append(raster_band_psnr(a, b, peaks=peaks).min() if peaks is not None else
                    10 * np.log10(255**2 / max(np.mean((a.astype(float) - b) ** 2), 1e-12)))
     return np.array(out)
 
@@ -39,7 +40,7 @@ def test_jxl_lossy_tiles_decode_to_their_shape_with_nodata_exact(bands, top, nod
     ctx = TileContext(40, 70, bands, block.dtype.name, nodata)
     out = jxl_lossy.decode(jxl_lossy.encode_at(block, ctx, 0.5), ctx)
     assert out.shape == block.shape and out.dtype == block.dtype
-    assert raster_psnr(block, out, peak=top) > 30
+    assert raster_psnr(block, out, peaks=top) > 30
     if nodata is not None:
         assert (out[:8, :9] == nodata).all() and not np.all(out[8:] == nodata, axis=2).any()
 
@@ -64,15 +65,45 @@ def test_the_distance_search_meets_the_target_or_says_it_cannot(target):
     assert jxl_lossy.encode_to_psnr(block, ctx, 60.0, psnr_of) is None  # beyond JPEG XL lossy on this noise
 
 
+@pytest.mark.parametrize("bands,nodata", [(3, None), (1, None), (4, 0), (3, 0)])
+def test_avif_tiles_reach_a_target_and_keep_their_shape_and_nodata(bands, nodata):
+    block = texture(48, 72, bands, 255, seed=bands)
+    if nodata is not None:
+        block[:6, :9] = nodata
+    ctx = TileContext(48, 72, bands, "uint8", nodata)
+    valid = None if nodata is None else ~(block == nodata).all(-1)
+    psnr_of = toolchoice.raster_psnr(block, valid, band_peaks(block, valid))
+    trial = avif444.encode_to_psnr(block, ctx, 38.0, psnr_of)
+    assert trial is not None and trial.psnr >= 38.0
+    out = avif444.decode(trial.payload, ctx)
+    assert out.shape == block.shape and out.dtype == np.uint8 and psnr_of(out) == pytest.approx(trial.psnr)
+    if nodata is not None:
+        assert (out[:6, :9] == nodata).all() and not (out[valid] == nodata).all(-1).any()
+    assert avif444.encode_to_psnr(block, ctx, 38.0, psnr_of, max_bytes=50) is None  # nothing that small passes
+
+
+def test_a_damaged_avif_payload_is_corrupt():
+    block = texture(32, 32, 3, 255)
+    ctx = TileContext(32, 32, 3, "uint8")
+    payload = avif444.encode_at(block, ctx, 80)
+    for bad in (payload[:20], b"\x02" + payload[1:], payload[:40] + bytes(len(payload) - 40)):
+        with pytest.raises(CorruptStreamError):
+            avif444.decode(bad, ctx)
+    with pytest.raises(CorruptStreamError):
+        avif444.decode(payload, TileContext(32, 32, 3, "uint16"))
+
+
 def test_other_tools_are_tried_only_where_they_can_win():
     allowed = toolchoice.TOOLS
     cheap = toolchoice.LearnedTile(bytes=100, psnr=40.0, missed=False, samples=64 * 64 * 3)
     dear = toolchoice.LearnedTile(bytes=20000, psnr=40.0, missed=False, samples=64 * 64 * 3)
     missed = toolchoice.LearnedTile(bytes=20000, psnr=35.0, missed=True, samples=64 * 64 * 3)
-    assert toolchoice.tools_to_try(cheap, allowed) == []
-    assert toolchoice.tools_to_try(dear, allowed) == ["jxl_lossy"]
-    assert toolchoice.tools_to_try(missed, allowed) == ["jxl_lossy", "jxl_exact"]
-    assert toolchoice.tools_to_try(missed, ("jxl_exact",)) == ["jxl_exact"]
+    u8, u16 = TileContext(64, 64, 3, "uint8"), TileContext(64, 64, 3, "uint16")
+    assert toolchoice.tools_to_try(cheap, allowed, u8) == []
+    assert toolchoice.tools_to_try(dear, allowed, u8) == ["avif444", "jxl_lossy"]
+    assert toolchoice.tools_to_try(missed, allowed, u8) == ["avif444", "jxl_lossy", "jxl_exact"]
+    assert toolchoice.tools_to_try(missed, allowed, u16) == ["jxl_lossy", "jxl_exact"]  # AVIF: 8-bit tiles only
+    assert toolchoice.tools_to_try(missed, ("jxl_exact",), u8) == ["jxl_exact"]
     assert toolchoice.allowed_tools(None, lossless_fallback=False) == ()
     with pytest.raises(ValueError, match="unknown per-tile tool"):
         toolchoice.allowed_tools(("webp",))
@@ -105,8 +136,22 @@ def test_every_raster_tile_meets_the_target_and_the_flag_stays_when_tools_are_ex
     img = texture(90, 130, 4, 3000, seed=7)
     r = codec.encode(img, None, target_psnr=50.0, tile_size=64)
     dec = codec.decode(r.data)
-    peak = float(img.max())
-    assert r.missed_tiles == 0 and (tile_psnrs(r.header, img, dec, peak) >= 50.0 - 0.05).all()
+    assert r.missed_tiles == 0 and (tile_psnrs(r.header, img, dec, band_peaks(img)) >= 50.0 - 0.05).all()
     assert np.array_equal(codec.decode_region(r.data, (10, 50, 100, 40)), dec[50:90, 10:110])
     flagged = codec.encode(img, None, target_psnr=80.0, tile_size=64, tools=("jxl_lossy",))
     assert flagged.missed_tiles > 0
+
+
+def test_a_raster_target_holds_for_every_band_against_its_own_range():
+    """Issue 23's Sentinel-2 case: a band valued 0–97 beside bands up to ~4,500 must meet the target
+    against its own range, not the image's largest value (which once let it flatten)."""
+    img = texture(70, 90, 3, 4500, seed=3)
+    img[..., 2] = np.rint(img[..., 2] / 4500 * 97).astype(np.uint16)  # the cirrus-like band
+    r = codec.encode(img, None, target_psnr=45.0, tile_size=64)
+    dec = codec.decode(r.data)
+    peaks = band_peaks(img)
+    assert peaks[2] <= 97 < peaks[0]
+    assert r.missed_tiles == 0
+    assert (tile_psnrs(r.header, img, dec, peaks) >= 45.0 - 0.05).all()
+    assert r.band_psnr is not None and r.band_psnr.min() >= 45.0 - 0.05
+    assert r.band_psnr == pytest.approx(raster_band_psnr(img, dec), abs=0.02)

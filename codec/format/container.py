@@ -47,7 +47,8 @@ VERSIONS = (FORMAT_VERSION, RASTER_VERSION, CODER_VERSION)
 # FLAG_LOSSLESS + quality 0xFFFF; v3 stores the id. Ids are assigned here, once, and never reused.
 CODER_LEARNED = 0  # the stream's model family codes the tile
 CODER_JXL_EXACT = 1  # JPEG XL lossless per band (codec.tilecoders.jxl_exact)
-CODER_JXL_LOSSY, CODER_AVIF_444, CODER_NEAR_LOSSLESS = 2, 3, 4  # reserved for the next coders (issue 22's note)
+CODER_JXL_LOSSY, CODER_AVIF_444 = 2, 3  # JPEG XL lossy, AVIF 4:4:4 (codec.tilecoders)
+CODER_NEAR_LOSSLESS = 4  # reserved: the near-lossless coder of max_error
 CODER_IDS = frozenset(range(5))
 LOSSLESS_CODE = 0xFFFF  # the quality code an exact tile lists in the index (quality 1.0)
 FLAG_MISSED_TARGET = 1

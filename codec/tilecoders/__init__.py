@@ -10,7 +10,7 @@ one :class:`TileCoder` row here names them. Ids are assigned in :mod:`codec.form
     0  learned         the stream's model family codes the tile (batched on a device: codec.families)
     1  jxl_exact       JPEG XL lossless per band (codec.tilecoders.jxl_exact)
     2  jxl_lossy       JPEG XL lossy, per band triplet, distance searched to a target (codec.tilecoders.jxl_lossy)
-    3                  reserved: AVIF 4:4:4
+    3  avif444         AVIF 4:4:4, 8-bit tiles, quality level searched to a target (codec.tilecoders.avif444)
 
 A coder that refines the learned reconstruction (near-lossless: prediction + residual quantised with step
 2E+1) says ``needs_prediction``; its context then carries the tile's learned reconstruction. See the README,
@@ -25,8 +25,8 @@ from typing import Callable
 import numpy as np
 
 from codec.errors import CorruptStreamError, UnsupportedImageError
-from codec.format.container import CODER_IDS, CODER_JXL_EXACT, CODER_JXL_LOSSY, CODER_LEARNED
-from codec.tilecoders import jxl_exact, jxl_lossy
+from codec.format.container import CODER_AVIF_444, CODER_IDS, CODER_JXL_EXACT, CODER_JXL_LOSSY, CODER_LEARNED
+from codec.tilecoders import avif444, jxl_exact, jxl_lossy
 
 
 @dataclass(frozen=True)
@@ -117,3 +117,4 @@ def by_name(name: str) -> TileCoder:
 LEARNED = register(TileCoder(CODER_LEARNED, "learned", None, None))
 JXL_EXACT = register(TileCoder(CODER_JXL_EXACT, "jxl_exact", jxl_exact.encode, jxl_exact.decode, exact=True))
 JXL_LOSSY = register(TileCoder(CODER_JXL_LOSSY, "jxl_lossy", jxl_lossy.encode, jxl_lossy.decode))
+AVIF_444 = register(TileCoder(CODER_AVIF_444, "avif444", avif444.encode, avif444.decode))

@@ -38,7 +38,7 @@ def parts_of(bands: int) -> list[list[int]]:
     return [list(range(s, s + 3)) for s in range(0, full, 3)] + [[b] for b in range(full, bands)]
 
 
-def _fill_nodata(block: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+def fill_nodata(block: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     if valid is None:
         return block
     out = block.copy()
@@ -64,7 +64,7 @@ def _encode_part(part: np.ndarray, distance: float) -> bytes:
 def encode_at(block: np.ndarray, ctx, distance: float) -> bytes:
     """The payload of a (h, w, B) tile at JPEG XL ``distance``."""
     valid = raster.valid_mask(block, ctx.nodata)
-    filled = _fill_nodata(block, valid)
+    filled = fill_nodata(block, valid)
     groups = parts_of(block.shape[2])
     out = [_HEAD.pack(KIND, len(groups))] + [_encode_part(filled[..., g], distance) for g in groups]
     if valid is not None:
