@@ -5,7 +5,7 @@
         ─choose_tile─▶ the fewest bytes that meet the target; JPEG XL exact as the last resort
 
 The learned family codes every tile first (batched, on its device). The lossy tools — JPEG 2000 aimed at the
-target, AVIF 4:4:4 for 8-bit tiles at a thorough effort, JPEG XL lossy for 16-bit tiles, each searched to the
+target; at a thorough effort also AVIF 4:4:4 (8-bit tiles) and JPEG XL lossy, each searched to the
 target under the bytes of the best so far (:func:`tools_to_try` says which, and why) — are tried only
 where they can win: where the learned tile missed the target, or met it at more than :data:`LOSSY_TRY_BPS`
 bits per sample (``bench/tile_tools.py --calibrate`` measures, on training data, what share of the possible
@@ -25,7 +25,7 @@ from codec.metrics import band_sse, psnr_from_mse, worst_band_psnr
 from codec.tilecoders import TileContext, avif444, j2k, jxl_lossy
 
 TOOLS = ("j2k", "avif444", "jxl_lossy", "jxl_exact")  # per-tile tools besides the learned family
-AVIF_MAX_DB = 40.0  # AVIF 4:4:4 is tried below this target only: from 42 dB JPEG 2000 won every tile measured
+AVIF_MAX_DB = 44.0  # AVIF 4:4:4 is tried below this target only (at 46 dB it lost every comparison measured)
 LOSSY_TRY_BPS = 1.0  # bits per sample of a passing learned tile above which the lossy tools are tried
 
 
@@ -70,17 +70,18 @@ def allowed_tools(tools: tuple[str, ...] | None, lossless_fallback: bool = True)
 def tools_to_try(learned: LearnedTile, allowed: tuple[str, ...], ctx: TileContext | None = None,
                  target_db: float = 38.0, thorough: bool = False) -> list[str]:
     """The tools worth trying on a tile, in the order tried: pure, from what the learned pass measured, the
-    tile's samples and the target. Measured per 256² tile on training photos and aerial tiles
-    (``bench/tile_tools.py --per-tile``, its log): JPEG 2000 wins every tile from 42 dB, AVIF 4:4:4 most
-    below (by 3–5% over JPEG 2000, at 4× its CPU time: so only when ``thorough``, the encode effort's call),
-    JPEG XL lossy none of the 8-bit tiles; on 16-bit bands JPEG XL and JPEG 2000 tie up to 38 dB."""
+    tile's samples and the target. Each lossy tool alone on 256² training tiles (``bench/tile_tools.py
+    --per-tile``, its log): JPEG 2000's total bytes are within 1.5% of the best tool's at 34–46 dB, in a
+    third of AVIF's CPU time; AVIF 4:4:4 wins up to two thirds of the tiles below 44 dB, by a few percent, and
+    loses by 20% at 46 dB; JPEG XL lossy is 13–23% larger at 34–38 dB and wins some tiles at 42–46 dB. So
+    JPEG 2000 always; the others only when ``thorough`` (the encode effort's call), AVIF below
+    :data:`AVIF_MAX_DB` and for 8-bit tiles."""
     if not (learned.missed or learned.bits_per_sample > LOSSY_TRY_BPS):
         return []
-    eight_bit = ctx is None or ctx.dtype == "uint8"
     wanted = ["j2k"]
-    if thorough and eight_bit and target_db < AVIF_MAX_DB and (ctx is None or avif444.accepts(ctx)):
-        wanted.append("avif444")
-    if not eight_bit:
+    if thorough:
+        if target_db < AVIF_MAX_DB and (ctx is None or avif444.accepts(ctx)):
+            wanted.append("avif444")
         wanted.append("jxl_lossy")
     if learned.missed:
         wanted.append("jxl_exact")  # tried only if nothing before it met the target

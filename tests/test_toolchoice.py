@@ -120,8 +120,8 @@ def test_other_tools_are_tried_only_where_they_can_win():
     u8, u16 = TileContext(64, 64, 3, "uint8"), TileContext(64, 64, 3, "uint16")
     assert toolchoice.tools_to_try(cheap, allowed, u8) == []
     assert toolchoice.tools_to_try(dear, allowed, u8) == ["j2k"]
-    assert toolchoice.tools_to_try(dear, allowed, u8, 38.0, thorough=True) == ["j2k", "avif444"]
-    assert toolchoice.tools_to_try(dear, allowed, u8, 44.0, thorough=True) == ["j2k"]  # AVIF wins nothing there
+    assert toolchoice.tools_to_try(dear, allowed, u8, 38.0, thorough=True) == ["j2k", "avif444", "jxl_lossy"]
+    assert toolchoice.tools_to_try(dear, allowed, u8, 46.0, thorough=True) == ["j2k", "jxl_lossy"]  # AVIF loses there
     assert toolchoice.tools_to_try(missed, allowed, u8) == ["j2k", "jxl_exact"]
     assert toolchoice.tools_to_try(missed, allowed, u16, thorough=True) == ["j2k", "jxl_lossy", "jxl_exact"]
     assert toolchoice.tools_to_try(missed, ("jxl_exact",), u8) == ["jxl_exact"]

@@ -1,10 +1,11 @@
 """Lossy tiles: JPEG 2000 (OpenJPEG via imagecodecs, irreversible 9/7) told the PSNR to reach.
 
-Why: at high targets (≥ 44 dB) on textured photo and aerial tiles, and on 16-bit bands, JPEG 2000 reaches a
-PSNR in fewer bytes than JPEG XL lossy or AVIF (which stops short of 46 dB on noisy tiles below its lossless
-level): per image at 46 dB, JPEG 2000 needs 0.70× JPEG XL's bytes on Kodak, 0.74× on aerial, 0.88× on the
-satellite crops (bench/results/tile_tools.log). OpenJPEG's fixed-quality mode (``level`` = a PSNR in dB per
-component) lands within a few tenths of a dB, so a tile costs one or two encodes.
+Why: on PSNR targets JPEG 2000 is never far from the best tool on a tile and cheap: alone on 256² training
+tiles its total bytes were within 1.5% of the best of AVIF 4:4:4 / JPEG XL lossy / itself at 34–46 dB, at ~40 ms a
+tile (``bench/tile_tools.py --per-tile``); per image at 46 dB it needs 0.45–0.88× JPEG XL's bytes on Kodak,
+aerial and the satellite crops (the guaranteed-file comparison, bench/results/tile_tools.log). OpenJPEG's
+fixed-quality mode (``level`` = a PSNR in dB per component) lands within a few tenths of a dB, so a tile
+costs one or two encodes.
 
 Bands go in JPEG XL lossy's parts (codec.tilecoders.jxl_lossy.parts_of: triplets with the colour transform,
 the rest one by one), each shifted to its tile minimum and told the bits its range needs, so a 16-bit band
