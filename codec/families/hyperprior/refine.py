@@ -128,10 +128,11 @@ def targets(engine: "Engine", batch: "Batch") -> tuple[torch.Tensor, torch.Tenso
     return x, (mask * r.weight[None, :, None, None]).contiguous()
 
 
-def refine_batch(engine: "Engine", batch: "Batch", codes, iterations: int, lmbda=None, seed: int = 0) -> "Quantised":
-    """The batch quantised at ``codes`` from refined latents, measured; per tile the refined or the plain
-    latents, whichever has the lower real objective (bits + λ·SSE in rd_loss units). ``lmbda`` (B,): λ per tile
-    (None: the model's λ(q))."""
+def refine_batch(engine: "Engine", batch: "Batch", codes, iterations: int, lmbda=None, seed: int = 0,
+                 keep_plain: bool = True) -> "Quantised":
+    """The batch quantised at ``codes`` from refined latents, measured. With ``keep_plain``, per tile the refined
+    or the plain latents, whichever has the lower real objective (bits + λ·SSE in rd_loss units); without, the
+    refined ones (the caller compares). ``lmbda`` (B,): λ per tile (None: the model's λ(q))."""
     codes = np.asarray(codes)
     model = engine.model
     q = q_tensor(codes).to(batch.y.device)
@@ -141,11 +142,22 @@ def refine_batch(engine: "Engine", batch: "Batch", codes, iterations: int, lmbda
     parts = [refine(model, batch.y[s : s + size], x[s : s + size], weight[s : s + size], q[s : s + size],
                     lam[s : s + size], iterations, seed + s) for s in range(0, len(codes), size)]
     refined = Refined(torch.cat([p.y for p in parts]), torch.cat([p.z_hat for p in parts]))
-    plain = engine.measure(batch.y, codes, batch.originals, batch.masks, batch.raster)
     better = engine.measure(refined.y, codes, batch.originals, batch.masks, batch.raster, z_hat=refined.z_hat)
+    if not keep_plain:
+        return better
+    plain = engine.measure(batch.y, codes, batch.originals, batch.masks, batch.raster)
     lam_np = lam.double().cpu().numpy()
     keep = objective(engine, better, batch, lam_np) < objective(engine, plain, batch, lam_np)
     return pick(plain, better, keep)
+
+
+def subset(batch: "Batch", rows: list[int]) -> "Batch":
+    """The tiles ``rows`` of a batch (repeats allowed) as a batch of their own."""
+    from codec.families.hyperprior.engine import Batch
+
+    idx = torch.tensor(rows, device=batch.y.device)
+    return Batch([batch.ids[r] for r in rows], batch.y[idx], batch.originals[idx], batch.masks[idx],
+                 batch.npix[rows], batch.raster)
 
 
 def engine_chunk(engine: "Engine", x: torch.Tensor) -> int:
