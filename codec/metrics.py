@@ -144,13 +144,16 @@ def bits_per_sample(n_bytes: int, height: int, width: int, bands: int) -> float:
     return 8.0 * n_bytes / samples
 
 
-def raster_peak(reference: np.ndarray, valid: np.ndarray | None = None) -> float:
-    """The peak :func:`raster_psnr` uses: 255 for 8-bit data; else the largest valid value over all bands (≥ 1)."""
-    if reference.dtype == np.uint8:
-        return 255.0
+def band_peaks(reference: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """THE rule for a raster band's PSNR peak: the band's own valid range, max − min over the valid pixels
+    (≥ 1), for uint8 and uint16 alike. A band is judged against its own range, never the image's: a
+    Sentinel-2 cirrus band valued 0–97 next to bands up to 4,566 gets peak 97, so a target holds for it
+    too (issue 23). codec.format.raster.RasterInfo.band_peaks is the same rule from the header's lo/hi."""
     ref = reference if reference.ndim == 3 else reference[..., None]
-    vals = ref[valid] if valid is not None else ref
-    return float(max(int(vals.max()) if vals.size else 0, 1))
+    vals = (ref[valid] if valid is not None else ref.reshape(-1, ref.shape[2])).astype(np.int64)
+    if not vals.size:
+        return np.ones(ref.shape[2])
+    return np.maximum(vals.max(0) - vals.min(0), 1).astype(np.float64)
 
 
 def band_sse(reference: np.ndarray, decoded: np.ndarray, valid: np.ndarray | None = None,
@@ -176,27 +179,65 @@ def band_sse(reference: np.ndarray, decoded: np.ndarray, valid: np.ndarray | Non
     return sse, count
 
 
-def psnr_from_band_sse(sse: np.ndarray, count: int, peak: float) -> float:
-    """Mean over bands of 10·log10(peak² / MSE_b) (see :data:`EXACT_BAND_PSNR_DB`); inf when every band is
-    exact or there is no valid pixel."""
+def band_psnr(sse: np.ndarray, count: int, peaks) -> np.ndarray:
+    """Per band 10·log10(peak_b² / MSE_b) over ``count`` valid pixels; an exact band counts as
+    :data:`EXACT_BAND_PSNR_DB`; every band inf when there is no valid pixel. ``peaks``: per band or one."""
+    sse = np.asarray(sse, dtype=np.float64)
+    peaks = np.broadcast_to(np.asarray(peaks, dtype=np.float64), sse.shape)
+    if count == 0:
+        return np.full(sse.shape, np.inf)
+    db = 10 * (np.log10(peaks**2 * count) - np.log10(np.where(sse > 0, sse, 1.0)))
+    return np.minimum(np.where(sse > 0, db, EXACT_BAND_PSNR_DB), EXACT_BAND_PSNR_DB)
+
+
+def psnr_from_band_sse(sse: np.ndarray, count: int, peaks) -> float:
+    """The raster PSNR: mean over bands of :func:`band_psnr`; inf when every band is exact or there is no
+    valid pixel."""
     sse = np.asarray(sse, dtype=np.float64)
     if count == 0 or not (sse > 0).any():
         return float("inf")
-    with np.errstate(divide="ignore"):
-        per_band = np.where(sse > 0, 10 * np.log10(peak**2 * count / np.maximum(sse, 1e-300)), EXACT_BAND_PSNR_DB)
-    return float(np.minimum(per_band, EXACT_BAND_PSNR_DB).mean())
+    return float(band_psnr(sse, count, peaks).mean())
+
+
+def worst_band_psnr(sse: np.ndarray, count: int, peaks) -> float:
+    """What a raster tile's PSNR target is checked against: its worst band's :func:`band_psnr`; inf when
+    every band is exact or there is no valid pixel."""
+    sse = np.asarray(sse, dtype=np.float64)
+    if count == 0 or not (sse > 0).any():
+        return float("inf")
+    return float(band_psnr(sse, count, peaks).min())
 
 
 def raster_psnr(reference: np.ndarray, decoded: np.ndarray, valid: np.ndarray | None = None,
-                peak: float | None = None) -> float:
-    """PSNR of a raster (H, W) or (H, W, B): the mean over bands of 10·log10(peak² / MSE_b), each MSE over
-    the ``valid`` pixels only (nodata never counts).
-
-    The rule for the peak (``peak=None``): 255 for uint8 data (today's 8-bit definition), else the
-    largest valid value of ``reference`` over all bands, so a 12-bit sensor in uint16 is judged against its
-    own range, not 65535. Per-tile targeting passes the IMAGE's peak for every tile.
-    """
-    if peak is None:
-        peak = raster_peak(reference, valid)
+                peaks=None) -> float:
+    """PSNR of a raster (H, W) or (H, W, B): the mean over bands of 10·log10(peak_b² / MSE_b), each MSE over
+    the ``valid`` pixels only (nodata never counts), each band against its own peak (:func:`band_peaks`:
+    its valid range) unless ``peaks`` are given. Per-tile targeting uses the IMAGE's band peaks for every
+    tile and checks the worst band (:func:`worst_band_psnr`)."""
+    if peaks is None:
+        peaks = band_peaks(reference, valid)
     sse, count = band_sse(reference, decoded, valid)
-    return psnr_from_band_sse(sse, count, float(peak))
+    return psnr_from_band_sse(sse, count, peaks)
+
+
+def raster_band_psnr(reference: np.ndarray, decoded: np.ndarray, valid: np.ndarray | None = None,
+                     peaks=None) -> np.ndarray:
+    """Per band PSNR of a raster against each band's own peak (see :func:`raster_psnr`)."""
+    if peaks is None:
+        peaks = band_peaks(reference, valid)
+    sse, count = band_sse(reference, decoded, valid)
+    return band_psnr(sse, count, peaks)
+
+
+def band_max_error(reference: np.ndarray, decoded: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Per band the largest |decoded − reference| over the valid pixels (int64; 0 with no valid pixel)."""
+    ref = reference if reference.ndim == 3 else reference[..., None]
+    dec = decoded if decoded.ndim == 3 else decoded[..., None]
+    out = np.zeros(ref.shape[2], dtype=np.int64)
+    for r in range(0, ref.shape[0], 512):
+        d = np.abs(ref[r : r + 512].astype(np.int64) - dec[r : r + 512])
+        if valid is not None:
+            d = d[valid[r : r + 512]]
+        if d.size:
+            out = np.maximum(out, d.reshape(-1, ref.shape[2]).max(0))
+    return out

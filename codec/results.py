@@ -17,7 +17,8 @@ class EncodeResult:
     header: Header
     tile_psnr: np.ndarray  # per tile, NaN where not measured (quality mode); inf for exact tiles
     psnr: float | None  # whole image, when every tile was measured: 8-bit v1 streams today's PSNR over all
-    #                     colour samples; rasters (v2) codec.metrics.raster_psnr (valid pixels, peak = image's)
+    #                     colour samples; rasters codec.metrics.raster_psnr (valid pixels, each band's own peak)
+    band_psnr: np.ndarray | None = None  # rasters, when every tile was measured: per band (codec.metrics.band_psnr)
 
     @property
     def bpp(self) -> float:

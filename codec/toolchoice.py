@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from codec import tilecoders
-from codec.metrics import band_sse, psnr_from_band_sse, psnr_from_mse
+from codec.metrics import band_sse, psnr_from_mse, worst_band_psnr
 from codec.tilecoders import TileContext, jxl_lossy
 
 TOOLS = ("jxl_lossy", "jxl_exact")  # per-tile tools besides the learned family, in the order they are tried
@@ -102,12 +102,13 @@ def photo_psnr(reference: np.ndarray) -> Callable[[np.ndarray], float]:
     return psnr_of
 
 
-def raster_psnr(reference: np.ndarray, valid: np.ndarray | None, peak: float) -> Callable[[np.ndarray], float]:
-    """A raster tile's PSNR (codec.metrics: mean over bands, valid pixels, the image's peak)."""
+def raster_psnr(reference: np.ndarray, valid: np.ndarray | None, peaks: np.ndarray) -> Callable[[np.ndarray], float]:
+    """A raster tile's PSNR as a target sees it: its worst band's (codec.metrics.worst_band_psnr: valid
+    pixels, each band against the image's peak for that band)."""
 
     def psnr_of(decoded: np.ndarray) -> float:
         sse, count = band_sse(reference, decoded, valid)
-        return psnr_from_band_sse(sse, count, peak)
+        return worst_band_psnr(sse, count, peaks)
 
     return psnr_of
 

@@ -30,6 +30,7 @@ FLAGS = {  # flag → config field; every field is settable from the command lin
     "tile_size": int, "replicas": int, "gpus_per_replica": float, "batch_size": int, "max_error_fraction": float,
     "max_pixels": int, "max_image_memory": int, "segment_rows": int, "segment_bytes": int, "run_id": str,
     "fetch_attempts": int, "max_replica_restarts": int, "lease_ttl_s": float, "write_retry_s": float,
+    "wait_for_lease_s": float,
 }
 
 
@@ -37,7 +38,8 @@ def parse_args(argv=None) -> CompressJobConfig:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, help="YAML or JSON file with the same option names")
     for name, typ in FLAGS.items():
-        ap.add_argument("--" + name.replace("_", "-"), dest=name, type=typ)
+        flags = ["--" + name.replace("_", "-")] + (["--wait-for-lease"] if name == "wait_for_lease_s" else [])
+        ap.add_argument(*flags, dest=name, type=typ)
     ap.add_argument("--verify", dest="verify", action=argparse.BooleanOptionalAction, default=None,
                     help="decode every record before commit (default on)")
     ap.add_argument("--retry-errors", dest="retry_errors", action="store_true", default=None)

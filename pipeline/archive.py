@@ -27,7 +27,10 @@ Guarantees, and where they come from:
   (another bucket, prefix, mount point or symlink) is a complete, independent archive.
 - **Recovery touches nothing committed.** ``recover()`` runs under the lease, so every other
   run's lease is gone; files that no manifest names are *moved* to ``_quarantine/`` (never
-  deleted), and their keys, being uncommitted, are processed again.
+  deleted), and their keys, being uncommitted, are processed again. A manifest that cannot be
+  read (a storage error past the retry budget) stops recovery before anything moves
+  (:class:`ArchiveUnreadableError`, exit 4); one that reads but is torn keeps every unnamed
+  file in place until an operator runs ``python -m pipeline.archive check|repair OUTPUT``.
 - **Readers degrade, they do not fail.** An unreadable manifest or one whose files are missing
   is skipped and reported in :attr:`Archive.problems`; the rest of the archive reads.
 - **Latest wins by commit sequence**, stored in each manifest (not by file or run names).
@@ -49,9 +52,11 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import retry
 from .config import StorageOptions
 from .schema import RECORD_SCHEMA, STATS_SCHEMA
 from .storage import filesystem, put_atomic, put_if_absent, to_url
+from .storage_errors import StorageAccessError
 
 RECORDS, STATS, MANIFESTS, LEASES, QUARANTINE, RUNS = "records", "stats", "_manifests", "_lease", "_quarantine", "_runs"
 RESTORE_LOG = "_restore_log"
@@ -80,6 +85,34 @@ class LeaseHeldError(ArchiveError):
 
 class LeaseLostError(ArchiveError):
     """This run's lease expired or was taken over: it must stop writing."""
+
+
+class ArchiveUnreadableError(StorageAccessError):
+    """A manifest stayed unreadable (5xx, timeout, reset) past the retry budget: nothing was moved (exit 4)."""
+
+
+def read_retried(fs, path: str, policy: retry.RetryPolicy | None = None) -> bytes:
+    """``path``'s bytes, transient failures retried under ``policy`` (default: the write budget).
+
+    A manifest that cannot be read is not a torn one: its files may be committed, so a read
+    that keeps failing raises :class:`ArchiveUnreadableError` instead of being skipped.
+    """
+    policy = policy or retry.WRITE_RETRY
+    start = time.monotonic()
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return fs.cat_file(path)
+        except Exception as exc:
+            if not retry.is_transient(exc):
+                raise
+            wait = retry.backoff(attempt, policy.base_s, policy.cap_s)
+            spent = time.monotonic() - start
+            if attempt == policy.attempts or spent + wait > policy.budget_s:
+                raise ArchiveUnreadableError(
+                    f"cannot read {to_url(fs, path)}: storage kept failing for {spent:.0f} s ({attempt} attempts): "
+                    f"{type(exc).__name__}: {exc}"[:600] + "; nothing was moved, rerun when storage is back") from exc
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def check_run_id(run_id: str) -> str:
@@ -163,13 +196,21 @@ class Lease:
             except Exception:  # a storage hiccup: try again next tick; check() stops commits if it lasts
                 continue
 
-    def renew(self) -> None:
-        if self.lost:
-            raise LeaseLostError(self.lost)
-        current = self.archive.current_lease()
+    def _confirm_held(self) -> None:
+        """Raise LeaseLostError unless the newest lease is this one; one that cannot be read is lost too."""
+        try:
+            current = self.archive.current_lease()
+        except StorageAccessError as exc:
+            self.lost = f"cannot read the current lease of {self.archive.url}, so it may be someone else's: {exc}"
+            raise LeaseLostError(self.lost) from exc
         if current is None or current.get("generation") != self.generation or current.get("owner") != self.owner:
             self.lost = f"the lease on {self.archive.url} was taken over (now {current})"
             raise LeaseLostError(self.lost)
+
+    def renew(self) -> None:
+        if self.lost:
+            raise LeaseLostError(self.lost)
+        self._confirm_held()
         expires = time.time() + self.ttl_s
         put_atomic(self.archive.fs, self.path, json.dumps({**json.loads(self.body()), "expires_at": expires}).encode())
         self.expires_at = expires
@@ -180,15 +221,12 @@ class Lease:
             raise LeaseLostError(self.lost)
         if time.time() > self.expires_at - self.ttl_s / 8:
             try:
-                self.renew()
-            except LeaseLostError:
-                raise
+                self.renew()  # its PUT is retried for the write budget: a brownout is not a lost lease
+            except (LeaseLostError, StorageAccessError):
+                raise  # taken over; or storage down past the budget (exit 4, the lease expires on its own)
             except Exception as exc:
                 raise LeaseLostError(f"cannot renew the lease on {self.archive.url}: {exc}") from exc
-        current = self.archive.current_lease()
-        if current is None or current.get("generation") != self.generation or current.get("owner") != self.owner:
-            self.lost = f"the lease on {self.archive.url} was taken over (now {current})"
-            raise LeaseLostError(self.lost)
+        self._confirm_held()
 
     def release(self) -> None:
         self._stop.set()
@@ -215,6 +253,7 @@ class Archive:
         self.fs, self.root = filesystem(url, storage)
         self.root = self.root.rstrip("/")
         self.problems: list[str] = []  # what readers skipped, and why
+        self.torn: list[str] = []  # manifests that read back but do not parse (their files are kept)
         self._manifests: list[Manifest] | None = None
         self._present: set[str] | None = None  # data files seen by the last listing
 
@@ -273,13 +312,18 @@ class Archive:
             names = self.fs.ls(self.path(MANIFESTS), detail=False)
         except FileNotFoundError:
             names = []
-        out = []
+        out, self.torn = [], []
         for n in sorted(names):
             if not n.endswith(".json"):
                 continue
             try:
-                out.append(self._parse_manifest(n, self.fs.cat_file(n)))
+                data = read_retried(self.fs, n)  # a storage error that lasts raises: never taken for torn
+            except FileNotFoundError:
+                continue  # listed a moment ago, gone since
+            try:
+                out.append(self._parse_manifest(n, data))
             except Exception as exc:  # torn write (a crash on a non-atomic filesystem), or foreign junk
+                self.torn.append(n)
                 self._problem(f"unreadable manifest {to_url(self.fs, n)} skipped: {type(exc).__name__}: {exc}")
         out.sort(key=lambda m: m.order)
         self._manifests, self._present = out, None
@@ -429,30 +473,64 @@ class Archive:
 
     # --- the lease -------------------------------------------------------------------------
     def current_lease(self) -> dict | None:
-        """The newest lease generation's content (None if there never was one)."""
+        """The newest lease generation's content (None if there never was one).
+
+        Never an older generation instead: a newest one that cannot be read (storage errors past
+        the retry budget) raises :class:`ArchiveUnreadableError`, and its holder is unknown. One
+        that reads but does not parse (junk; lease writes are create-only, hence whole) counts
+        as an expired holder of its generation.
+        """
         try:
             names = sorted(n for n in self.fs.ls(self.path(LEASES), detail=False) if n.endswith(".json"))
         except FileNotFoundError:
             return None
-        for n in reversed(names):
-            try:
-                return json.loads(self.fs.cat_file(n))
-            except Exception:  # a generation being written right now: judge by the one before
-                continue
-        return None
+        if not names:
+            return None
+        try:
+            data = read_retried(self.fs, names[-1])
+        except FileNotFoundError as exc:
+            raise ArchiveUnreadableError(f"lease {to_url(self.fs, names[-1])} was listed but cannot be read") from exc
+        try:
+            return json.loads(data)
+        except ValueError:
+            gen = names[-1].rsplit("/", 1)[-1].split(".")[0]
+            return {"generation": int(gen) if gen.isdigit() else 0, "expires_at": 0, "torn": True}
 
-    def acquire_lease(self, run_id: str, ttl_s: float = DEFAULT_LEASE_TTL_S) -> Lease:
-        """Become the output's single writer, or raise :class:`LeaseHeldError` naming the holder."""
+    def acquire_lease(self, run_id: str, ttl_s: float = DEFAULT_LEASE_TTL_S, wait_s: float = 0.0,
+                      progress=None) -> Lease:
+        """Become the output's single writer, or raise :class:`LeaseHeldError` naming the holder.
+
+        ``wait_s`` > 0 waits that long for a held lease to expire (a crashed run's, typically),
+        calling ``progress(message)`` every 10 s; a holder on this host whose process is gone is
+        taken over at once (:func:`pipeline.lease_holder.holder_is_dead`).
+        """
         check_run_id(run_id)
         owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        deadline, told = time.monotonic() + wait_s, time.monotonic()
+        while True:
+            try:
+                return self._try_acquire(run_id, owner, ttl_s)
+            except LeaseHeldError as exc:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise
+                if progress and now - told >= 10:
+                    progress(f"waiting for the lease ({deadline - now:.0f} s more at most): {exc}")
+                    told = now
+                time.sleep(min(1.0, max(0.05, deadline - now)))
+
+    def _try_acquire(self, run_id: str, owner: str, ttl_s: float) -> Lease:
+        from .lease_holder import holder_is_dead
+
         for _ in range(3):
             current = self.current_lease()
-            if current and not current.get("released") and float(current.get("expires_at", 0)) > time.time():
+            live = current and not current.get("released") and float(current.get("expires_at", 0)) > time.time()
+            if live and not holder_is_dead(current.get("owner")):
                 left = float(current["expires_at"]) - time.time()
                 raise LeaseHeldError(
                     f"{self.url} is being written by run {current.get('run_id')!r} (owner {current.get('owner')}, "
                     f"its lease runs {left:.0f} s more unless renewed); one run writes an output at a time. If that "
-                    "run died, this output is free once its lease runs out")
+                    "run died, this output is free once its lease runs out (--wait-for-lease S waits for it)")
             gen = int(current.get("generation", 0)) + 1 if current else 1
             lease = Lease(self, gen, run_id, owner, ttl_s, expires_at=time.time() + ttl_s)
             if put_if_absent(self.fs, lease.path, lease.body()):
@@ -516,20 +594,37 @@ class Archive:
         """Write one object whole: readers see the old bytes or the new, never a torn file."""
         put_atomic(self.fs, path, data)
 
+    def unnamed_files(self) -> list[str]:
+        """Data files (absolute paths) that no readable manifest names; raises if a manifest cannot be read."""
+        named = {self.path(f) for m in self.manifests(refresh=True) for f in m.files.values()}
+        return sorted(p for kind in (RECORDS, STATS) for p in self._existing(kind) - named)
+
     def recover(self, lease: Lease) -> list[str]:
         """Move data files that no manifest names (segments that never committed) to ``_quarantine/``.
 
         Only under the lease: every run that could still be writing them has lost its lease.
+        Every manifest is read first (a storage error that outlasts the retry budget raises
+        :class:`ArchiveUnreadableError` before any file moves); while a torn manifest exists,
+        nothing moves, since it may name any of them (``python -m pipeline.archive check``).
         Returns the moved files' URLs (their new place).
         """
         lease.check()
-        named = {self.path(f) for m in self.manifests(refresh=True) for f in m.files.values()}
+        orphans = self.unnamed_files()
+        if self.torn:
+            self._problem(f"recovery moved nothing: {len(self.torn)} torn manifest(s) may name the "
+                          f"{len(orphans)} unnamed file(s); see python -m pipeline.archive check {self.url}")
+            return []
         moved = []
-        for kind in (RECORDS, STATS):
-            for p in sorted(self._existing(kind) - named):
-                rel = p[len(self.root) + 1 :]
-                dest = self.quarantine_path(lease.run_id, rel)
-                self.fs.makedirs(dest.rsplit("/", 1)[0], exist_ok=True)
-                self.fs.mv(p, dest)
-                moved.append(to_url(self.fs, dest))
+        for p in orphans:
+            dest = self.quarantine_path(lease.run_id, p[len(self.root) + 1 :])
+            self.fs.makedirs(dest.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.mv(p, dest)
+            moved.append(to_url(self.fs, dest))
         return moved
+
+
+if __name__ == "__main__":  # python -m pipeline.archive check|repair OUTPUT (the CLI lives in archive_check)
+    import importlib
+    import sys
+
+    sys.exit(importlib.import_module("pipeline.archive_check").main())

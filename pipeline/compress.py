@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -124,7 +125,8 @@ def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
     raster_model = cfg.raster_model or default_model_name(raster=True, sources=resolver.sources)
     cfg = cfg.model_copy(update={"model": resolver.resolve(cfg.model), "raster_model": resolver.resolve(raster_model)})
     archive = Archive(cfg.output, cfg.storage)
-    with archive.acquire_lease(cfg.run_id, cfg.lease_ttl_s) as lease:
+    with archive.acquire_lease(cfg.run_id, cfg.lease_ttl_s, cfg.wait_for_lease_s,
+                               progress=lambda m: print(m, file=sys.stderr, flush=True)) as lease:
         archive.check_new_run(cfg.run_id)
         summary.orphans_removed = len(archive.recover(lease))
         shards = write_listing(cfg, archive, summary)

@@ -118,6 +118,9 @@ class CompressJobConfig(JobConfig):
     segment_bytes: int = Field(default=256 << 20, ge=1, description="bitstream bytes per committed Parquet segment")
     lease_ttl_s: float = Field(default=120.0, ge=5, description="the output's writer lease lives this long unrenewed "
                                "(renewed every quarter of it): after a crash, the next run can start once it ran out")
+    wait_for_lease_s: float = Field(default=0.0, ge=0, description="wait up to this long for a held lease to expire "
+                                    "(a crashed run's), with progress every 10 s; a holder on this host whose process "
+                                    "is gone is taken over at once. 0: a held output exits 5 at once")
     run_id: str = Field(default_factory=new_run_id, pattern=r"^[A-Za-z0-9._-]{1,128}$")
     storage: StorageOptions = Field(default_factory=StorageOptions)
     extensions: list[str] = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"]

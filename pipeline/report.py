@@ -83,6 +83,13 @@ ERRORS_SQL = """
     select error_kind as cause, count(*) as images, min(error) as example
     from stats where status = 'error' group by 1 order by 2 desc, 1"""
 
+# which tool coded the tiles (codec.tilecoders names; issue 23): the learned model's share is tracked here
+CODERS_SQL = """
+    select coder, sum(n)::bigint as tiles, sum(n) / sum(sum(n)) over () as share
+    from (select unnest(map_keys(tile_coders)) as coder, unnest(map_values(tile_coders)) as n
+          from stats where status = 'ok' and tile_coders is not null)
+    group by 1 order by 2 desc, 1"""
+
 RUNS_SQL = """
     select run_id, count(*) as images, count(*) filter (where status = 'error') as errors,
            min(timestamp) as first_row, max(timestamp) as last_row,
@@ -98,10 +105,13 @@ class Report:
     runs: pa.Table
     group_by: str | None
     problems: list[str] = field(default_factory=list)  # parts of the archive the reader had to skip
+    coders: pa.Table | None = None  # tiles per tile coder (CODERS_SQL); rows written before issue 23 have none
 
     def text(self) -> str:
         parts = [format_table(self.summary, title=f"archive by {self.group_by or 'all'}"),
                  format_table(self.errors, title="errors by cause") if self.errors.num_rows else "no errors",
+                 *([format_table(self.coders, title="tiles by coder")] if self.coders is not None and self.coders.num_rows
+                   else []),
                  format_table(self.runs, title="runs")]
         if self.problems:
             parts.append("skipped (the rest of the archive is reported):\n" + "\n".join(f"  {p}" for p in self.problems))
@@ -111,7 +121,7 @@ class Report:
 def build_report(con: duckdb.DuckDBPyConnection, group_by: str | None = None) -> Report:
     problems = [r[0] for r in con.execute("select problem from archive_problems").fetchall()]
     return Report(con.sql(summary_sql(group_by)).to_arrow_table(), con.sql(ERRORS_SQL).to_arrow_table(),
-                  con.sql(RUNS_SQL).to_arrow_table(), group_by, problems)
+                  con.sql(RUNS_SQL).to_arrow_table(), group_by, problems, con.sql(CODERS_SQL).to_arrow_table())
 
 
 def format_table(t: pa.Table, title: str = "") -> str:

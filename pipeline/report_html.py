@@ -1,7 +1,8 @@
 """The HTML compression report: one self-contained file (plots inlined as PNG, no network).
 
     stats (DuckDB) ─▶ bpp and PSNR distributions, ratio over time, bytes saved per prefix
-    one record     ─▶ the image beside its per-tile bit-allocation map (bits per pixel of each tile,
+    stats (DuckDB) ─▶ tiles by coder (the learned model's share, codec.tilecoders names)
+    one record     ─▶ the image beside its per-tile bit-allocation and tile-coder maps (bits per pixel of each tile,
                       read from the stream's tile index: no decoding needed for the map); the picture
                       beside it decodes at most PREVIEW_MAX_PIXELS (a centred, tile-aligned crop of a
                       larger image, outlined on the maps), so a 2-gigapixel scene costs what a 4 MP one does
@@ -23,10 +24,22 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .numbers_display import cell  # noqa: E402
+from .preview import display_rgb, pick_bands  # noqa: E402
 from .report import Report  # noqa: E402
 
 PREVIEW_MAX_PIXELS = 4_000_000  # the most pixels the report decodes to show a record's image
 PLOT_IDS = ("bpp-distribution", "psnr-distribution", "ratio-over-time", "bytes-saved-per-prefix", "bit-allocation")
+
+
+def tile_coder_map(bitstream: bytes) -> tuple[np.ndarray, list[str]]:
+    """Per-tile coder as a (rows, cols) grid of indices into the returned coder names (table order)."""
+    import codec
+    from codec import tilecoders
+
+    header = codec.read_header(bitstream)
+    ids = sorted({t.coder for t in header.tiles})
+    grid = np.array([ids.index(t.coder) for t in header.tiles]).reshape(-1, header.grid[1])
+    return grid, [tilecoders.coder(i).name for i in ids]
 
 
 def tile_bpp_map(bitstream: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +49,8 @@ def tile_bpp_map(bitstream: bytes) -> tuple[np.ndarray, np.ndarray]:
     header = codec.read_header(bitstream)
     cols = header.grid[1]
     bpp = np.array([t.length * 8 / (w * h) for t, (_, _, w, h) in zip(header.tiles, header.boxes())]).reshape(-1, cols)
-    quality = np.array([t.quality for t in header.tiles]).reshape(-1, cols)
+    # quality is the learned tiles' setting; a tile another tool coded has none (the coder map shows it)
+    quality = np.array([t.quality if t.learned else np.nan for t in header.tiles]).reshape(-1, cols)
     return bpp, quality
 
 
@@ -137,22 +151,46 @@ def bit_allocation_plot(key: str, record: dict, models=None) -> str:
     except codec.CodecError as exc:  # e.g. a registry model and no --model-registry: keep the maps
         img, note = np.zeros((box[3], box[2]), np.uint8), f"picture left out: {exc}"
     cropped = box != (0, 0, w, h)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), gridspec_kw={"width_ratios": [1, 1, 1]})
-    axes[0].imshow(img[..., :3] if img.ndim == 3 else img, cmap=None if img.ndim == 3 else "gray")
-    axes[0].set_title(f"reconstruction, {box[2]}×{box[3]} crop at ({box[0]}, {box[1]})" if cropped else "reconstruction")
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
+    shown = display_rgb(img, header.raster.nodata if header.raster else None,
+                        header.raster.band_names if header.raster else None)
+    axes[0].imshow(shown, cmap=None if shown.ndim == 3 else "gray")
+    title = f"reconstruction, {box[2]}×{box[3]} crop at ({box[0]}, {box[1]})" if cropped else "reconstruction"
+    if header.raster is not None:
+        bands = pick_bands(header.raster.bands, header.raster.band_names)
+        title += f"\nbands {'/'.join(str(b + 1) for b in bands)}, 2–98% stretch" + (
+            ", magenta: nodata" if header.raster.nodata is not None else "")
+    axes[0].set_title(title, fontsize=9)
     if note:
         axes[0].text(0.5, 0.5, "\n".join(note[i : i + 40] for i in range(0, min(len(note), 200), 40)),
                      ha="center", va="center", color="white", fontsize=8, transform=axes[0].transAxes)
-    for ax, grid, label, cmap in ((axes[1], bpp, "bits per pixel", "magma"), (axes[2], quality, "tile quality (0–1)", "viridis")):
+    for ax, grid, label, cmap in ((axes[1], bpp, "bits per pixel", "magma"),
+                                  (axes[2], quality, "learned tile quality (0–1; blank: another tool)", "viridis")):
         im = ax.imshow(grid, cmap=cmap, extent=(0, w, h, 0), interpolation="nearest")
         if cropped:
             ax.add_patch(Rectangle(box[:2], box[2], box[3], fill=False, edgecolor="white", lw=1.2))
         ax.set_title(label)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    _coder_panel(fig, axes[3], data, w, h)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     return _figure("bit-allocation", f"Per-tile bit allocation of {key} ({w}×{h})", fig)
+
+
+def _coder_panel(fig, ax, data: bytes, w: int, h: int) -> None:
+    """Which tool coded each tile (codec.tilecoders), one colour per coder, with a legend of names."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    grid, names = tile_coder_map(data)
+    colours = plt.get_cmap("tab10").colors[: len(names)]
+    ax.imshow(grid, cmap=ListedColormap(colours), vmin=-0.5, vmax=len(names) - 0.5, extent=(0, w, h, 0),
+              interpolation="nearest")
+    counts = np.bincount(grid.ravel(), minlength=len(names))
+    ax.legend(handles=[Patch(color=c, label=f"{n} ({k})") for c, n, k in zip(colours, names, counts)],
+              loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=8, frameon=False)
+    ax.set_title("tile coder")
 
 
 def _table_html(t) -> str:
@@ -164,7 +202,8 @@ def _table_html(t) -> str:
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
-table{border-collapse:collapse;margin:8px 0 20px;font-size:13px}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+table{border-collapse:collapse;margin:8px 0 20px;font-size:13px;display:block;max-width:100%;overflow-x:auto}
+td.t{overflow-wrap:anywhere;max-width:420px}th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f2f2f2}td.t{text-align:left}td:first-child,th:first-child{text-align:left}figure{display:inline-block;margin:8px 16px 8px 0}
 figcaption{font-size:13px;color:#555}h2{margin-top:28px;border-bottom:1px solid #ddd}"""
 
@@ -180,6 +219,8 @@ def render_html(report: Report, con: duckdb.DuckDBPyConnection, source: str,
              "<h2>Over time and by prefix</h2>", *time_and_prefix_plots(con)]
     if allocation:
         parts += ["<h2>Bit allocation</h2>", bit_allocation_plot(*allocation, models)]
+    if report.coders is not None and report.coders.num_rows:
+        parts += ["<h2>Tiles by coder</h2>", _table_html(report.coders)]
     parts += ["<h2>Errors by cause</h2>", _table_html(report.errors) if report.errors.num_rows else "<p>No errors.</p>",
               "<h2>Runs</h2>", _table_html(report.runs), "</body></html>"]
     return "\n".join(parts)

@@ -43,6 +43,10 @@ STATS_SCHEMA = pa.schema([
     # rasters: bits / (pixels × bands) and PSNR as codec.metrics defines them for any bit depth
     ("bands", pa.int16()), ("dtype", pa.string()), ("bits_per_sample", pa.float64()),
     ("nodata_fraction", pa.float64()), ("lossless_tiles", pa.int32()),
+    # issue 23: which tool coded how many tiles (codec.tilecoders names), and per band the PSNR and the largest
+    # |error| measured on the decoded record; psnr_peak says what each band's PSNR is judged against
+    ("tile_coders", pa.map_(pa.string(), pa.int32())), ("band_psnr", pa.list_(pa.float64())),
+    ("band_max_error", pa.list_(pa.int64())), ("psnr_peak", pa.string()),
 ])
 
 # what a replica emits per input: every stats column plus the record-only ones
@@ -80,13 +84,19 @@ class RowContext:
         return cls(cfg.run_id, mode, float(target), replica)
 
 
+PSNR_PEAKS = {"photo": "bit_depth", "raster": "band_range"}  # psnr_peak: 255 for photos; a raster band's valid range
+
+
 @dataclass(frozen=True)
 class Verified:
     """Quality measured on the decoded record (verification): 8-bit images over the colour channels,
-    rasters by codec.metrics.raster_psnr (no MS-SSIM)."""
+    rasters by codec.metrics.raster_psnr (no MS-SSIM); per band (colour channels of a photo) the PSNR
+    and the largest absolute error."""
 
     psnr: float
     ms_ssim: float | None
+    band_psnr: list[float] | None = None
+    band_max_error: list[int] | None = None
 
 
 def base_row(listed: dict, ctx: RowContext) -> dict:
@@ -120,11 +130,25 @@ def ok_row(row: dict, result, image, seconds: float, measured: Verified | None) 
         nodata_fraction=nodata_fraction(image), lossless_tiles=sum(t.lossless for t in result.header.tiles),
         nodata=image.nodata, band_names=list(image.band_names) if image.band_names else None,
     )
+    row.update(tile_coders=tile_coder_counts(result.header),
+               psnr_peak=PSNR_PEAKS["raster" if result.header.raster is not None else "photo"])
+    if result.band_psnr is not None:
+        row["band_psnr"] = [float(v) for v in result.band_psnr]
     if measured is not None:
         row.update(psnr=measured.psnr, ms_ssim=measured.ms_ssim)
+        if measured.band_psnr is not None:
+            row.update(band_psnr=measured.band_psnr, band_max_error=measured.band_max_error)
     row.update(geo=image.geo, icc_profile=image.icc_profile, exif=image.exif)
     row["ratio"] = row["original_bytes"] / row["compressed_bytes"]
     return row
+
+
+def tile_coder_counts(header) -> list[tuple[str, int]]:
+    """Tiles per tile coder (codec.tilecoders names, table order) as the ``tile_coders`` map column."""
+    from codec import tilecoders
+
+    ids = [t.coder for t in header.tiles]
+    return [(tilecoders.coder(i).name, ids.count(i)) for i in sorted(set(ids))]
 
 
 def nodata_fraction(image) -> float:

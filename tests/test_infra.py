@@ -186,3 +186,14 @@ def test_credentials_come_from_a_secret_never_from_a_manifest():
         for text in cm["data"].values():
             data = yaml.safe_load(text)
             assert "storage" not in data or not {"access_key", "secret_key"} & set(data["storage"])
+
+
+def test_a_crashed_nightly_run_is_retried_and_the_retry_waits_out_its_lease():
+    """Issue 28 item 5: backoffLimit 0 and no lease wait made one crash cost the night (the retry exited 5)."""
+    from pipeline.config import CompressJobConfig
+
+    (cron,) = docs_of("CronJob")
+    assert cron["spec"]["jobTemplate"]["spec"]["backoffLimit"] >= 2
+    (cm,) = [d for d in docs_of("ConfigMap") if "compress.yaml" in d.get("data", {})]
+    cfg = yaml.safe_load(cm["data"]["compress.yaml"])
+    assert cfg["wait_for_lease_s"] >= CompressJobConfig.model_fields["lease_ttl_s"].default * 2

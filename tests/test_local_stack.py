@@ -2,6 +2,7 @@
 they stop again, leaving no process behind."""
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -13,11 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def env_from(path: Path) -> dict:
+def env_from(path: Path, base: dict) -> dict:
+    """env.sh's exports as a shell would see them: ``$NAME`` expanded against what came before (PATH=…:$PATH)."""
     out = {}
     for line in path.read_text().splitlines():
         k, v = line.removeprefix("export ").split("=", 1)
-        out[k] = shlex.split(v)[0]
+        out[k] = re.sub(r"\$(\w+)", lambda m: {**base, **out}.get(m.group(1), ""), shlex.split(v)[0])
     return out
 
 
@@ -30,7 +32,7 @@ def stack(tmp_path):
     up = subprocess.run([str(ROOT / "infra/local/up.sh"), str(state)], env=env, capture_output=True, text=True, timeout=300)
     try:
         assert up.returncode == 0, up.stderr + up.stdout
-        yield state, {**env, **env_from(state / "env.sh")}
+        yield state, {**env, **env_from(state / "env.sh", env)}
     finally:
         subprocess.run([str(ROOT / "infra/local/down.sh"), str(state)], env=env, capture_output=True, timeout=120)
 

@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from codec.images.imageio import load_image
-from codec.metrics import raster_psnr
+from codec.metrics import band_max_error, raster_band_psnr, raster_psnr
 from pipeline.archive import Archive
 from pipeline.compress import run_job
 from pipeline.config import CompressJobConfig, RestoreJobConfig
@@ -96,7 +96,13 @@ def test_rasters_archive_beside_photos_and_restore_as_geotiffs(s3_server, s3_env
         valid = ~(source.reshape(source.shape[0], source.shape[1], -1) == 0).all(-1)
         assert raster_psnr(source, back, valid) == pytest.approx(row["psnr"], abs=0.05)
         assert raster_psnr(source, back, valid) > 30
+        # per band, each against its own range, measured on the decoded record (issue 23)
+        assert row["psnr_peak"] == "band_range"
+        assert row["band_psnr"] == pytest.approx(list(raster_band_psnr(source, back, valid)), abs=0.05)
+        assert row["band_max_error"] == list(band_max_error(source, back, valid))
+        assert sum(n for _, n in row["tile_coders"]) == row["tiles"]
     photo = stats["photos/a.png"]
+    assert photo["psnr_peak"] == "bit_depth" and len(photo["band_psnr"]) == len(photo["band_max_error"]) == 3
     assert (photo["dtype"], photo["bands"]) == ("uint8", 3) and not photo["model_id"].startswith("satellite")
 
     ms = stats["sat/ms4.tif"]

@@ -66,3 +66,31 @@ def test_write_access_lost_mid_run_exits_4_keeps_commits_and_releases_the_lease(
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 already archived" in r.stdout
     assert_exactly_once(s3_server, bucket, {f"s3://{bucket}/raw/{k}" for k in objects})
+
+
+def test_a_manifest_unreadable_for_longer_than_the_budget_moves_nothing_and_loses_nothing(s3_server, bucket,
+                                                                                          fault_proxy, proxy_env):
+    """Issue 28 item 1: the archive is the only copy of segment 1, and its manifest answers 500."""
+    objects = many_objects(1)
+    fs = s3_server.filesystem()
+    upload(fs, bucket, "raw", objects)
+    env = {**os.environ, **proxy_env}
+    assert run(bucket, env).returncode == 0
+    archive = Archive(f"s3://{bucket}/archive/")
+    everything = sorted(archive.committed_table("stats", ["key"])["key"].to_pylist())
+    second = archive.committed()[1]
+    segment_keys = [k for k in everything if second.stats_keys[0] <= k <= second.stats_keys[1]]
+    assert segment_keys
+    for key in segment_keys:
+        fs.rm(key.removeprefix("s3://"))  # the archive is now the only copy of these inputs
+    rule = fault_proxy.add(Rule(method="GET", path=r"/archive/_manifests/000000000001\.json", status=500,
+                                code="InternalError"))
+    r = run(bucket, env, "--write-retry-s", "2")
+    assert r.returncode == 4, r.stderr[-3000:]
+    assert "000000000001" in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert rule.hits >= 2, "the read was retried"
+    assert not fs.exists(f"{bucket}/archive/_quarantine"), "nothing moved"
+    fault_proxy.clear()
+    r = run(bucket, env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(Archive(f"s3://{bucket}/archive/").committed_table("stats", ["key"])["key"].to_pylist()) == everything

@@ -15,7 +15,7 @@ from pipeline.archive import Archive
 from pipeline.compress import run_job
 from pipeline.config import CompressJobConfig
 from pipeline.report import build_report, connect
-from pipeline.report_html import PLOT_IDS, tile_bpp_map
+from pipeline.report_html import PLOT_IDS, tile_bpp_map, tile_coder_map
 from pipeline_fixtures import bad_objects, good_objects, png, upload
 from conftest import natural_image
 
@@ -68,6 +68,13 @@ def test_report_numbers_equal_a_direct_computation(s3_env, archived):
     total = build_report(con).summary.to_pylist()[0]
     assert total["images"] == 11 and total["bytes_in"] == sum(s["original_bytes"] for s in stats if s["status"] == "ok")
     assert "archive by prefix" in rep.text() and "errors by cause" in rep.text()
+    direct: dict[str, int] = {}
+    for s in stats:
+        for coder, n in s["tile_coders"] or []:
+            direct[coder] = direct.get(coder, 0) + n
+    assert {r["coder"]: r["tiles"] for r in rep.coders.to_pylist()} == direct
+    assert sum(direct.values()) == sum(s["tiles"] for s in stats if s["status"] == "ok")
+    assert "tiles by coder" in rep.text()
 
 
 def test_since_and_grouping_by_model_and_day(s3_env, archived):
@@ -111,6 +118,19 @@ def test_html_report_renders_with_its_plots(s3_env, archived, tmp_path, capsys):
     c0 = np.all(np.abs(img - [31, 119, 180]) < 12, axis=-1).sum()
     c2 = np.all(np.abs(img - [44, 160, 44]) < 12, axis=-1).sum()
     assert c0 > 2000 and c2 > 1000, (c0, c2)
+
+
+def test_tile_coder_map_names_each_tiles_coder(model):
+    import codec
+    from codec import tilecoders
+
+    img = natural_image(192, 256, 2)
+    img[:64, :64] = np.random.default_rng(0).integers(0, 256, (64, 64, 3))  # noise: the model cannot reach 40 dB
+    data = codec.encode(img, model, target_psnr=40, tile_size=64).data
+    grid, names = tile_coder_map(data)
+    header = codec.read_header(data)
+    assert grid.shape == (3, 4) and len(names) >= 2
+    assert [names[k] for k in grid.ravel()] == [tilecoders.coder(t.coder).name for t in header.tiles]
 
 
 def test_bit_allocation_without_the_records_model_keeps_the_maps(image, model):

@@ -10,7 +10,7 @@ import codec
 from codec import toolchoice
 from codec.errors import CorruptStreamError
 from codec.format import container
-from codec.metrics import raster_psnr
+from codec.metrics import band_peaks, raster_band_psnr, raster_psnr
 from codec.tilecoders import TileContext, jxl_lossy
 
 
@@ -22,11 +22,12 @@ def texture(h, w, bands, top, seed=0):
     return np.rint(np.clip(np.stack(planes, -1), 0, 1) * top).astype(np.uint8 if top <= 255 else np.uint16)
 
 
-def tile_psnrs(header, ref, dec, peak=None):
+def tile_psnrs(header, ref, dec, peaks=None):
+    """Per tile: its worst band's PSNR against the image's band ``peaks`` (rasters), or the 8-bit PSNR."""
     out = []
     for x, y, w, h in header.boxes():
         a, b = ref[y : y + h, x : x + w], dec[y : y + h, x : x + w]
-        out.append(raster_psnr(a, b, peak=peak) if peak else
+        out.append(raster_band_psnr(a, b, peaks=peaks).min() if peaks is not None else
                    10 * np.log10(255**2 / max(np.mean((a.astype(float) - b) ** 2), 1e-12)))
     return np.array(out)
 
@@ -39,7 +40,7 @@ def test_jxl_lossy_tiles_decode_to_their_shape_with_nodata_exact(bands, top, nod
     ctx = TileContext(40, 70, bands, block.dtype.name, nodata)
     out = jxl_lossy.decode(jxl_lossy.encode_at(block, ctx, 0.5), ctx)
     assert out.shape == block.shape and out.dtype == block.dtype
-    assert raster_psnr(block, out, peak=top) > 30
+    assert raster_psnr(block, out, peaks=top) > 30
     if nodata is not None:
         assert (out[:8, :9] == nodata).all() and not np.all(out[8:] == nodata, axis=2).any()
 
@@ -105,8 +106,22 @@ def test_every_raster_tile_meets_the_target_and_the_flag_stays_when_tools_are_ex
     img = texture(90, 130, 4, 3000, seed=7)
     r = codec.encode(img, None, target_psnr=50.0, tile_size=64)
     dec = codec.decode(r.data)
-    peak = float(img.max())
-    assert r.missed_tiles == 0 and (tile_psnrs(r.header, img, dec, peak) >= 50.0 - 0.05).all()
+    assert r.missed_tiles == 0 and (tile_psnrs(r.header, img, dec, band_peaks(img)) >= 50.0 - 0.05).all()
     assert np.array_equal(codec.decode_region(r.data, (10, 50, 100, 40)), dec[50:90, 10:110])
     flagged = codec.encode(img, None, target_psnr=80.0, tile_size=64, tools=("jxl_lossy",))
     assert flagged.missed_tiles > 0
+
+
+def test_a_raster_target_holds_for_every_band_against_its_own_range():
+    """Issue 23's Sentinel-2 case: a band valued 0–97 beside bands up to ~4,500 must meet the target
+    against its own range, not the image's largest value (which once let it flatten)."""
+    img = texture(70, 90, 3, 4500, seed=3)
+    img[..., 2] = np.rint(img[..., 2] / 4500 * 97).astype(np.uint16)  # the cirrus-like band
+    r = codec.encode(img, None, target_psnr=45.0, tile_size=64)
+    dec = codec.decode(r.data)
+    peaks = band_peaks(img)
+    assert peaks[2] <= 97 < peaks[0]
+    assert r.missed_tiles == 0
+    assert (tile_psnrs(r.header, img, dec, peaks) >= 45.0 - 0.05).all()
+    assert r.band_psnr is not None and r.band_psnr.min() >= 45.0 - 0.05
+    assert r.band_psnr == pytest.approx(raster_band_psnr(img, dec), abs=0.02)

@@ -41,9 +41,9 @@ class RasterInfo:
     band_names: tuple[str, ...] | None = None
 
     @property
-    def peak(self) -> float:
-        """The PSNR peak (codec.metrics.raster_peak's rule): 255 for uint8, else the largest valid value."""
-        return 255.0 if self.dtype == "uint8" else float(max(max(self.hi, default=0), 1))
+    def band_peaks(self) -> np.ndarray:
+        """Each band's PSNR peak, codec.metrics.band_peaks's rule from the header: its valid range (≥ 1)."""
+        return np.array([max(h - lo, 1) for lo, h in zip(self.lo, self.hi)], dtype=np.float64)
 
     @property
     def groups(self) -> list[list[int]]:

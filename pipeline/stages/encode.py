@@ -172,7 +172,7 @@ class CodecReplica:
         measured = psnr(colour, decoded_colour)
         if r.psnr is not None and np.isfinite(r.psnr) and r.header.channels != 1 and abs(measured - r.psnr) > 0.05:
             raise codec.CodecError(f"verification failed: decoded PSNR {measured:.3f} dB, encoder measured {r.psnr:.3f} dB")
-        return Verified(measured, ms_ssim(colour, decoded_colour))
+        return Verified(measured, ms_ssim(colour, decoded_colour), *_per_band(colour, decoded_colour, None, 255.0))
 
     def _verify_raster(self, r, image, decoded: np.ndarray) -> Verified:
         import codec
@@ -188,7 +188,8 @@ class CodecReplica:
         measured = raster_psnr(pixels, decoded, valid)
         if r.psnr is not None and np.isfinite(r.psnr) and abs(measured - r.psnr) > 0.05:
             raise codec.CodecError(f"verification failed: decoded PSNR {measured:.3f} dB, encoder measured {r.psnr:.3f} dB")
-        return Verified(measured, None)  # MS-SSIM is defined for 8-bit colour here, not for rasters
+        # MS-SSIM is defined for 8-bit colour here, not for rasters
+        return Verified(measured, None, *_per_band(pixels, decoded, valid, r.header.raster.band_peaks))
 
     def _free_memory(self) -> None:
         import gc
@@ -211,6 +212,14 @@ def with_nodata(image, nodata: int | None):
     if nodata is None or image.nodata is not None or eight_bit or nodata > np.iinfo(image.pixels.dtype).max:
         return image
     return dataclasses.replace(image, nodata=nodata)
+
+
+def _per_band(reference: np.ndarray, decoded: np.ndarray, valid, peaks) -> tuple[list[float], list[int]]:
+    """Per band of the decoded record: PSNR against ``peaks`` (codec.metrics) and the largest |error|."""
+    from codec.metrics import band_max_error, raster_band_psnr
+
+    return ([float(v) for v in raster_band_psnr(reference, decoded, valid, peaks)],
+            [int(v) for v in band_max_error(reference, decoded, valid)])
 
 
 def _same_mask(a: np.ndarray | None, b: np.ndarray | None) -> bool:

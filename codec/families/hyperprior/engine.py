@@ -40,14 +40,14 @@ LATENT_STRIDE = 16  # pixels per latent, each way
 
 @dataclass
 class RasterGroup:
-    """How one band group's [0, 1] model output maps back to its bands' integers, and the PSNR peak
+    """How one band group's [0, 1] model output maps back to its bands' integers, and their PSNR peaks
     (codec.format.raster, codec.metrics): a batch of raster tiles is measured in those integers."""
 
     lo: torch.Tensor  # (3,) float32
     hi: torch.Tensor  # (3,)
     scale: torch.Tensor  # (3,)
     weight: torch.Tensor  # (3,) 1 for a band of its own, 0 for a repeated one
-    peak: float
+    peaks: np.ndarray  # (3,) each band's PSNR peak (RasterInfo.band_peaks)
 
 
 @dataclass
@@ -137,14 +137,15 @@ class Engine:
             yield Batch(ids, y, originals, torch.from_numpy(masks).to(self.device), masks.reshape(len(ids), -1).sum(1))
 
     def raster_batches(self, image: np.ndarray, info, valid: list, boxes: list[Box], group: list[int],
-                       first_id: int, batch_size: int, peak: float):
+                       first_id: int, batch_size: int):
         """Every tile of one band group of a raster (codec.format.raster), normalised, nodata filled, analysed; ids are
         ``first_id + tile index``. Floats exist for one batch at a time, never for the whole raster."""
         from codec.families.hyperprior import bands
 
         lo, scale, weight = bands.group_constants(info, group)
         hi = np.array([info.hi[b] for b in group], dtype=np.float32)
-        consts = RasterGroup(*(torch.from_numpy(v).to(self.device) for v in (lo, hi, scale, weight)), peak)
+        consts = RasterGroup(*(torch.from_numpy(v).to(self.device) for v in (lo, hi, scale, weight)),
+                             info.band_peaks[group])
         for (pw, ph), ids in batches(boxes, range(len(boxes)), batch_size):
             tiles = np.empty((len(ids), ph, pw, 3), dtype=np.float32)
             raw = np.empty((len(ids), ph, pw, 3), dtype=np.float32)
@@ -192,9 +193,10 @@ class Engine:
         return Quantised(latents, np.asarray(codes), mse)
 
     def _measure_raster(self, latents: Latents, codes, originals, masks, r: RasterGroup) -> Quantised:
-        """Per tile: the group's raster PSNR (codec.metrics: mean over its own bands of 10·log10(peak²/MSE_b)
-        over valid pixels, the image's peak), handed to rate control as the MSE with that PSNR at peak 255."""
-        from codec.metrics import psnr_from_band_sse
+        """Per tile: the group's worst band PSNR (codec.metrics.worst_band_psnr: over valid pixels, each band
+        against its own peak), handed to rate control as the MSE with that PSNR at peak 255, so a tile's
+        group passes a target only when each of its bands does."""
+        from codec.metrics import worst_band_psnr
 
         x = self.synthesize_float(latents.y_hat, codes)
         raw = torch.minimum(torch.maximum(torch.round(r.lo[:, None, None] + x * r.scale[:, None, None]),
@@ -203,7 +205,7 @@ class Engine:
         band_sse = (diff * diff * masks[:, None].double()).flatten(2).sum(2).cpu().numpy()  # (n, 3)
         count = masks.flatten(1).sum(1).cpu().numpy()
         keep = r.weight.cpu().numpy() > 0
-        psnr = np.array([psnr_from_band_sse(band_sse[t, keep], int(count[t]), r.peak) for t in range(len(count))])
+        psnr = np.array([worst_band_psnr(band_sse[t, keep], int(count[t]), r.peaks[keep]) for t in range(len(count))])
         mse = np.where(np.isinf(psnr), 0.0, 255.0**2 / 10 ** (np.minimum(psnr, 1e3) / 10))
         return Quantised(latents, np.asarray(codes), mse, band_sse)
 

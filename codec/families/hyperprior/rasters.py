@@ -15,7 +15,7 @@ from codec.families.hyperprior.tiling import batches
 from codec.format import container, raster
 from codec.format.container import FLAG_MISSED_TARGET, FLAG_NODATA, Header, TileEntry
 from codec.format.tiles import Box, overlap
-from codec.metrics import band_sse as band_sse_of, psnr_from_band_sse
+from codec.metrics import band_psnr, band_sse as band_sse_of, psnr_from_band_sse, worst_band_psnr
 from codec.options import DecodeOptions, EncodeOptions
 from codec.results import EncodeResult
 
@@ -29,7 +29,7 @@ def encode_raster(img: np.ndarray, header: Header, valid: list, counts: np.ndarr
 
     def all_batches():
         for g, group in enumerate(groups):
-            yield from engine.raster_batches(img, info, valid, boxes, group, g * n, options.batch_size, info.peak)
+            yield from engine.raster_batches(img, info, valid, boxes, group, g * n, options.batch_size)
 
     # target_bpp is bits per sample here: the budget of a W·bands × H image
     strategy = ratecontrol.plan(options.target, engine, all_batches, width=header.width * n_bands,
@@ -55,7 +55,7 @@ def _code_groups(engine: Engine, img: np.ndarray, header: Header, valid: list, s
     for g, group in enumerate(groups):
         keep = raster.real_bands(group)
         chosen = ((batch.ids, strategy.choose(engine, batch)) for batch in
-                  engine.raster_batches(img, info, valid, boxes, group, g * n, options.batch_size, info.peak))
+                  engine.raster_batches(img, info, valid, boxes, group, g * n, options.batch_size))
         for (ids, choice), (z_streams, y_streams) in map_ahead(lambda c: engine.encode_latents(c[1].latents), chosen,
                                                                  engine.overlaps(options.overlap_coding)):
             for k, gid in enumerate(ids):
@@ -91,22 +91,26 @@ def _raster_pass(engine: Engine, img: np.ndarray, header: Header, valid: list, c
     header.tiles = entries
     data = container.pack(header, blobs)
     n = len(boxes)
-    tile_psnr = np.array([np.nan if np.isnan(band_sse[i]).any() else psnr_from_band_sse(band_sse[i], counts[i], info.peak)
-                          for i in range(n)])
-    psnr = None if np.isnan(band_sse).any() else psnr_from_band_sse(band_sse.sum(0), int(counts.sum()), info.peak)
-    return EncodeResult(data, header, tile_psnr, psnr)
+    peaks = info.band_peaks
+    tile_psnr = np.array([np.nan if np.isnan(band_sse[i]).any() else worst_band_psnr(band_sse[i], counts[i], peaks)
+                          for i in range(n)])  # a tile's PSNR is its worst band's: what the target checks
+    if np.isnan(band_sse).any():
+        return EncodeResult(data, header, tile_psnr, None)
+    total = band_sse.sum(0)
+    return EncodeResult(data, header, tile_psnr, psnr_from_band_sse(total, int(counts.sum()), peaks),
+                        band_psnr(total, int(counts.sum()), peaks))
 
 
 def _tool_for(block, valid, info, blob: bytes, band_sse: np.ndarray, count: int, missed: bool,
               options: EncodeOptions, allowed: tuple[str, ...]) -> toolchoice.TileChoice:
     """codec.toolchoice's pick for one raster tile (the learned tile when no tool is allowed or measured)."""
-    psnr = np.nan if np.isnan(band_sse).any() else psnr_from_band_sse(band_sse, count, info.peak)
+    psnr = np.nan if np.isnan(band_sse).any() else worst_band_psnr(band_sse, count, info.band_peaks)
     if not allowed or np.isnan(psnr) and not missed:
         return toolchoice.TileChoice("learned", None, psnr, missed)
     block = np.asarray(block)
     learned = toolchoice.LearnedTile(len(blob), psnr, missed, block.shape[0] * block.shape[1] * block.shape[2])
     ctx = tilecoders.TileContext(block.shape[0], block.shape[1], info.bands, info.dtype, info.nodata)
-    return toolchoice.choose_tile(block, ctx, learned, options.target.value, toolchoice.raster_psnr(block, valid, info.peak),
+    return toolchoice.choose_tile(block, ctx, learned, options.target.value, toolchoice.raster_psnr(block, valid, info.band_peaks),
                                   allowed)
 
 

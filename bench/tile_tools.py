@@ -1,0 +1,253 @@
+"""Guaranteed-tile bytes (issue 23, item 7): every 256² tile at or above a PSNR target, ours against the best
+classical file that guarantees the same per image; tiles missed before/after per-tile tools; tiles per tool;
+encode/decode MP/s.
+
+    python bench/tile_tools.py [--quick] [--targets 30 34 38 42 46 50] [--sets kodak aerial satellite]
+    python bench/tile_tools.py --calibrate [--quick]     # what codec.toolchoice.JXL_TRY_BPS rests on
+
+Per image and target: our file (``codec.encode(target_psnr=T)``, the default model for its kind) checked by
+decoding that its worst tile reaches T; the same with the learned tool alone (the "missed before" figure);
+and, per classical codec, the smallest file whose WORST tile reaches T (its quality bisected per image):
+photos AVIF 4:2:0 and 4:4:4 (Pillow/libavif, speed 6), JPEG XL (libjxl, effort 7) and JPEG 2000
+(OpenJPEG 9/7); 16-bit rasters JPEG XL and JPEG 2000 per band, told the effective bit depth. For rasters a
+tile's PSNR is its worst band's, each band against its own valid range (codec.metrics.worst_band_psnr), the
+rule the codec's target holds to. "vs best" is our bytes over the sum of each image's smallest classical file.
+
+Sets: Kodak (24, evaluation only), the aerial evaluation tiles (odd CIL tiles, every fifth, plus usc_sipi
+2.1.*: never used by ``--calibrate``) and the satellite rasters (../shared/data/satellite/train, centre 512²
+crops: there is no held-out satellite set here). Results: ``tile_tools.json`` and ``tile_tools.log`` under
+``--out``. Missing sets are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import codec  # noqa: E402
+import rd  # noqa: E402
+from codec import tilecoders, toolchoice  # noqa: E402
+from codec.format.raster import valid_mask  # noqa: E402
+from codec.metrics import band_peaks, band_sse, worst_band_psnr  # noqa: E402
+from codec.tilecoders import TileContext, jxl_lossy  # noqa: E402
+
+DATA = rd.SHARED / "data"
+TARGETS = (30.0, 34.0, 38.0, 42.0, 46.0, 50.0)
+TILE = 256
+CROP = 512  # satellite rasters: centre crop
+PHOTO_CODECS = ("avif420", "avif444", "jxl", "j2k")
+RASTER_CODECS = ("jxl", "j2k")
+
+
+# --- data ----------------------------------------------------------------------------------------
+def photo_sets(quick: bool) -> dict[str, list[Path]]:
+    kodak = sorted((DATA / "kodak").glob("kodim*.png"))
+    aerial = sorted((DATA / "aerial" / "train" / "cil_roads").glob("*.png"))[1::2][::5] + sorted(
+        (DATA / "aerial" / "train" / "usc_sipi").glob("2.1.*.png"))
+    return {k: (v[:3] if quick else v) for k, v in {"kodak": kodak, "aerial": aerial}.items() if v}
+
+
+def satellite_files(quick: bool) -> list[Path]:
+    files = sorted((DATA / "satellite" / "train").glob("*.tif"))
+    return files[::6][:3] if quick else files[::2]
+
+
+def load_raster(path: Path) -> tuple[np.ndarray, int | None]:
+    from codec.images.imageio import load_image
+
+    img = load_image(path.read_bytes(), path.name)
+    px = img.pixels if img.pixels.ndim == 3 else img.pixels[..., None]
+    h, w = px.shape[:2]
+    y0, x0 = max((h - CROP) // 2, 0), max((w - CROP) // 2, 0)
+    return np.ascontiguousarray(px[y0 : y0 + CROP, x0 : x0 + CROP]), img.nodata
+
+
+# --- the guarantee, measured the codec's way -----------------------------------------------------
+def worst_tile_db(ref: np.ndarray, dec: np.ndarray, nodata: int | None = None) -> float:
+    """Worst tile PSNR: photos 8-bit over every colour sample; rasters the worst band of the worst tile."""
+    if ref.dtype == np.uint8 and nodata is None and ref.ndim == 3 and ref.shape[2] in (1, 3):
+        return float(rd.tile_psnrs(ref, dec, TILE).min())
+    valid = valid_mask(ref, nodata)
+    peaks = band_peaks(ref, valid)
+    worst = np.inf
+    h, w = ref.shape[:2]
+    for y in range(0, h, TILE):
+        for x in range(0, w, TILE):
+            v = None if valid is None else valid[y : y + TILE, x : x + TILE]
+            sse, n = band_sse(ref[y : y + TILE, x : x + TILE], dec[y : y + TILE, x : x + TILE], v)
+            worst = min(worst, worst_band_psnr(sse, n, peaks))
+    return float(worst)
+
+
+def classical_file(name: str, img: np.ndarray, k: int) -> tuple[int, np.ndarray]:
+    """(bytes, decoded) of classical codec ``name`` at step ``k`` of its quality ladder (higher k: better)."""
+    import satellite_rd  # the per-band raster helpers
+
+    if img.dtype != np.uint8 or img.shape[2] not in (1, 3):
+        bits = satellite_rd.effective_bits(img)
+        n, out, _, _ = (satellite_rd.jpegxl(img, 12 * 0.88**k, bits) if name == "jxl"
+                        else satellite_rd.jpeg2k(img, 20 + 0.5 * k, bits))
+        return n, out
+    photo = img if img.shape[2] == 3 else np.repeat(img, 3, axis=2)
+    if name.startswith("avif"):
+        n, out, _, _ = rd.classical("AVIF", photo, k, subsampling="4:2:0" if name == "avif420" else "4:4:4")
+    elif name == "jxl":
+        n, out, _, _ = rd.classical("JXL", photo, 12 * 0.88**k)
+    else:
+        n, out, _, _ = rd.classical("J2K", photo, 20 + 0.5 * k)
+    return n, out[..., : img.shape[2]]
+
+
+LINES: list[str] = []  # what the run printed: the .log file
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+    LINES.append(line)
+
+
+LADDER = {"avif420": 100, "avif444": 100, "jxl": 60, "j2k": 100}  # the top step of each ladder
+
+
+def guaranteed_classical(name: str, img: np.ndarray, target: float, nodata: int | None) -> int | None:
+    """Bytes of the smallest ``name`` file whose worst tile reaches ``target`` (None: not even the top step)."""
+    sizes: dict[int, int] = {}
+
+    def passes(k: int) -> bool:
+        n, dec = classical_file(name, img, k)
+        sizes[k] = n
+        return worst_tile_db(img, dec, nodata) >= target
+
+    k = rd.lowest_passing(passes, 0, LADDER[name])
+    return None if k is None else sizes[k]
+
+
+# --- ours ---------------------------------------------------------------------------------------
+def ours(img: np.ndarray, target: float, nodata: int | None) -> dict:
+    kw = {"nodata": nodata} if nodata is not None else {}
+    t0 = time.perf_counter()
+    learned = codec.encode(img, None, target_psnr=target, tools=("learned",), **kw)
+    t1 = time.perf_counter()
+    r = codec.encode(img, None, target_psnr=target, **kw)
+    t2 = time.perf_counter()
+    dec = codec.decode(r.data)
+    t3 = time.perf_counter()
+    names = [tilecoders.coder(t.coder).name for t in r.header.tiles]
+    return {"bytes": len(r.data), "bytes_learned_only": len(learned.data), "tiles": len(names),
+            "missed_before": learned.missed_tiles, "missed_after": r.missed_tiles,
+            "worst_tile_db": worst_tile_db(img, dec.reshape(img.shape), nodata), "coders": toolchoice.counts(names),
+            "encode_s": t2 - t1, "encode_s_learned_only": t1 - t0, "decode_s": t3 - t2}
+
+
+def evaluate_set(name: str, images: list[tuple[str, np.ndarray, int | None]], targets, codecs) -> dict:
+    out = {}
+    for target in targets:
+        row = {"images": len(images), "bytes": 0, "bytes_learned_only": 0, "tiles": 0, "missed_before": 0,
+               "missed_after": 0, "below_target": 0, "coders": {}, "best_classical": 0, "classical_missing": 0,
+               "classical": dict.fromkeys(codecs, 0), "megapixels": 0.0, "encode_s": 0.0, "decode_s": 0.0}
+        for fname, img, nodata in images:
+            m = ours(img, target, nodata)
+            for k in ("bytes", "bytes_learned_only", "tiles", "missed_before", "missed_after", "encode_s", "decode_s"):
+                row[k] += m[k]
+            row["below_target"] += int(m["worst_tile_db"] < target - 0.05)
+            for c, n in m["coders"].items():
+                row["coders"][c] = row["coders"].get(c, 0) + n
+            row["megapixels"] += img.shape[0] * img.shape[1] / 1e6
+            sizes = {c: guaranteed_classical(c, img, target, nodata) for c in codecs}
+            for c, n in sizes.items():
+                row["classical"][c] += n or 0
+            found = [n for n in sizes.values() if n is not None]
+            row["best_classical"] += min(found) if found else 0
+            row["classical_missing"] += int(not found)
+        row["vs_best_classical"] = row["bytes"] / max(row["best_classical"], 1)
+        row["learned_share"] = row["coders"].get("learned", 0) / max(row["tiles"], 1)
+        row["encode_mp_s"] = row["megapixels"] / max(row["encode_s"], 1e-9)
+        row["decode_mp_s"] = row["megapixels"] / max(row["decode_s"], 1e-9)
+        out[f"{target:g}"] = row
+        say(f"{name:9} {target:4g} dB  ours/best {row['vs_best_classical']:.3f}  missed {row['missed_before']}"
+              f"→{row['missed_after']}/{row['tiles']}  below {row['below_target']}  learned {row['learned_share']:.0%}"
+              f"  coders {row['coders']}  enc {row['encode_mp_s']:.2f} MP/s  dec {row['decode_mp_s']:.2f} MP/s"
+              f"  classical {row['classical']}")
+    return out
+
+
+# --- calibration (training data only) -------------------------------------------------------------
+def calibration_images(quick: bool) -> list[Path]:
+    nat = sorted((DATA / "train-natural").rglob("*.png")) + sorted((DATA / "train-natural").rglob("*.jpg"))
+    cil = sorted((DATA / "aerial" / "train" / "cil_roads").glob("*.png"))[0::2]  # even: never evaluated
+    files = nat[::4] + cil[::2]
+    return files[:6] if quick else files
+
+
+def calibrate(quick: bool, targets=(38.0, 42.0)) -> dict:
+    """Per passing learned tile: its bits per sample and the bytes JPEG XL lossy saves on it (0: none); per
+    threshold the share of tiles tried and of the possible saving kept."""
+    out = {}
+    for target in targets:
+        bps, saving = [], []
+        for path in calibration_images(quick):
+            img = np.asarray(__import__("PIL.Image").Image.open(path).convert("RGB"))
+            r = codec.encode(img, None, target_psnr=target, tile_size=TILE, tools=("learned",))
+            for t, (x, y, w, h) in zip(r.header.tiles, r.header.boxes()):
+                if t.missed_target:
+                    continue
+                block = np.ascontiguousarray(img[y : y + h, x : x + w])
+                trial = jxl_lossy.encode_to_psnr(block, TileContext(h, w, 3, "uint8"), target,
+                                                 toolchoice.photo_psnr(block), start=10 ** ((36 - target) / 10))
+                bps.append(8 * t.length / (w * h * 3))
+                saving.append(max(t.length - len(trial.payload), 0) if trial is not None else 0)
+        bps_a, sav = np.array(bps), np.array(saving, dtype=float)
+        out[f"{target:g}"] = {"tiles": len(bps), "jxl_wins": int((sav > 0).sum()),
+                              "thresholds": {f"{th:.2f}": {"tried": float((bps_a > th).mean()) if len(bps_a) else 0.0,
+                                                           "saving_kept": float(sav[bps_a > th].sum() / max(sav.sum(), 1))}
+                                             for th in (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)}}
+        say(f"calibration {target:g} dB: {json.dumps(out[f'{target:g}'])}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="3 images per set")
+    ap.add_argument("--targets", type=float, nargs="+", default=list(TARGETS))
+    ap.add_argument("--sets", nargs="+", default=["kodak", "aerial", "satellite"])
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    a = ap.parse_args()
+    if not DATA.exists():
+        print(f"skipping: no {DATA}")
+        return
+    a.out.mkdir(parents=True, exist_ok=True)
+    path = a.out / "tile_tools.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    if a.calibrate:
+        result["calibration"] = calibrate(a.quick)
+    else:
+        from PIL import Image
+
+        evaluation = {"quick": a.quick, "targets": a.targets, "sets": {}}
+        for name, files in photo_sets(a.quick).items():
+            if name in a.sets:
+                images = [(p.name, np.asarray(Image.open(p).convert("RGB")), None) for p in files]
+                evaluation["sets"][name] = evaluate_set(name, images, a.targets, PHOTO_CODECS)
+        sat = satellite_files(a.quick) if "satellite" in a.sets else []
+        if sat:
+            images = [(p.name, *load_raster(p)) for p in sat]
+            evaluation["sets"]["satellite"] = evaluate_set("satellite", images, a.targets, RASTER_CODECS)
+        elif "satellite" in a.sets:
+            say("satellite: no rasters under ../shared/data/satellite/train, skipped")
+        result["evaluation"] = evaluation
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    with open(a.out / "tile_tools.log", "a") as log:  # one block per run
+        log.write(f"# {time.strftime('%Y-%m-%d %H:%M')} {' '.join(sys.argv[1:])}\n" + "\n".join(LINES) + "\n")
+
+
+if __name__ == "__main__":
+    main()
