@@ -15,6 +15,14 @@ DEFAULT_TARGET_PSNR = 38.0
 # encode effort level → latent-refinement steps per tile (codec.families.hyperprior.refine; bench/effort.py)
 EFFORT_ITERATIONS = (0, 50, 200, 1000)
 
+
+def check_effort(effort) -> int:
+    """``effort`` when it is an encode effort level (an int in [0, len(EFFORT_ITERATIONS)); else ValueError."""
+    if isinstance(effort, bool) or not isinstance(effort, int) or not 0 <= effort < len(EFFORT_ITERATIONS):
+        raise ValueError(f"effort must be an integer in [0, {len(EFFORT_ITERATIONS) - 1}], got {effort!r}")
+    return effort
+
+
 @dataclass(frozen=True)
 class RateTarget:
     """What the caller asked for: ``mode`` (one of :data:`MODES`) and its ``value``; valid by construction."""
@@ -86,8 +94,7 @@ class EncodeOptions:
             raise ValueError(f"bit_depth must be an integer in [1, 16], got {self.bit_depth!r}")
         if self.tile_coder is not None and not isinstance(self.tile_coder, str):
             raise ValueError(f"tile_coder must be a tile coder's name, got {self.tile_coder!r}")
-        if isinstance(self.effort, bool) or not isinstance(self.effort, int) or not 0 <= self.effort < len(EFFORT_ITERATIONS):
-            raise ValueError(f"effort must be an integer in [0, {len(EFFORT_ITERATIONS) - 1}], got {self.effort!r}")
+        check_effort(self.effort)
         if self.band_names is not None:
             object.__setattr__(self, "band_names", tuple(str(n) for n in self.band_names))
         if self.tools is not None:
