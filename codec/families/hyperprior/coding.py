@@ -33,7 +33,7 @@ def encode_image(image: np.ndarray, loaded, options: EncodeOptions) -> EncodeRes
     boxes = header.boxes()
     strategy = ratecontrol.plan(target, engine, lambda: engine.batches(img, boxes, options.batch_size),
                                 width=img.width, height=img.height, n_tiles=len(boxes),
-                                overhead_bytes=container.estimated_overhead(loaded.model_id, len(boxes)))
+                                overhead_bytes=container.estimated_overhead(loaded.model_id, len(boxes)), effort=options.effort)
     while strategy is not None:  # one pass, or more where the strategy asks for another (target_bpp)
         result = _encode_pass(engine, img, header, boxes, strategy, options)
         strategy = strategy.retry(len(result.data))

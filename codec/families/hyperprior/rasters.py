@@ -34,7 +34,8 @@ def encode_raster(img: np.ndarray, header: Header, valid: list, counts: np.ndarr
     # target_bpp is bits per sample here: the budget of a W·bands × H image
     strategy = ratecontrol.plan(options.target, engine, all_batches, width=header.width * n_bands,
                                 height=header.height, n_tiles=n * len(groups),
-                                overhead_bytes=container.estimated_overhead(loaded.model_id, n * len(groups)))
+                                overhead_bytes=container.estimated_overhead(loaded.model_id, n * len(groups)),
+                                effort=options.effort)
     psnr_mode = options.target.mode == "target_psnr"
     allowed = toolchoice.allowed_tools(options.tools, options.lossless_fallback) if psnr_mode else ()
     while strategy is not None:
