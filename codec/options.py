@@ -78,7 +78,8 @@ class EncodeOptions:
     lossless_fallback: bool = True  # target_psnr rasters: tiles the model cannot reach are coded exactly
     tile_coder: str | None = None  # code every tile with this tile coder (codec.tilecoders); lossless: "jxl_exact"
     tools: tuple[str, ...] | None = None  # target_psnr: per-tile tools besides the learned one (codec.toolchoice); None: all
-    effort: int = 0  # encode effort: 0 = no latent refinement; higher refines longer (EFFORT_ITERATIONS)
+    effort: int = 0  # encode effort: 0 = no latent refinement; higher refines longer (EFFORT_ITERATIONS); from 1 every
+    #                  per-tile lossy tool is tried (codec.toolchoice.THOROUGH_EFFORT)
 
     def __post_init__(self):
         if not isinstance(self.target, RateTarget):

@@ -25,6 +25,7 @@ from codec.metrics import band_sse, psnr_from_mse, worst_band_psnr
 from codec.tilecoders import TileContext, avif444, j2k, jxl_lossy
 
 TOOLS = ("j2k", "avif444", "jxl_lossy", "jxl_exact")  # per-tile tools besides the learned family
+THOROUGH_EFFORT = 1  # the encode effort (EncodeOptions.effort) from which every lossy tool is tried
 AVIF_MAX_DB = 44.0  # AVIF 4:4:4 is tried below this target only (at 46 dB it lost every comparison measured)
 LOSSY_TRY_BPS = 1.0  # bits per sample of a passing learned tile above which the lossy tools are tried
 
