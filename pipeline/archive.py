@@ -62,6 +62,9 @@ RECORDS, STATS, MANIFESTS, LEASES, QUARANTINE, RUNS = "records", "stats", "_mani
 RESTORE_LOG = "_restore_log"
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 DEFAULT_LEASE_TTL_S = 120.0
+#: the longest one archive PUT can stay in flight: botocore's connect (60 s) plus read (60 s) timeout
+#: (our retry loop starts each attempt afresh, and a process paused longer is fenced, not waited for)
+MAX_INFLIGHT_PUT_S = 120.0
 
 
 def archive_url(url: str) -> str:
@@ -135,6 +138,13 @@ class Manifest:
     files: dict
     record_keys: tuple | None
     stats_keys: tuple | None
+    generation: int | None = None  # the lease generation that wrote it; None for older manifests (unknown)
+
+    def fenced_by(self, fences: dict[int, int]) -> bool:
+        """Written by an older generation after a takeover fenced it: above a newer generation's fence."""
+        if self.generation is None or self.commit_seq is None:
+            return False
+        return any(gen > self.generation and self.commit_seq > fence for gen, fence in fences.items())
 
     @property
     def order(self) -> tuple:
@@ -171,6 +181,8 @@ class Lease:
     ttl_s: float
     expires_at: float = 0.0
     lost: str | None = None
+    fences: dict[int, int] = field(default_factory=dict)  # generation -> the highest commit it took over at
+    quarantine_before: float = 0.0  # recovery moves unnamed files older than this (see Archive.recover)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -181,6 +193,7 @@ class Lease:
     def body(self, released: bool = False) -> bytes:
         return json.dumps({"run_id": self.run_id, "owner": self.owner, "generation": self.generation,
                            "expires_at": self.expires_at, "released": released,
+                           "fences": {str(g): f for g, f in self.fences.items()},
                            "renewed_at": datetime.now(timezone.utc).isoformat()}).encode()
 
     def start(self) -> None:
@@ -254,6 +267,8 @@ class Archive:
         self.root = self.root.rstrip("/")
         self.problems: list[str] = []  # what readers skipped, and why
         self.torn: list[str] = []  # manifests that read back but do not parse (their files are kept)
+        self.fenced: list[Manifest] = []  # a stale generation's manifests after a takeover: never committed
+        self._fences: dict[int, int] = {}
         self._manifests: list[Manifest] | None = None
         self._present: set[str] | None = None  # data files seen by the last listing
 
@@ -326,8 +341,18 @@ class Archive:
                 self.torn.append(n)
                 self._problem(f"unreadable manifest {to_url(self.fs, n)} skipped: {type(exc).__name__}: {exc}")
         out.sort(key=lambda m: m.order)
-        self._manifests, self._present = out, None
-        return out
+        self._fences = self.fences()
+        self.fenced = [m for m in out if m.fenced_by(self._fences)]
+        self._manifests, self._present = [m for m in out if not m.fenced_by(self._fences)], None
+        return self._manifests
+
+    def fences(self) -> dict[int, int]:
+        """Every takeover's fence (generation -> highest commit it took over at), as the newest lease lists them.
+
+        Each lease inherits its predecessor's fences, so one read gives the whole history.
+        """
+        current = self.current_lease() or {}
+        return {int(g): int(f) for g, f in (current.get("fences") or {}).items()}
 
     @staticmethod
     def _parse_manifest(path: str, data: bytes) -> Manifest:
@@ -336,7 +361,8 @@ class Archive:
         rk, sk = m.get("record_keys"), m.get("stats_keys")
         return Manifest(path.rsplit("/", 1)[-1], str(m["run_id"]), int(m["segment"]), m.get("commit_seq"),
                         str(m.get("committed_at", "")), int(m.get("rows", 0)), int(m.get("records", 0)), files,
-                        tuple(rk) if rk else None, tuple(sk) if sk else None)
+                        tuple(rk) if rk else None, tuple(sk) if sk else None,
+                        int(m["generation"]) if m.get("generation") is not None else None)
 
     def _problem(self, message: str) -> None:
         if message not in self.problems:
@@ -533,11 +559,25 @@ class Archive:
                     "run died, this output is free once its lease runs out (--wait-for-lease S waits for it)")
             gen = int(current.get("generation", 0)) + 1 if current else 1
             lease = Lease(self, gen, run_id, owner, ttl_s, expires_at=time.time() + ttl_s)
+            self._fence(lease, current, holder_is_dead)
             if put_if_absent(self.fs, lease.path, lease.body()):
                 lease.start()
                 self._manifests = None
                 return lease
         raise LeaseHeldError(f"{self.url}: another run took the lease at the same moment; try again")
+
+    def _fence(self, lease: Lease, previous: dict | None, holder_is_dead) -> None:
+        """Record in ``lease`` the fence of its takeover and recovery's cut-off for unnamed files.
+
+        Fence: the highest sequence committed now; an older generation's manifest above it (a
+        paused writer waking up) is never committed. Cut-off: a previous holder that neither
+        released its lease nor is known dead may still have a PUT in flight, for up to
+        MAX_INFLIGHT_PUT_S, so only files older than that are moved.
+        """
+        seqs = [m.commit_seq for m in self.manifests(refresh=True) if m.commit_seq is not None]
+        lease.fences = {**self._fences, lease.generation: max(seqs, default=-1)}
+        live = previous and not previous.get("released") and not holder_is_dead(previous.get("owner"))
+        lease.quarantine_before = time.time() - (MAX_INFLIGHT_PUT_S if live else 0.0)
 
     # --- writing (under the lease) -------------------------------------------------------
     def check_new_run(self, run_id: str) -> None:
@@ -548,7 +588,8 @@ class Archive:
                                "choose a new --run-id (reusing one would overwrite that run)")
 
     def next_commit_seq(self) -> int:
-        seqs = [m.commit_seq for m in self.manifests() if m.commit_seq is not None]
+        """One above every sequence taken, fenced manifests' included (their names are taken too)."""
+        seqs = [m.commit_seq for m in [*self.manifests(), *self.fenced] if m.commit_seq is not None]
         return (max(seqs) + 1) if seqs else len(self.manifests())
 
     def commit_segment(self, lease: Lease, seq: int, records: pa.Table, stats: pa.Table) -> Manifest:
@@ -566,24 +607,43 @@ class Archive:
         self._write_parquet(self.path(rel[RECORDS]), records)
         self._write_parquet(self.path(rel[STATS]), stats)
         rk, sk = records["key"], stats["key"]
-        commit_seq = self.next_commit_seq()
         body = {
-            "run_id": run_id, "segment": seq, "commit_seq": commit_seq,
+            "run_id": run_id, "segment": seq, "generation": lease.generation,
             "committed_at": datetime.now(timezone.utc).isoformat(),
             "rows": stats.num_rows, "records": records.num_rows, "files": rel,
             "record_keys": [rk[0].as_py(), rk[-1].as_py()] if len(rk) else None,
             "stats_keys": [sk[0].as_py(), sk[-1].as_py()] if len(sk) else None,
         }
         lease.check()
-        path = self.manifest_path(commit_seq)
-        if not put_if_absent(self.fs, path, json.dumps(body, indent=1).encode()):
-            lease.lost = f"commit {commit_seq} of {self.url} was made by another writer"
-            raise LeaseLostError(lease.lost)
-        manifest = self._parse_manifest(path, json.dumps(body).encode())
+        manifest = self._put_manifest(lease, body)
+        lease.check()  # a writer that woke up after a takeover: its manifest is fenced, and it stops here
         self.manifests().append(manifest)
         if self._present is not None:
             self._present |= {self.path(f) for f in rel.values()}
         return manifest
+
+    def _put_manifest(self, lease: Lease, body: dict) -> Manifest:
+        """Create the manifest under the next free sequence.
+
+        A sequence taken by a stale generation's manifest (fenced by this lease's takeover) is
+        skipped; one taken by anything else means another writer holds the output.
+        """
+        commit_seq = self.next_commit_seq()
+        for _ in range(100):
+            body = {**body, "commit_seq": commit_seq}
+            path = self.manifest_path(commit_seq)
+            if put_if_absent(self.fs, path, json.dumps(body, indent=1).encode()):
+                return self._parse_manifest(path, json.dumps(body).encode())
+            try:
+                other = self._parse_manifest(path, read_retried(self.fs, path))
+            except (ValueError, KeyError, TypeError, FileNotFoundError):
+                other = None
+            if other is None or not other.fenced_by(lease.fences):
+                lease.lost = f"commit {commit_seq} of {self.url} was made by another writer"
+                raise LeaseLostError(lease.lost)
+            self.fenced.append(other)
+            commit_seq += 1
+        raise LeaseLostError(f"{self.url}: 100 sequences in a row taken by fenced manifests")
 
     def _write_parquet(self, path: str, table: pa.Table) -> None:
         buf = io.BytesIO()
@@ -595,15 +655,19 @@ class Archive:
         put_atomic(self.fs, path, data)
 
     def unnamed_files(self) -> list[str]:
-        """Data files (absolute paths) that no readable manifest names; raises if a manifest cannot be read."""
+        """Data files (absolute paths) that no committed-to-be manifest names (fenced ones do not count);
+        raises if a manifest cannot be read."""
         named = {self.path(f) for m in self.manifests(refresh=True) for f in m.files.values()}
         return sorted(p for kind in (RECORDS, STATS) for p in self._existing(kind) - named)
 
     def recover(self, lease: Lease) -> list[str]:
         """Move data files that no manifest names (segments that never committed) to ``_quarantine/``.
 
-        Only under the lease: every run that could still be writing them has lost its lease.
-        Every manifest is read first (a storage error that outlasts the retry budget raises
+        Only under the lease: every run that could still be writing them has lost its lease, and
+        a fenced manifest (a stale writer's, see :meth:`_fence`) names nothing committed. Only
+        files older than ``lease.quarantine_before`` move (a live-looking previous holder may
+        have a PUT in flight until MAX_INFLIGHT_PUT_S past our start); newer ones wait for a
+        later run. Every manifest is read first (a storage error that outlasts the retry budget raises
         :class:`ArchiveUnreadableError` before any file moves); while a torn manifest exists,
         nothing moves, since it may name any of them (``python -m pipeline.archive check``).
         Returns the moved files' URLs (their new place).
@@ -614,8 +678,12 @@ class Archive:
             self._problem(f"recovery moved nothing: {len(self.torn)} torn manifest(s) may name the "
                           f"{len(orphans)} unnamed file(s); see python -m pipeline.archive check {self.url}")
             return []
+        young = [p for p in orphans if self.fs.modified(p).timestamp() >= lease.quarantine_before]
+        if young:
+            self._problem(f"recovery kept {len(young)} unnamed file(s) written less than {MAX_INFLIGHT_PUT_S:.0f} s "
+                          "before this run's takeover (an older holder's PUT may be in flight); a later run moves them")
         moved = []
-        for p in orphans:
+        for p in (p for p in orphans if p not in young):
             dest = self.quarantine_path(lease.run_id, p[len(self.root) + 1 :])
             self.fs.makedirs(dest.rsplit("/", 1)[0], exist_ok=True)
             self.fs.mv(p, dest)

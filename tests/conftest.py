@@ -91,3 +91,38 @@ def proxy_env(s3_server, fault_proxy, monkeypatch):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env
+
+
+@pytest.fixture()
+def paused_writer(tmp_path):
+    """Start devtools/archive_writer.py and freeze it (SIGSTOP) once its manifest PUT for ``segment`` is in flight.
+
+    Yields ``start(output, run_id, ttl_s, n_keys, rows, segment) -> Popen``; the caller thaws it
+    (SIGCONT). Every writer started is killed at teardown.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    procs = []
+
+    def start(output, run_id, ttl_s, n_keys, rows, segment, timeout_s=20.0):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "PYTHONPATH": root}
+        p = subprocess.Popen([sys.executable, "-m", "devtools.archive_writer", str(output), run_id, str(ttl_s),
+                              str(n_keys), str(rows)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env)
+        procs.append(p)
+        for line in p.stdout:  # blocks until the writer announces the PUT (or exits)
+            if line.strip() == f"PUT {segment}":
+                p.send_signal(signal.SIGSTOP)
+                return p
+        raise RuntimeError(f"archive_writer exited {p.wait(timeout_s)} before segment {segment}: {p.stderr.read()}")
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+            p.wait(5)

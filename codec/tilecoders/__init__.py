@@ -12,6 +12,7 @@ one :class:`TileCoder` row here names them. Ids are assigned in :mod:`codec.form
     2  jxl_lossy       JPEG XL lossy, per band triplet, distance searched to a target (codec.tilecoders.jxl_lossy)
     3  avif444         AVIF 4:4:4, 8-bit tiles, quality level searched to a target (codec.tilecoders.avif444)
     4  nearlossless    every sample within ±E (max_error): grid-quantised JPEG XL or JPEG-LS (codec.tilecoders.nearlossless)
+    5  j2k             JPEG 2000 9/7 aimed at a PSNR, any tile (codec.tilecoders.j2k)
 
 A coder that refines the learned reconstruction (near-lossless: prediction + residual quantised with step
 2E+1) says ``needs_prediction``; its context then carries the tile's learned reconstruction. See the README,
@@ -26,9 +27,9 @@ from typing import Callable
 import numpy as np
 
 from codec.errors import CorruptStreamError, UnsupportedImageError
-from codec.format.container import (CODER_AVIF_444, CODER_IDS, CODER_JXL_EXACT, CODER_JXL_LOSSY, CODER_LEARNED,
-                                    CODER_NEAR_LOSSLESS)
-from codec.tilecoders import avif444, jxl_exact, jxl_lossy, nearlossless
+from codec.format.container import (CODER_AVIF_444, CODER_IDS, CODER_J2K, CODER_JXL_EXACT, CODER_JXL_LOSSY,
+                                    CODER_LEARNED, CODER_NEAR_LOSSLESS)
+from codec.tilecoders import avif444, j2k, jxl_exact, jxl_lossy, nearlossless
 
 
 @dataclass(frozen=True)
@@ -122,4 +123,5 @@ LEARNED = register(TileCoder(CODER_LEARNED, "learned", None, None))
 JXL_EXACT = register(TileCoder(CODER_JXL_EXACT, "jxl_exact", jxl_exact.encode, jxl_exact.decode, exact=True))
 JXL_LOSSY = register(TileCoder(CODER_JXL_LOSSY, "jxl_lossy", jxl_lossy.encode, jxl_lossy.decode))
 AVIF_444 = register(TileCoder(CODER_AVIF_444, "avif444", avif444.encode, avif444.decode))
+J2K = register(TileCoder(CODER_J2K, "j2k", j2k.encode, j2k.decode))
 NEAR_LOSSLESS = register(TileCoder(CODER_NEAR_LOSSLESS, "nearlossless", nearlossless.encode, nearlossless.decode))
