@@ -78,11 +78,11 @@ def test_the_grid_keeps_the_bound_at_both_ends_of_every_dtype():
             assert max_abs(nl.dequantise(nl.quantise(x, e), e, dtype), x) <= e, (dtype, e)
 
 
-@pytest.mark.parametrize("dtype,top", [("uint8", 255), ("uint16", 4000)])
-def test_both_methods_decode_within_the_bound(dtype, top):
-    block = texture(64, 64, 3, top)
-    ctx = TileContext(64, 64, 3, dtype)
-    for method in nl.methods_for(4, dtype):
+@pytest.mark.parametrize("dtype,top,bands", [("uint8", 255, 3), ("uint16", 4000, 4), ("uint16", 65535, 1)])
+def test_every_method_decodes_within_the_bound(dtype, top, bands):
+    block = texture(64, 64, bands, top)
+    ctx = TileContext(64, 64, bands, dtype)
+    for method in nl.METHODS:
         out = nl.decode(nl.encode_method(block, ctx, 4, method), ctx)
         assert max_abs(out, block) <= 4, method
     choice = toolchoice.choose_bounded(block, ctx, 4)
@@ -168,3 +168,17 @@ def test_verification_refuses_a_record_beyond_its_bound():
     assert _check_bound(header, Verified(50.0, None, [50.0] * 3, [2, 1, 2])).band_max_error == [2, 1, 2]
     with pytest.raises(CodecError, match="band 1 is off by up to 3, the bound is max_error 2"):
         _check_bound(header, Verified(50.0, None, [50.0] * 3, [2, 3, 0]))
+
+
+@pytest.mark.parametrize("method", nl.METHODS)
+def test_a_truncated_or_damaged_body_is_corrupt(method):
+    block = texture(64, 64, 3, 255)
+    ctx = TileContext(64, 64, 3, "uint8")
+    payload = nl.encode_method(block, ctx, 2, method)
+    with pytest.raises(CorruptStreamError):
+        nl.decode(payload[:-7], ctx)
+    body_start = 7  # method u8 | E u16 | length u32
+    damaged = bytearray(payload)
+    damaged[body_start : body_start + 4] = b"\xff\xff\xff\x00"  # the first part's length (or JPEG XL's signature)
+    with pytest.raises(CorruptStreamError):
+        nl.decode(bytes(damaged), ctx)
