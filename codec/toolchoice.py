@@ -13,9 +13,9 @@ savings a threshold keeps). Exact JPEG XL codes the tiles nothing else brings to
 ``target_psnr`` no tile misses it unless the caller excluded it.
 
 Under ``max_error`` (:func:`choose_bounded`) the candidates are the coders that bound every sample by E: the
-near-lossless coder (its smaller method: grid-quantised JPEG XL or JPEG-LS near-lossless, each checked by
-decoding) and exact JPEG XL, tried only where no near-lossless payload keeps the bound (a nodata clash): at
-E ≥ 1 the grid's index image always codes in fewer bits than the samples themselves.
+near-lossless coder (its smallest method, codec.tilecoders.nearlossless.methods_for: grid indices through
+JPEG XL lossless, jointly per band triplet or per band, or JPEG-LS near-lossless, each checked by decoding) and
+exact JPEG XL, tried only where no near-lossless payload keeps the bound (a valid pixel decoded onto nodata).
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ import numpy as np
 
 from codec.errors import CorruptStreamError
 from codec.format import raster
-from codec.tilecoders import jxl_exact, jxl_lossy
+from codec.tilecoders.jxl_exact import decode_tile as exact_decode, encode_tile as exact_encode
+from codec.tilecoders.jxl_lossy import fill_nodata, parts_of
 
 GRID, JPEGLS, GRID_JOINT = 1, 2, 3
 METHODS = (GRID, JPEGLS, GRID_JOINT)
@@ -77,7 +78,7 @@ def _jxl_joint(part: np.ndarray) -> bytes:
 def _parts_body(block: np.ndarray, code) -> bytes:
     """Per band triplet (then per leftover band): ``length u32 | code(part)``."""
     out = []
-    for g in jxl_lossy.parts_of(block.shape[2]):
+    for g in parts_of(block.shape[2]):
         data = code(np.ascontiguousarray(block[..., g] if len(g) == 3 else block[..., g[0]]))
         out += [_LEN.pack(len(data)), data]
     return b"".join(out)
@@ -92,7 +93,7 @@ def _jpegls(part: np.ndarray, e: int) -> bytes:
 def _parts_decode(body: bytes, ctx, what: str, decode) -> np.ndarray:
     """The (h, w, bands) array of a :func:`_parts_body`; CorruptStreamError naming ``what`` when it is not one."""
     out, pos = np.empty(ctx.shape, dtype=ctx.dtype), 0
-    for k, g in enumerate(jxl_lossy.parts_of(ctx.bands)):
+    for k, g in enumerate(parts_of(ctx.bands)):
         if pos + _LEN.size > len(body):
             raise CorruptStreamError(f"{what} tile truncated before part {k}")
         (n,) = _LEN.unpack_from(body, pos)
@@ -116,9 +117,9 @@ def _parts_decode(body: bytes, ctx, what: str, decode) -> np.ndarray:
 def encode_method(block: np.ndarray, ctx, e: int, method: int) -> bytes:
     """The payload of a (h, w, B) tile by ``method`` at bound ``e`` (nodata filled, its mask appended)."""
     valid = raster.valid_mask(block, ctx.nodata)
-    filled = jxl_lossy.fill_nodata(block, valid)
+    filled = fill_nodata(block, valid)
     if method == GRID:
-        body = jxl_exact.encode_tile(quantise(filled, e))
+        body = exact_encode(quantise(filled, e))
     elif method == GRID_JOINT:
         body = _parts_body(quantise(filled, e), _jxl_joint)
     elif method == JPEGLS:
@@ -140,7 +141,7 @@ def decode(payload: bytes, ctx) -> np.ndarray:
     import imagecodecs
 
     if method == GRID:
-        out = dequantise(jxl_exact.decode_tile(body, ctx.height, ctx.width, ctx.bands, ctx.dtype), e, ctx.dtype)
+        out = dequantise(exact_decode(body, ctx.height, ctx.width, ctx.bands, ctx.dtype), e, ctx.dtype)
     elif method == GRID_JOINT:
         out = dequantise(_parts_decode(body, ctx, "joint grid", imagecodecs.jpegxl_decode), e, ctx.dtype)
     else:
