@@ -596,9 +596,17 @@ class Archive:
             self._fence(lease, current, holder_is_dead)
             if put_if_absent(self.fs, lease.path, lease.body()):
                 lease.start()
-                self._manifests = None
+                self._refence(lease.fences)
                 return lease
         raise LeaseHeldError(f"{self.url}: another run took the lease at the same moment; try again")
+
+    def _refence(self, fences: dict[int, int]) -> None:
+        """Apply a new lease's fences to the manifests just read (no re-read: under the lease, any
+        manifest that lands later is an older generation's above the fence, hence fenced)."""
+        seen = [*(self._manifests or []), *self.fenced]
+        self._fences = fences
+        self.fenced = [m for m in seen if m.fenced_by(fences)]
+        self._manifests = sorted((m for m in seen if not m.fenced_by(fences)), key=lambda m: m.order)
 
     def _fence(self, lease: Lease, previous: dict | None, holder_is_dead) -> None:
         """Record in ``lease`` the fence of its takeover and recovery's cut-off for unnamed files.
@@ -617,7 +625,7 @@ class Archive:
     def check_new_run(self, run_id: str) -> None:
         """A run id names one run forever: refuse one that already committed segments."""
         check_run_id(run_id)
-        if any(m.run_id == run_id for m in self.manifests(refresh=True)):
+        if any(m.run_id == run_id for m in self.manifests()):  # read at the takeover
             raise ArchiveError(f"run id {run_id!r} already has committed segments in {self.url}; "
                                "choose a new --run-id (reusing one would overwrite that run)")
 
