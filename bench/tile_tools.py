@@ -4,6 +4,7 @@ encode/decode MP/s.
 
     python bench/tile_tools.py [--quick] [--targets 30 34 38 42 46 50] [--sets kodak aerial satellite]
     python bench/tile_tools.py --calibrate [--quick]     # what codec.toolchoice.LOSSY_TRY_BPS rests on
+    python bench/tile_tools.py --per-tile [--quick]      # each lossy tool alone per tile: what tools_to_try rests on
 
 Per image and target: our file (``codec.encode(target_psnr=T)``, the default model for its kind) checked by
 decoding that its worst tile reaches T; the same with the learned tool alone (the "missed before" figure);
@@ -37,7 +38,7 @@ import rd  # noqa: E402
 from codec import tilecoders, toolchoice  # noqa: E402
 from codec.format.raster import valid_mask  # noqa: E402
 from codec.metrics import band_peaks, band_sse, worst_band_psnr  # noqa: E402
-from codec.tilecoders import TileContext, avif444, jxl_lossy  # noqa: E402
+from codec.tilecoders import TileContext, avif444, j2k, jxl_lossy  # noqa: E402
 
 DATA = rd.SHARED / "data"
 TARGETS = (30.0, 34.0, 38.0, 42.0, 46.0, 50.0)
@@ -217,9 +218,47 @@ def calibrate(quick: bool, targets=(30.0, 34.0, 38.0)) -> dict:
     return out
 
 
+def per_tile_tools(quick: bool, targets=(34.0, 38.0, 42.0, 46.0)) -> dict:
+    """On whole 256² tiles of TRAINING photos and aerial tiles: each lossy tool searched to the target alone;
+    its bytes, the tiles it wins, its CPU ms per tile (what codec.toolchoice.tools_to_try rests on)."""
+    from PIL import Image
+
+    tools = {"avif444": lambda b, c, t, p: avif444.encode_to_psnr(b, c, t, p),
+             "j2k": lambda b, c, t, p: j2k.encode_to_psnr(b, c, t, p),
+             "jxl_lossy": lambda b, c, t, p: jxl_lossy.encode_to_psnr(b, c, t, p, None, 10 ** ((36 - t) / 10))}
+    tiles = []
+    for path in calibration_images(quick):
+        img = np.asarray(Image.open(path).convert("RGB"))
+        tiles += [np.ascontiguousarray(img[y : y + TILE, x : x + TILE]) for y in range(0, img.shape[0] - TILE + 1, TILE)
+                  for x in range(0, img.shape[1] - TILE + 1, TILE)]
+    out = {}
+    for target in targets:
+        row = {n: {"bytes": 0, "wins": 0, "unreached": 0, "ms_per_tile": 0.0} for n in tools}
+        for block in tiles:
+            ctx, psnr_of = TileContext(TILE, TILE, 3, "uint8"), toolchoice.photo_psnr(block)
+            sizes = {}
+            for name, search in tools.items():
+                t0 = time.process_time()
+                trial = search(block, ctx, target, psnr_of)
+                row[name]["ms_per_tile"] += (time.process_time() - t0) * 1000 / len(tiles)
+                sizes[name] = len(trial.payload) if trial is not None else None
+                row[name]["unreached"] += trial is None
+            reached = {n: v for n, v in sizes.items() if v is not None}
+            if reached:
+                row[min(reached, key=reached.get)]["wins"] += 1
+            for name, v in reached.items():
+                row[name]["bytes"] += v
+        out[f"{target:g}"] = {"tiles": len(tiles), **row}
+        say(f"per-tile tools {target:g} dB over {len(tiles)} tiles: " + "  ".join(
+            f"{n} {r['bytes']} B, wins {r['wins']}, unreached {r['unreached']}, {r['ms_per_tile']:.0f} ms"
+            for n, r in row.items()))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument("--per-tile", action="store_true", help="each lossy tool alone on training tiles")
     ap.add_argument("--quick", action="store_true", help="3 images per set")
     ap.add_argument("--targets", type=float, nargs="+", default=list(TARGETS))
     ap.add_argument("--sets", nargs="+", default=["kodak", "aerial", "satellite"])
@@ -231,7 +270,9 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "tile_tools.json"
     result = json.loads(path.read_text()) if path.exists() else {}
-    if a.calibrate:
+    if a.per_tile:
+        result["per_tile_tools"] = per_tile_tools(a.quick)
+    elif a.calibrate:
         result["calibration"] = calibrate(a.quick)
     else:
         from PIL import Image

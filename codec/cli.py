@@ -1,6 +1,7 @@
 """``codec``: encode, decode and inspect TLIC streams from the shell.
 
     codec encode IN.png OUT.tlic --target-psnr 38     (or --quality 0.6, --target-bpp 0.3)
+    codec encode IN.png OUT.tlic --effort 1           fewer bytes, slower encode, same decoder
     codec encode SCENE.tif OUT.tlic --nodata 0         16-bit / multi-band rasters (--lossless: exact)
     codec decode IN.tlic OUT.png [--region x,y,w,h] [--max-pixels N]   (rasters: OUT.tif, nodata and band names kept)
     codec decode IN.tlic OUT.png --max-bits N|0.25     a progressive preview (minnen2018 streams)
@@ -24,7 +25,7 @@ from codec import api
 from codec.errors import (CodecError, CorruptStreamError, ModelMismatchError, ModelNotFoundError, StreamTooLargeError,
                      UnsupportedImageError)
 from codec.images.imageio import DEFAULT_MAX_PIXELS, load_image, write_image
-from codec.options import DEFAULT_TARGET_PSNR, EncodeOptions
+from codec.options import DEFAULT_TARGET_PSNR, EFFORT_ITERATIONS, EncodeOptions, check_effort
 from codec.format.tiles import DEFAULT_TILE
 
 EXIT_USAGE, EXIT_INPUT, EXIT_CORRUPT, EXIT_MODEL, EXIT_OTHER = 2, 3, 4, 5, 1
@@ -42,6 +43,13 @@ def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return int(text)
+
+
+def _effort(text: str) -> int:
+    try:
+        return check_effort(int(text) if text.isdigit() else text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _bits(text: str) -> float:
@@ -73,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="rasters: code tiles a --target-psnr cannot reach at the top quality (flagged) "
                           "instead of exactly")
     enc.add_argument("--tile-size", type=int, default=DEFAULT_TILE)
+    enc.add_argument("--effort", type=_effort, default=0,
+                     help=f"0..{len(EFFORT_ITERATIONS) - 1}: refine each tile's latents for fewer bytes at the same "
+                          "decoder (0, the default: none; each level is slower, see bench/results/effort.log)")
     enc.add_argument("--device", default="cpu")
     dec = sub.add_parser("decode", help="stream → image file (format from the extension)")
     dec.add_argument("input", type=Path)
@@ -103,7 +114,8 @@ def _cmd_encode(a) -> None:
     options = EncodeOptions.from_keywords(
         target_psnr=a.target_psnr, quality=a.quality, target_bpp=a.target_bpp, tile_size=a.tile_size,
         device=a.device, name=str(a.input), nodata=nodata, band_names=loaded.band_names, bit_depth=loaded.bit_depth,
-        lossless=a.lossless, lossless_fallback=not a.no_lossless_fallback)
+        lossless=a.lossless, lossless_fallback=not a.no_lossless_fallback,
+        effort=a.effort)
     t = time.perf_counter()
     r = api.encode(image, a.model, options)
     dt = time.perf_counter() - t

@@ -12,6 +12,16 @@ from codec.format.tiles import DEFAULT_TILE, check_tile_size
 
 MODES = ("quality", "target_psnr", "target_bpp")  # the order is the stream's mode byte
 DEFAULT_TARGET_PSNR = 38.0
+# encode effort level → latent-refinement steps per tile (codec.families.hyperprior.refine; bench/effort.py)
+EFFORT_ITERATIONS = (0, 50, 200, 1000)
+
+
+def check_effort(effort) -> int:
+    """``effort`` when it is an encode effort level (an int in [0, len(EFFORT_ITERATIONS)); else ValueError."""
+    if isinstance(effort, bool) or not isinstance(effort, int) or not 0 <= effort < len(EFFORT_ITERATIONS):
+        raise ValueError(f"effort must be an integer in [0, {len(EFFORT_ITERATIONS) - 1}], got {effort!r}")
+    return effort
+
 
 @dataclass(frozen=True)
 class RateTarget:
@@ -68,6 +78,8 @@ class EncodeOptions:
     lossless_fallback: bool = True  # target_psnr rasters: tiles the model cannot reach are coded exactly
     tile_coder: str | None = None  # code every tile with this tile coder (codec.tilecoders); lossless: "jxl_exact"
     tools: tuple[str, ...] | None = None  # target_psnr: per-tile tools besides the learned one (codec.toolchoice); None: all
+    effort: int = 0  # encode effort: 0 = no latent refinement; higher refines longer (EFFORT_ITERATIONS); from 1 every
+    #                  per-tile lossy tool is tried (codec.toolchoice.THOROUGH_EFFORT)
 
     def __post_init__(self):
         if not isinstance(self.target, RateTarget):
@@ -83,6 +95,7 @@ class EncodeOptions:
             raise ValueError(f"bit_depth must be an integer in [1, 16], got {self.bit_depth!r}")
         if self.tile_coder is not None and not isinstance(self.tile_coder, str):
             raise ValueError(f"tile_coder must be a tile coder's name, got {self.tile_coder!r}")
+        check_effort(self.effort)
         if self.band_names is not None:
             object.__setattr__(self, "band_names", tuple(str(n) for n in self.band_names))
         if self.tools is not None:

@@ -4,8 +4,9 @@
         ─tools_to_try (pure)─▶ the other tools that can win this tile (never all of them on every tile)
         ─choose_tile─▶ the fewest bytes that meet the target; JPEG XL exact as the last resort
 
-The learned family codes every tile first (batched, on its device). The lossy tools — AVIF 4:4:4 (8-bit
-tiles) then JPEG XL lossy, each searched to the target under the bytes of the best so far — are tried only
+The learned family codes every tile first (batched, on its device). The lossy tools — JPEG 2000 aimed at the
+target; at a thorough effort also AVIF 4:4:4 (8-bit tiles) and JPEG XL lossy, each searched to the
+target under the bytes of the best so far (:func:`tools_to_try` says which, and why) — are tried only
 where they can win: where the learned tile missed the target, or met it at more than :data:`LOSSY_TRY_BPS`
 bits per sample (``bench/tile_tools.py --calibrate`` measures, on training data, what share of the possible
 savings a threshold keeps). Exact JPEG XL codes the tiles nothing else brings to the target, so under
@@ -21,9 +22,11 @@ import numpy as np
 
 from codec import tilecoders
 from codec.metrics import band_sse, psnr_from_mse, worst_band_psnr
-from codec.tilecoders import TileContext, avif444, jxl_lossy
+from codec.tilecoders import TileContext, avif444, j2k, jxl_lossy
 
-TOOLS = ("avif444", "jxl_lossy", "jxl_exact")  # per-tile tools besides the learned family
+TOOLS = ("j2k", "avif444", "jxl_lossy", "jxl_exact")  # per-tile tools besides the learned family
+THOROUGH_EFFORT = 1  # the encode effort (EncodeOptions.effort) from which every lossy tool is tried
+AVIF_MAX_DB = 44.0  # AVIF 4:4:4 is tried below this target only (at 46 dB it lost every comparison measured)
 LOSSY_TRY_BPS = 1.0  # bits per sample of a passing learned tile above which the lossy tools are tried
 
 
@@ -65,33 +68,42 @@ def allowed_tools(tools: tuple[str, ...] | None, lossless_fallback: bool = True)
     return tuple(t for t in TOOLS if t in tools)
 
 
-def tools_to_try(learned: LearnedTile, allowed: tuple[str, ...], ctx: TileContext | None = None) -> list[str]:
-    """The tools worth trying on a tile, in the order tried: pure, from what the learned pass measured. AVIF
-    first where it applies (8-bit): it wins most tiles, and its bytes then cap JPEG XL's search."""
-    can_win = learned.missed or learned.bits_per_sample > LOSSY_TRY_BPS
-    out = []
-    if "avif444" in allowed and can_win and (ctx is None or avif444.accepts(ctx)):
-        out.append("avif444")
-    if "jxl_lossy" in allowed and can_win:
-        out.append("jxl_lossy")
-    if "jxl_exact" in allowed and learned.missed:
-        out.append("jxl_exact")  # tried only if nothing before it met the target
-    return out
+def tools_to_try(learned: LearnedTile, allowed: tuple[str, ...], ctx: TileContext | None = None,
+                 target_db: float = 38.0, thorough: bool = False) -> list[str]:
+    """The tools worth trying on a tile, in the order tried: pure, from what the learned pass measured, the
+    tile's samples and the target. Each lossy tool alone on 256² training tiles (``bench/tile_tools.py
+    --per-tile``, its log): JPEG 2000's total bytes are within 1.5% of the best tool's at 34–46 dB, in a
+    third of AVIF's CPU time; AVIF 4:4:4 wins up to two thirds of the tiles below 44 dB, by a few percent, and
+    loses by 20% at 46 dB; JPEG XL lossy is 13–23% larger at 34–38 dB and wins some tiles at 42–46 dB. So
+    JPEG 2000 always; the others only when ``thorough`` (the encode effort's call), AVIF below
+    :data:`AVIF_MAX_DB` and for 8-bit tiles."""
+    if not (learned.missed or learned.bits_per_sample > LOSSY_TRY_BPS):
+        return []
+    wanted = ["j2k"]
+    if thorough:
+        if target_db < AVIF_MAX_DB and (ctx is None or avif444.accepts(ctx)):
+            wanted.append("avif444")
+        wanted.append("jxl_lossy")
+    if learned.missed:
+        wanted.append("jxl_exact")  # tried only if nothing before it met the target
+    return [t for t in wanted if t in allowed]
 
 
 def _search(name: str, block: np.ndarray, ctx: TileContext, target_db: float, psnr_of, max_bytes: int | None):
     if name == "avif444":
         return avif444.encode_to_psnr(block, ctx, target_db, psnr_of, max_bytes)
+    if name == "j2k":
+        return j2k.encode_to_psnr(block, ctx, target_db, psnr_of, max_bytes)
     start = 10 ** ((36.0 - target_db) / 10)  # JPEG XL's distance for the target on a typical tile (~36 dB at 1)
     return jxl_lossy.encode_to_psnr(block, ctx, target_db, psnr_of, max_bytes, start)
 
 
 def choose_tile(block: np.ndarray, ctx: TileContext, learned: LearnedTile, target_db: float,
-                psnr_of: Callable[[np.ndarray], float], allowed: tuple[str, ...]) -> TileChoice:
+                psnr_of: Callable[[np.ndarray], float], allowed: tuple[str, ...], thorough: bool = False) -> TileChoice:
     """The fewest-bytes tool that meets ``target_db`` on this tile (the learned one unless another wins)."""
     best = TileChoice("learned", None, learned.psnr, learned.missed)
     best_bytes = None if learned.missed else learned.bytes
-    for name in tools_to_try(learned, allowed, ctx):
+    for name in tools_to_try(learned, allowed, ctx, target_db, thorough):
         if name == "jxl_exact":
             if best.missed:
                 best = TileChoice(name, tilecoders.by_name(name).encode_tile(block, ctx), float("inf"))

@@ -96,6 +96,9 @@ class CompressJobConfig(JobConfig):
                                "rasters whose file names none (a GeoTIFF's GDAL_NODATA tag wins); 8-bit "
                                "gray/RGB/RGBA images are never given one")
     tile_size: int = 256
+    effort: int = Field(default=0, description="encode effort: 0 = no latent refinement; 1..3 refine "
+                        "each tile's latents longer for fewer bytes (codec.options.EFFORT_ITERATIONS; CPU costs "
+                        "in bench/results/effort.log)")
     replicas: int | None = Field(default=None, description="codec replicas; default GPUs / gpus_per_replica on a GPU "
                                  "cluster, else one per 4 CPUs")
     gpus_per_replica: float = 1.0
@@ -132,6 +135,13 @@ class CompressJobConfig(JobConfig):
 
         return check_tile_size(v)
 
+    @field_validator("effort")
+    @classmethod
+    def _effort(cls, v: int) -> int:
+        from codec.options import check_effort
+
+        return check_effort(v)
+
     @field_validator("gpus_per_replica")
     @classmethod
     def _gpus(cls, v: float) -> float:
@@ -160,7 +170,8 @@ class CompressJobConfig(JobConfig):
         replica adds only what belongs to the image (its name, nodata, bit depth, band names) and its device."""
         from codec.options import EncodeOptions
 
-        return EncodeOptions(target=self.rate_target, tile_size=self.tile_size, lossless=self.lossless)
+        return EncodeOptions(target=self.rate_target, tile_size=self.tile_size, lossless=self.lossless,
+                             effort=self.effort)
 
     @property
     def mode(self) -> tuple[str, float]:

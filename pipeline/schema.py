@@ -47,6 +47,7 @@ STATS_SCHEMA = pa.schema([
     # |error| measured on the decoded record; psnr_peak says what each band's PSNR is judged against
     ("tile_coders", pa.map_(pa.string(), pa.int32())), ("band_psnr", pa.list_(pa.float64())),
     ("band_max_error", pa.list_(pa.int64())), ("psnr_peak", pa.string()),
+    ("effort", pa.int8()),  # issue 24: the encode effort (latent refinement level) the job ran at
 ])
 
 # what a replica emits per input: every stats column plus the record-only ones
@@ -75,13 +76,14 @@ class RowContext:
     mode: str  # target_psnr, quality, target_bpp or lossless
     target: float | None  # None when lossless
     replica: str  # host:pid/gpuN
+    effort: int = 0  # the job's encode effort
 
     @classmethod
     def of(cls, cfg, replica: str) -> "RowContext":
         if cfg.lossless:
-            return cls(cfg.run_id, "lossless", None, replica)
+            return cls(cfg.run_id, "lossless", None, replica, cfg.effort)
         mode, target = cfg.mode
-        return cls(cfg.run_id, mode, float(target), replica)
+        return cls(cfg.run_id, mode, float(target), replica, cfg.effort)
 
 
 PSNR_PEAKS = {"photo": "bit_depth", "raster": "band_range"}  # psnr_peak: 255 for photos; a raster band's valid range
@@ -104,7 +106,7 @@ def base_row(listed: dict, ctx: RowContext) -> dict:
     row = dict.fromkeys(ROW_SCHEMA.names)
     row.update(key=str(listed["key"]), version=listed["version"], source_size=int(listed["size"]),
                etag=listed["etag"], mtime=listed["mtime"], status="error", original_bytes=int(listed["size"]),
-               mode=ctx.mode, target=ctx.target, replica=ctx.replica, run_id=ctx.run_id,
+               mode=ctx.mode, target=ctx.target, replica=ctx.replica, run_id=ctx.run_id, effort=ctx.effort,
                timestamp=datetime.now(timezone.utc))
     return row
 

@@ -49,6 +49,8 @@ def test_exit_codes(png, tmp_path):
     # bad arguments
     assert run("encode", png, out, "--quality", "0.4", "--target-psnr", "30").returncode == 2
     assert run("encode", png, out, "--quality", "7").returncode == 2
+    bad_effort = run("encode", png, out, "--effort", "9")
+    assert bad_effort.returncode == 2 and "effort must be an integer in [0, 3]" in bad_effort.stderr
     assert run("decode", out, tmp_path / "x.png", "--region", "1,2,3").returncode == 2
     # unreadable or unsupported input
     missing = run("encode", tmp_path / "nope.png", out)

@@ -11,7 +11,7 @@ from codec import toolchoice
 from codec.errors import CorruptStreamError
 from codec.format import container
 from codec.metrics import band_peaks, raster_band_psnr, raster_psnr
-from codec.tilecoders import TileContext, avif444, jxl_lossy
+from codec.tilecoders import TileContext, avif444, j2k, jxl_lossy
 
 
 def texture(h, w, bands, top, seed=0):
@@ -82,6 +82,25 @@ def test_avif_tiles_reach_a_target_and_keep_their_shape_and_nodata(bands, nodata
     assert avif444.encode_to_psnr(block, ctx, 38.0, psnr_of, max_bytes=50) is None  # nothing that small passes
 
 
+@pytest.mark.parametrize("bands,top,nodata", [(3, 255, None), (1, 255, None), (4, 4000, 0), (2, 60000, None)])
+def test_j2k_tiles_reach_a_target_for_any_samples_with_nodata_exact(bands, top, nodata):
+    block = texture(40, 70, bands, top, seed=bands)
+    if nodata is not None:
+        block[:8, :9] = nodata
+    ctx = TileContext(40, 70, bands, block.dtype.name, nodata)
+    valid = None if nodata is None else ~(block == nodata).all(-1)
+    psnr_of = toolchoice.raster_psnr(block, valid, band_peaks(block, valid))
+    trial = j2k.encode_to_psnr(block, ctx, 44.0, psnr_of)
+    assert trial is not None and trial.psnr >= 44.0
+    out = j2k.decode(trial.payload, ctx)
+    assert out.shape == block.shape and out.dtype == block.dtype and psnr_of(out) == pytest.approx(trial.psnr)
+    if nodata is not None:
+        assert (out[:8, :9] == nodata).all() and not (out[valid] == nodata).all(-1).any()
+    for bad in (trial.payload[:10], b"\x03" + trial.payload[1:]):
+        with pytest.raises(CorruptStreamError):
+            j2k.decode(bad, ctx)
+
+
 def test_a_damaged_avif_payload_is_corrupt():
     block = texture(32, 32, 3, 255)
     ctx = TileContext(32, 32, 3, "uint8")
@@ -100,9 +119,11 @@ def test_other_tools_are_tried_only_where_they_can_win():
     missed = toolchoice.LearnedTile(bytes=20000, psnr=35.0, missed=True, samples=64 * 64 * 3)
     u8, u16 = TileContext(64, 64, 3, "uint8"), TileContext(64, 64, 3, "uint16")
     assert toolchoice.tools_to_try(cheap, allowed, u8) == []
-    assert toolchoice.tools_to_try(dear, allowed, u8) == ["avif444", "jxl_lossy"]
-    assert toolchoice.tools_to_try(missed, allowed, u8) == ["avif444", "jxl_lossy", "jxl_exact"]
-    assert toolchoice.tools_to_try(missed, allowed, u16) == ["jxl_lossy", "jxl_exact"]  # AVIF: 8-bit tiles only
+    assert toolchoice.tools_to_try(dear, allowed, u8) == ["j2k"]
+    assert toolchoice.tools_to_try(dear, allowed, u8, 38.0, thorough=True) == ["j2k", "avif444", "jxl_lossy"]
+    assert toolchoice.tools_to_try(dear, allowed, u8, 46.0, thorough=True) == ["j2k", "jxl_lossy"]  # AVIF loses there
+    assert toolchoice.tools_to_try(missed, allowed, u8) == ["j2k", "jxl_exact"]
+    assert toolchoice.tools_to_try(missed, allowed, u16, thorough=True) == ["j2k", "jxl_lossy", "jxl_exact"]
     assert toolchoice.tools_to_try(missed, ("jxl_exact",), u8) == ["jxl_exact"]
     assert toolchoice.allowed_tools(None, lossless_fallback=False) == ()
     with pytest.raises(ValueError, match="unknown per-tile tool"):

@@ -11,6 +11,8 @@ one :class:`TileCoder` row here names them. Ids are assigned in :mod:`codec.form
     1  jxl_exact       JPEG XL lossless per band (codec.tilecoders.jxl_exact)
     2  jxl_lossy       JPEG XL lossy, per band triplet, distance searched to a target (codec.tilecoders.jxl_lossy)
     3  avif444         AVIF 4:4:4, 8-bit tiles, quality level searched to a target (codec.tilecoders.avif444)
+    4                  reserved: near-lossless (max_error)
+    5  j2k             JPEG 2000 9/7 aimed at a PSNR, any tile (codec.tilecoders.j2k)
 
 A coder that refines the learned reconstruction (near-lossless: prediction + residual quantised with step
 2E+1) says ``needs_prediction``; its context then carries the tile's learned reconstruction. See the README,
@@ -25,8 +27,8 @@ from typing import Callable
 import numpy as np
 
 from codec.errors import CorruptStreamError, UnsupportedImageError
-from codec.format.container import CODER_AVIF_444, CODER_IDS, CODER_JXL_EXACT, CODER_JXL_LOSSY, CODER_LEARNED
-from codec.tilecoders import avif444, jxl_exact, jxl_lossy
+from codec.format.container import CODER_AVIF_444, CODER_IDS, CODER_J2K, CODER_JXL_EXACT, CODER_JXL_LOSSY, CODER_LEARNED
+from codec.tilecoders import avif444, j2k, jxl_exact, jxl_lossy
 
 
 @dataclass(frozen=True)
@@ -118,3 +120,4 @@ LEARNED = register(TileCoder(CODER_LEARNED, "learned", None, None))
 JXL_EXACT = register(TileCoder(CODER_JXL_EXACT, "jxl_exact", jxl_exact.encode, jxl_exact.decode, exact=True))
 JXL_LOSSY = register(TileCoder(CODER_JXL_LOSSY, "jxl_lossy", jxl_lossy.encode, jxl_lossy.decode))
 AVIF_444 = register(TileCoder(CODER_AVIF_444, "avif444", avif444.encode, avif444.decode))
+J2K = register(TileCoder(CODER_J2K, "j2k", j2k.encode, j2k.decode))

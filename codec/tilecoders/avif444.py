@@ -2,7 +2,7 @@
 
 Why: on PSNR targets AV1's intra tools beat JPEG XL's (which tunes for Butteraugli, not MSE) on most photo and
 aerial tiles the learned model misses: at 38 dB, 256² train-natural tiles need 1.1–2.7× fewer bytes in AVIF
-4:4:4 than in JPEG XL lossy (bench/results/tile_tools.log, ``--tools``). codec.toolchoice tries it where it can win.
+4:4:4 than in JPEG XL lossy (``bench/tile_tools.py --per-tile``). codec.toolchoice tries it where it can win.
 
 Bands go as JPEG XL lossy's parts (codec.tilecoders.jxl_lossy.parts_of): triplets as one 4:4:4 colour image,
 the rest one by one as monochrome images. 8-bit tiles only (:func:`accepts`). Nodata pixels are filled with

@@ -33,7 +33,7 @@ def encode_image(image: np.ndarray, loaded, options: EncodeOptions) -> EncodeRes
     boxes = header.boxes()
     strategy = ratecontrol.plan(target, engine, lambda: engine.batches(img, boxes, options.batch_size),
                                 width=img.width, height=img.height, n_tiles=len(boxes),
-                                overhead_bytes=container.estimated_overhead(loaded.model_id, len(boxes)))
+                                overhead_bytes=container.estimated_overhead(loaded.model_id, len(boxes)), effort=options.effort)
     while strategy is not None:  # one pass, or more where the strategy asks for another (target_bpp)
         result = _encode_pass(engine, img, header, boxes, strategy, options)
         strategy = strategy.retry(len(result.data))
@@ -81,7 +81,8 @@ def _choose_photo_tool(img: PreparedImage, box: Box, blobs: list, entries: list,
     learned = toolchoice.LearnedTile(len(blobs[i]), float(psnr_from_mse(np.array([mse]))[0]), entry.missed_target,
                                      w * h * colour.shape[2])
     ctx = tilecoders.TileContext(h, w, colour.shape[2], "uint8")
-    choice = toolchoice.choose_tile(colour, ctx, learned, options.target.value, toolchoice.photo_psnr(colour), allowed)
+    choice = toolchoice.choose_tile(colour, ctx, learned, options.target.value, toolchoice.photo_psnr(colour), allowed,
+                                    thorough=options.effort >= toolchoice.THOROUGH_EFFORT)
     if choice.payload is None:
         return mse * 3 * w * h
     coder = tilecoders.by_name(choice.coder)

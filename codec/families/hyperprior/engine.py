@@ -161,8 +161,8 @@ class Engine:
             yield Batch([first_id + i for i in ids], y, originals, torch.from_numpy(masks).to(self.device),
                         masks.reshape(len(ids), -1).sum(1), consts)
 
-    def quantize(self, y: torch.Tensor, codes) -> Latents:
-        return self.model.compress(y, quality.q_tensor(codes))
+    def quantize(self, y: torch.Tensor, codes, z_hat: torch.Tensor | None = None) -> Latents:
+        return self.model.compress(y, quality.q_tensor(codes), z_hat)
 
     @torch.no_grad()
     def synthesize(self, y_hat: torch.Tensor, codes) -> torch.Tensor:
@@ -180,10 +180,10 @@ class Engine:
 
     @torch.no_grad()
     def measure(self, y: torch.Tensor, codes, originals: torch.Tensor, masks: torch.Tensor,
-                raster: RasterGroup | None = None) -> Quantised:
-        """Quantise at ``codes`` and measure the MSE of the 8-bit reconstruction over ``masks``
-        (for a raster group, of its integers: :meth:`_measure_raster`)."""
-        latents = self.quantize(y, codes)
+                raster: RasterGroup | None = None, z_hat: torch.Tensor | None = None) -> Quantised:
+        """Quantise at ``codes`` (with hyper-latent ``z_hat`` where given) and measure the MSE of the 8-bit
+        reconstruction over ``masks`` (for a raster group, of its integers: :meth:`_measure_raster`)."""
+        latents = self.quantize(y, codes, z_hat)
         if raster is not None:
             return self._measure_raster(latents, codes, originals, masks, raster)
         recon = self.synthesize(latents.y_hat, codes)

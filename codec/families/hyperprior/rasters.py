@@ -34,7 +34,8 @@ def encode_raster(img: np.ndarray, header: Header, valid: list, counts: np.ndarr
     # target_bpp is bits per sample here: the budget of a W·bands × H image
     strategy = ratecontrol.plan(options.target, engine, all_batches, width=header.width * n_bands,
                                 height=header.height, n_tiles=n * len(groups),
-                                overhead_bytes=container.estimated_overhead(loaded.model_id, n * len(groups)))
+                                overhead_bytes=container.estimated_overhead(loaded.model_id, n * len(groups)),
+                                effort=options.effort)
     psnr_mode = options.target.mode == "target_psnr"
     allowed = toolchoice.allowed_tools(options.tools, options.lossless_fallback) if psnr_mode else ()
     while strategy is not None:
@@ -110,7 +111,7 @@ def _tool_for(block, valid, info, blob: bytes, band_sse: np.ndarray, count: int,
     learned = toolchoice.LearnedTile(len(blob), psnr, missed, block.shape[0] * block.shape[1] * block.shape[2])
     ctx = tilecoders.TileContext(block.shape[0], block.shape[1], info.bands, info.dtype, info.nodata)
     return toolchoice.choose_tile(block, ctx, learned, options.target.value, toolchoice.raster_psnr(block, valid, info.band_peaks),
-                                  allowed)
+                                  allowed, thorough=options.effort >= toolchoice.THOROUGH_EFFORT)
 
 
 def _band_sse_of(coder, payload: bytes, block, valid, info) -> np.ndarray:

@@ -27,7 +27,8 @@ import torch
 
 from codec.families.hyperprior.model import Latents
 from codec.options import DEFAULT_TARGET_PSNR, MODES, RateTarget  # noqa: F401 (re-exported for callers of rate control)
-from codec.quality import LEVELS, code_of, code_of_level, q_tensor
+from codec.families.hyperprior import refine
+from codec.quality import LEVELS, QUALITY_STEPS, code_of, code_of_level, q_tensor
 
 if TYPE_CHECKING:
     from codec.families.hyperprior.engine import Batch, Engine
@@ -60,14 +61,16 @@ class Strategy(Protocol):
 
 
 def plan(target: RateTarget, engine: "Engine", batches, *, width: int, height: int, n_tiles: int,
-         overhead_bytes: int) -> Strategy:
+         overhead_bytes: int, effort: int = 0) -> Strategy:
     """The strategy for ``target``. ``batches()`` iterates the image's analysed tile batches (target_bpp
-    measures them all up front); ``overhead_bytes``: what the stream spends besides the latents."""
+    measures them all up front); ``overhead_bytes``: what the stream spends besides the latents; ``effort``:
+    how long each tile's latents are refined after its level is chosen (codec.families.hyperprior.refine)."""
+    steps = refine.iterations_of(effort)
     if target.mode == "quality":
-        return FixedQuality(target.value)
+        return FixedQuality(target.value, steps)
     if target.mode == "target_psnr":
-        return TargetPsnr(target.value)
-    return TargetBpp(target.value, width, height, overhead_bytes).measure(engine, batches(), n_tiles)
+        return TargetPsnr(target.value, steps)
+    return TargetBpp(target.value, width, height, overhead_bytes, steps).measure(engine, batches(), n_tiles)
 
 
 # --- fixed quality ----------------------------------------------------------------------------
@@ -76,10 +79,14 @@ def plan(target: RateTarget, engine: "Engine", batches, *, width: int, height: i
 @dataclass
 class FixedQuality:
     quality: float
+    steps: int = 0  # latent refinement steps per tile (0: none)
 
     def choose(self, engine: "Engine", batch: "Batch") -> Choice:
         codes = np.full(len(batch.ids), code_of(self.quality))
-        return Choice(engine.quantize(batch.y, codes), codes)
+        if not self.steps:
+            return Choice(engine.quantize(batch.y, codes), codes)
+        m = refine.refine_batch(engine, batch, codes, self.steps)
+        return Choice(m.latents, codes, m.mse * 3 * batch.npix, None, m.band_sse)
 
     def retry(self, stream_bytes: int) -> None:
         return None
@@ -94,10 +101,12 @@ class TargetPsnr:
     tiles that miss it even at the top level get the top level and are flagged."""
 
     psnr: float
+    steps: int = 0  # latent refinement steps per tile and candidate level (0: none)
     floor_ratios: list = field(default_factory=list, repr=False, compare=False)  # of this image's tiles so far
 
     def choose(self, engine: "Engine", batch: "Batch") -> Choice:
-        return _PsnrSearch(engine, batch, self.psnr + TARGET_MARGIN_DB, self.floor_ratios).run()
+        choice = _PsnrSearch(engine, batch, self.psnr + TARGET_MARGIN_DB, self.floor_ratios).run()
+        return _refined_to_target(engine, batch, choice, self.psnr + TARGET_MARGIN_DB, self.steps) if self.steps else choice
 
     def retry(self, stream_bytes: int) -> None:
         return None
@@ -211,6 +220,50 @@ class _PsnrSearch:
                     self.best[t] = (m, row)
 
 
+REFINE_OFFSETS = ((0, -1), (1,))  # target_psnr with effort: levels tried (chosen + offset), a round each
+MISSED_LAMBDA = 4.0  # a tile that misses even at the top level refines there at this many times λ(top)
+
+
+def _refined_to_target(engine: "Engine", batch: "Batch", choice: Choice, target: float, steps: int) -> Choice:
+    """Per tile the fewest estimated bits among the searched choice and refined latents that reach ``target``
+    when measured (the chosen level and the one below, then the one above for tiles that neither passed; a
+    tile that missed at the top level: the top level at :data:`MISSED_LAMBDA`·λ, taken when it passes); the
+    searched choice stays where no refined candidate passes, so the guarantee is the search's."""
+    n = len(batch.ids)
+    bits = engine.estimate_bits(choice.latents)
+    missed = choice.missed.copy() if choice.missed is not None else np.zeros(n, dtype=bool)
+    bits[missed] = np.inf  # any passing candidate beats a miss
+    picks: list = [None] * n  # tile → (Quantised, row) of the refined candidate taken
+    levels = np.rint(np.asarray(choice.codes) * TOP_LEVEL / QUALITY_STEPS).astype(int)
+    for k, offsets in enumerate(REFINE_OFFSETS):
+        rows = [(t, lvl) for t in range(n) if picks[t] is None and not missed[t]
+                for lvl in sorted({min(max(levels[t] + o, 0), TOP_LEVEL) for o in offsets})]
+        rows += [(t, TOP_LEVEL) for t in range(n) if missed[t] and k == 0]
+        if not rows:
+            break
+        tiles, codes = [t for t, _ in rows], code_of_level([lvl for _, lvl in rows])
+        lam = engine.model.lmbda(q_tensor(codes)).double().numpy() * np.where(missed[tiles], MISSED_LAMBDA, 1.0)
+        m = refine.refine_batch(engine, refine.subset(batch, tiles), codes, steps, lam, keep_plain=False)
+        cand_bits = engine.estimate_bits(m.latents)
+        for r, t in enumerate(tiles):
+            if m.psnr[r] >= target and cand_bits[r] < bits[t]:
+                bits[t], picks[t] = cand_bits[r], (m, r)
+    if all(p is None for p in picks):
+        return choice
+    return _with_picks(choice, picks, batch.npix, missed & np.array([p is None for p in picks]))
+
+
+def _with_picks(choice: Choice, picks: list, npix: np.ndarray, missed: np.ndarray) -> Choice:
+    """``choice`` with tile t replaced by the measured ``picks[t] = (Quantised, row)`` where not None; ``missed``
+    the tiles that still miss the target."""
+    taken = [(p[0].latents, p[1]) if p else (choice.latents, t) for t, p in enumerate(picks)]
+    codes = np.array([p[0].codes[p[1]] if p else choice.codes[t] for t, p in enumerate(picks)])
+    sse = np.array([p[0].mse[p[1]] * 3 * npix[t] if p else choice.sse[t] for t, p in enumerate(picks)])
+    band = None if choice.band_sse is None else np.array([p[0].band_sse[p[1]] if p else choice.band_sse[t]
+                                                          for t, p in enumerate(picks)])
+    return Choice(Latents.gather(taken), codes, sse, missed, band)
+
+
 @torch.no_grad()
 def latent_error(model, y: torch.Tensor) -> np.ndarray:
     """``D_t(l)`` (n, LEVELS): mean squared quantisation error of each tile's latents ``y`` at every level,
@@ -271,7 +324,8 @@ class TargetBpp:
     that minimises the total squared error within the budget; if the real stream overshoots the
     estimate, shrink the budget and pick again (at most :data:`MAX_BPP_PASSES` passes)."""
 
-    def __init__(self, bpp: float, width: int, height: int, overhead_bytes: int):
+    def __init__(self, bpp: float, width: int, height: int, overhead_bytes: int, steps: int = 0):
+        self.steps = steps  # latent refinement steps per tile at its chosen level, at the Lagrangian's λ
         self.budget_bytes = bpp * width * height / 8
         self.budget_bits = (self.budget_bytes - overhead_bytes) * 8
         self.codes = code_of_level(LADDER)
@@ -291,11 +345,17 @@ class TargetBpp:
                         self.band_sse = np.zeros((n_tiles, len(self.codes), 3))
                     self.band_sse[batch.ids, j] = m.band_sse
                 self.bits[batch.ids, j] = engine.estimate_bits(m.latents)
-        self.choice, self.feasible = _choose_levels(self.dist, self.bits, self.budget_bits)
+        self.choice, self.feasible, self.slope = _choose_levels(self.dist, self.bits, self.budget_bits)
         return self
 
     def choose(self, engine: "Engine", batch: "Batch") -> Choice:
         j = self.choice[batch.ids]
+        if self.steps:
+            # min SSE + slope·bits ⟺ min bits/px + (3/slope)·8-bit MSE: rd_loss at λ = 3/slope
+            lam = None if self.slope is None else np.full(len(batch.ids), 3.0 / self.slope)
+            m = refine.refine_batch(engine, batch, self.codes[j], self.steps, lam)
+            return Choice(m.latents, self.codes[j], m.mse * 3 * batch.npix, np.full(len(batch.ids), not self.feasible),
+                          m.band_sse)
         return Choice(engine.quantize(batch.y, self.codes[j]), self.codes[j], self.dist[batch.ids, j],
                       np.full(len(batch.ids), not self.feasible),
                       None if self.band_sse is None else self.band_sse[batch.ids, j])
@@ -305,12 +365,13 @@ class TargetBpp:
         if stream_bytes <= self.budget_bytes or not self.feasible or self.passes >= MAX_BPP_PASSES:
             return None
         self.budget_bits *= self.budget_bytes / stream_bytes * 0.98
-        self.choice, self.feasible = _choose_levels(self.dist, self.bits, self.budget_bits)
+        self.choice, self.feasible, self.slope = _choose_levels(self.dist, self.bits, self.budget_bits)
         return self
 
 
-def _choose_levels(dist: np.ndarray, bits: np.ndarray, budget_bits: float) -> tuple[np.ndarray, bool]:
-    """Per-tile ladder index minimising total squared error with total bits ≤ budget (Lagrangian)."""
+def _choose_levels(dist: np.ndarray, bits: np.ndarray, budget_bits: float) -> tuple[np.ndarray, bool, float | None]:
+    """Per-tile ladder index minimising total squared error with total bits ≤ budget (Lagrangian), whether
+    the budget is feasible, and the Lagrangian's slope (squared error per bit; None when infeasible)."""
     rows = np.arange(len(dist))
 
     def choose(log_lambda: float) -> np.ndarray:
@@ -318,11 +379,11 @@ def _choose_levels(dist: np.ndarray, bits: np.ndarray, budget_bits: float) -> tu
 
     lo, hi = -12.0, 12.0  # small λ favours quality
     if bits[rows, choose(hi)].sum() > budget_bits:
-        return np.zeros(len(dist), dtype=int), False  # even the lowest quality is over budget
+        return np.zeros(len(dist), dtype=int), False, None  # even the lowest quality is over budget
     for _ in range(60):
         mid = (lo + hi) / 2
         if bits[rows, choose(mid)].sum() > budget_bits:
             lo = mid
         else:
             hi = mid
-    return choose(hi), True
+    return choose(hi), True, 10.0**hi

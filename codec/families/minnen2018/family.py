@@ -36,6 +36,8 @@ class Minnen2018Family:
         if raster:
             return ("the minnen2018 family codes 8-bit gray/RGB images, not rasters (16-bit, multi-band, nodata "
                     "or lossless): use a hyperprior model")
+        if options.effort:
+            return f"effort {options.effort}: latent refinement is the hyperprior family's; minnen2018 encodes at effort 0"
         return None
 
     def encode_image(self, image: np.ndarray, loaded, options: EncodeOptions):

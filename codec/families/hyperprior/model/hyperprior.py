@@ -143,12 +143,14 @@ class HyperpriorCodec(nn.Module):
 
     # --- coding ------------------------------------------------------------------------
     @torch.no_grad()
-    def compress(self, y: torch.Tensor, q: torch.Tensor) -> Latents:
-        """Quantise analysed tiles ``y`` (B, M, h, w) at qualities ``q`` (B,): every integer the bits hold."""
+    def compress(self, y: torch.Tensor, q: torch.Tensor, z_hat: torch.Tensor | None = None) -> Latents:
+        """Quantise analysed tiles ``y`` (B, M, h, w) at qualities ``q`` (B,): every integer the bits hold.
+        ``z_hat``: the hyper-latent to code instead of round(h_a(y_s)) (encode effort refines it)."""
         q = q.to(y.device, torch.float32)
         gain, _ = self.gains(q)
         y_s = y * gain
-        z_hat = self.hyper.quantize(self.h_a(y_s.to(param_dtype(self.h_a))).float())
+        if z_hat is None:
+            z_hat = self.hyper.quantize(self.h_a(y_s.to(param_dtype(self.h_a))).float())
         mean_q, index = self.int_hs(z_hat)
         return Latents(z_hat.to(torch.int64), self.gaussian.quantize(y_s, mean_q), mean_q, index, q)
 
