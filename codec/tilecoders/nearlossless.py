@@ -12,12 +12,12 @@ error by construction and the encoder checks it on the decoded tile:
 * ``JPEGLS`` — JPEG-LS near-lossless (CharLS via imagecodecs, ``level=E``), band triplets interleaved, the rest
   one by one.
 
-GRID is within ±2% of JPEG-LS on 256² aerial train tiles (grid/JPEG-LS 0.995-1.021 at E 1-8, 8 even CIL
-tiles) and smaller on 16-bit multi-band scenes (bench/results/max_error.log). The learned reconstruction as a
-prediction is NOT used yet, though it would pay on aerial RGB: the best learned level's bytes plus its residual
-(step 2E+1, indices through the same JPEG XL lossless) are 0.93/0.93/0.88/0.70× the prediction-free bytes at
-E = 1/2/4/8 (bench/nearlossless_prediction.py, results/nearlossless_prediction.log; a context model of the
-indices would reach ~0.89-0.66×). It needs a learned part inside the tile and a model at decode: the next step.
+GRID_JOINT is the pick on nearly every tile measured (bench/nearlossless_prediction.py on 8 even CIL train
+tiles: GRID 1.2-1.6x and JPEG-LS 1.2-1.6x its bytes at E 1-8). The learned reconstruction is not used as a
+prediction: against GRID_JOINT, the best learned level plus its quantised residual (indices through the same
+JPEG XL) costs 1.11/1.45/1.07/0.86x at E = 1/2/4/8 (an order-0 coder of the indices: 1.38/1.32/0.94/0.78x), so it
+would pay only from E ≈ 8, and there the bound would rest on the float synthesis being bit-identical on every
+decoder (the codec guarantees identical symbols, tests/test_device_exact.py, not identical pixels).
 
 Tile payload: ``method u8 | E u16 | body length u32 | body`` then, when the tile has nodata, its packed valid
 mask (codec.format.raster.pack_mask). GRID_JOINT and JPEG-LS bodies: per part ``length u32 | codestream``.
@@ -156,8 +156,9 @@ def decode(payload: bytes, ctx) -> np.ndarray:
 
 def methods_for(e: int, dtype: str, bands: int = 3) -> tuple[int, ...]:
     """The methods worth trying for bound ``e`` on ``bands`` of ``dtype`` samples: GRID_JOINT where a band
-    triplet exists (0.63-0.84x GRID's bytes on aerial tiles at E 1-8, 0.91x on satellite at E 4-64, so GRID is
-    not tried there; on one band GRID_JOINT is GRID at one effort), JPEG-LS where CharLS takes the NEAR
+    triplet exists (GRID costs 1.2-1.6x its bytes on aerial train tiles at E 1-8, bench/results/
+    nearlossless_prediction.log, and ~1.1x on satellite rasters, so GRID is not tried there; on one band
+    GRID_JOINT is GRID at one effort), JPEG-LS where CharLS takes the NEAR
     (≤ min(255, top/2)): it is fast, and wins some smooth tiles."""
     jpegls = (JPEGLS,) if e <= min(JPEGLS_MAX_E, np.iinfo(dtype).max // 2) else ()
     return ((GRID_JOINT,) if bands >= 3 else (GRID,)) + jpegls
