@@ -83,6 +83,10 @@ def test_every_method_decodes_within_the_bound(dtype, top, bands):
     block = texture(64, 64, bands, top)
     ctx = TileContext(64, 64, bands, dtype)
     for method in nl.METHODS:
+        if method == nl.GRID_WEBP and (dtype, bands) != ("uint8", 3):
+            with pytest.raises(ValueError, match="8-bit RGB"):
+                nl.encode_method(block, ctx, 4, method)
+            continue
         out = nl.decode(nl.encode_method(block, ctx, 4, method), ctx)
         assert max_abs(out, block) <= 4, method
     choice = toolchoice.choose_bounded(block, ctx, 4)
