@@ -14,7 +14,8 @@ savings a threshold keeps). Exact JPEG XL codes the tiles nothing else brings to
 
 Under ``max_error`` (:func:`choose_bounded`) the candidates are the coders that bound every sample by E: the
 near-lossless coder (its smallest method, codec.tilecoders.nearlossless.methods_for: grid indices through
-JPEG XL lossless, jointly per band triplet or per band, or JPEG-LS near-lossless, each checked by decoding) and
+JPEG XL lossless jointly per band triplet or per band, or WebP lossless, or JPEG-LS near-lossless, each checked
+by decoding) and
 exact JPEG XL, tried only where no near-lossless payload keeps the bound (a valid pixel decoded onto nodata).
 """
 
