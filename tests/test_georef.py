@@ -192,3 +192,41 @@ def test_small_outputs_are_cogs_too_and_photos_stay_rgb(tmp_path):
         assert [c.name for c in ds.colorinterp] == ["red", "green", "blue"]
         assert np.array_equal(np.moveaxis(ds.read(), 0, -1), rgb)
     assert is_valid_cog(path)[0]
+
+
+def test_the_restore_job_writes_the_streams_georeferencing_as_a_cog(tmp_path):
+    import fsspec
+
+    from pipeline.stages.restore import restore_record
+
+    src = tmp_path / "scene.tif"
+    a = scene(src, point=True)
+    loaded = load_image(src, "scene.tif")
+    record = {"key": "s3://raw/scene.tif", "model_id": "default@2", "geo": loaded.geo, "dtype": "uint16", "bands": 3,
+              "nodata": 0, "bitstream": codec.encode(loaded.pixels, lossless=True, nodata=0,
+                                                     georef=loaded.georef).data}
+    fs = fsspec.filesystem("file")
+    row = restore_record(record, fs, str(tmp_path / "r.tif"))
+    assert row["status"] == "ok", row
+    assert described(tmp_path / "r.tif") == described(src) and is_valid_cog(tmp_path / "r.tif") == (True, [])
+    row = restore_record(record, fs, str(tmp_path / "crop.tif"), region=(64, 32, 300, 200))
+    assert row["status"] == "ok", row
+    with rasterio.open(src) as s, rasterio.open(tmp_path / "crop.tif") as o:
+        assert o.xy(0, 0) == s.xy(32, 64) and np.array_equal(np.moveaxis(o.read(), 0, -1), a[32:232, 64:364])
+
+
+def test_a_record_from_before_the_block_restores_from_its_tags(tmp_path):
+    import fsspec
+
+    from pipeline.stages.restore import restore_record
+
+    src = tmp_path / "scene.tif"
+    scene(src)
+    loaded = load_image(src, "scene.tif")
+    record = {"key": "k.tif", "model_id": "default@2", "geo": loaded.geo, "dtype": "uint16", "bands": 3, "nodata": 0,
+              "bitstream": codec.encode(loaded.pixels, lossless=True, nodata=0).data}  # no georef block
+    row = restore_record(record, fsspec.filesystem("file"), str(tmp_path / "r.tif"), region=(10, 20, 100, 100),
+                         cog=False)
+    assert row["status"] == "ok", row
+    with rasterio.open(src) as s, rasterio.open(tmp_path / "r.tif") as o:
+        assert o.crs == s.crs and o.xy(0, 0) == s.xy(20, 10) and o.nodata == 0

@@ -145,7 +145,7 @@ class CodecReplica:
         import codec
 
         options = self.options.with_(name=key, nodata=image.nodata, bit_depth=image.bit_depth,
-                                     band_names=image.band_names)
+                                     band_names=image.band_names, georef=image.georef)
         return codec.encode(image.pixels, self.model_for(image), options)
 
     def _verify(self, r, image) -> Verified:
