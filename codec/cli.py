@@ -161,6 +161,7 @@ def header_summary(h) -> dict:
                                          "band_names": list(h.raster.band_names) if h.raster.band_names else None,
                                          "band_ranges": [list(v) for v in zip(h.raster.lo, h.raster.hi)],
                                          "lossless": h.lossless}),
+        **({} if h.georef is None else {"georef": h.georef.record(), "georef_bytes": h.georef_len}),
         "tiles": [{"index": i, "box": list(h.tile_box(i)), "quality": round(t.quality, 4), "bytes": t.length,
                    "missed_target": t.missed_target, "lossless": t.lossless, "crc32": f"{t.crc:08x}"}
                   for i, t in enumerate(h.tiles)],
@@ -181,6 +182,11 @@ def _cmd_info(a) -> None:
         print(f"raster: {r.bands} bands of {r.dtype} ({r.bit_depth}-bit), {total * 8 / (h.width * h.height * r.bands):.4f} "
               f"bits/sample, nodata {r.nodata if r.nodata is not None else 'none'}"
               + (f", bands {', '.join(r.band_names)}" if r.band_names else "") + (", lossless" if h.lossless else ""))
+    if h.georef is not None:
+        g = h.georef.record()
+        print(f"georeferencing: {g.get('crs', 'no CRS')}, {g['raster_type']}, "
+              + (f"geotransform {g['geotransform']}" if "geotransform" in g else f"{g.get('gcps', 0)} GCPs")
+              + f" ({h.georef_len} bytes)")
     print(f"model {h.model_id} (sha256 {h.model_hash.hex()[:16]}…), mode {h.mode} {h.target:g}")
     rows, cols = h.grid
     print(f"tiles {rows}×{cols} of {h.tile_size}px, header {h.header_len} bytes")

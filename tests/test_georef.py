@@ -230,3 +230,15 @@ def test_a_record_from_before_the_block_restores_from_its_tags(tmp_path):
     assert row["status"] == "ok", row
     with rasterio.open(src) as s, rasterio.open(tmp_path / "r.tif") as o:
         assert o.crs == s.crs and o.xy(0, 0) == s.xy(20, 10) and o.nodata == 0
+
+
+def test_codec_info_describes_the_georeferencing(tmp_path, capsys):
+    src = tmp_path / "scene.tif"
+    scene(src)
+    assert main(["encode", str(src), str(tmp_path / "x.tlic"), "--lossless"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "x.tlic"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format_version"] == 4 and info["georef"]["crs"] == "EPSG:32633" and info["georef_bytes"] > 0
+    assert main(["info", str(tmp_path / "x.tlic")]) == 0
+    assert "georeferencing: EPSG:32633, area, geotransform" in capsys.readouterr().out
