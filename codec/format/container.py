@@ -450,12 +450,7 @@ def read_header(data: bytes) -> Header:
             raise CorruptStreamError(f"version {version} header with {channels} in its channels byte (must be 0)")
         raster, lossless, pos = _read_raster(data, pos, header_len - _CRC.size)
         channels = raster.bands
-    meta_len = meta_crc = 0
-    if version == GEO_VERSION:
-        if pos + _META.size > header_len - _CRC.size:
-            raise CorruptStreamError(f"header too short for its {BLOCK_NAME} descriptor")
-        meta_len, meta_crc = _META.unpack_from(data, pos)
-        pos += _META.size
+    meta_len, meta_crc, pos = _read_meta(version, data, pos, header_len - _CRC.size)
     _check_image_fields(width, height, channels if raster is None else 1, tile_size, mode, target)
     h = Header(model_id, model_hash, width, height, channels, tile_size, MODES[mode], target, [], version, header_len,
                raster, lossless, georef_len=meta_len)
@@ -466,14 +461,22 @@ def read_header(data: bytes) -> Header:
     if pos + n_tiles * entry.size + _CRC.size != header_len:
         raise CorruptStreamError(f"header length {header_len} does not match its {n_tiles}-tile index")
     h.tiles = [_read_entry(version, data, pos + i * entry.size) for i in range(n_tiles)]
-    payload = len(data) - header_len
     if version != GEO_VERSION:
-        _check_tile_index(h, payload)
+        _check_tile_index(h, len(data) - header_len)
         return h
     tiles_end = sum(t.length for t in h.tiles)  # the block follows the tiles: they may not reach into it
-    _check_tile_index(h, min(payload, tiles_end))
+    _check_tile_index(h, min(len(data) - header_len, tiles_end))
     h.georef = _read_georef(data, header_len + tiles_end, meta_len, meta_crc)
     return h
+
+
+def _read_meta(version: int, data: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """(block length, block crc, position after) of a v4 metadata descriptor; (0, 0, pos) for other versions."""
+    if version != GEO_VERSION:
+        return 0, 0, pos
+    if pos + _META.size > end:
+        raise CorruptStreamError(f"header too short for its {BLOCK_NAME} descriptor")
+    return (*_META.unpack_from(data, pos), pos + _META.size)
 
 
 def _read_georef(data: bytes, start: int, length: int, crc: int) -> GeoInfo:
