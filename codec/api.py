@@ -16,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from codec import tilecoders
+from codec import bounded, tilecoders
 from codec.errors import CorruptStreamError, ModelMismatchError, StreamTooLargeError, UnsupportedImageError
 from codec.format import container, raster as rasters
 from codec.format.container import RASTER_VERSION, Header, TileEntry
@@ -29,8 +29,8 @@ from codec.results import EncodeResult
 def encode(image: np.ndarray, model: str | LoadedModel | None = None, options: EncodeOptions | None = None,
            **keywords) -> EncodeResult:
     """Encode an image or raster with ``options`` (:class:`codec.options.EncodeOptions`), or with its fields as
-    keywords (plus at most one of ``target_psnr`` (default 38 dB), ``quality``, ``target_bpp`` or a ready
-    ``target``).
+    keywords (plus at most one of ``target_psnr`` (default 38 dB), ``quality``, ``target_bpp``, ``max_error``
+    or a ready ``target``). ``max_error=E`` keeps every sample within ±E (codec.bounded; E=0: lossless).
 
     8-bit (H, W), (H, W, 1|3|4) arrays without nodata are coded as today (stream version 1). Anything
     else (THE rule: :func:`codec.format.raster.is_raster`) is a raster (version 2): decoded to the same dtype
@@ -43,6 +43,8 @@ def encode(image: np.ndarray, model: str | LoadedModel | None = None, options: E
         options = EncodeOptions.from_keywords(**keywords)
     elif keywords:
         raise ValueError(f"give options or keywords, not both (got {', '.join(sorted(keywords))})")
+    if options.target.max_error == 0:
+        options = options.with_(lossless=True)  # ±0 is lossless: the exact path, the header still says max_error 0
     raster = is_raster(image, options.nodata, options.bit_depth, options.band_names,
                        options.coder_name is not None)
     loaded = model if isinstance(model, LoadedModel) else load_model(model or default_model_name(raster))
@@ -55,9 +57,12 @@ def encode(image: np.ndarray, model: str | LoadedModel | None = None, options: E
 
 def _encode(image, raster: bool, loaded: LoadedModel, options: EncodeOptions) -> EncodeResult:
     family = loaded.family
+    bounded_mode = options.target.max_error is not None and not options.lossless
     if not raster:
-        return family.encode_image(image, loaded, options)
+        return bounded.encode_photo(image, loaded, options) if bounded_mode else family.encode_image(image, loaded, options)
     img, header, valid, counts = _describe_raster(image, loaded, options)
+    if bounded_mode:
+        return bounded.encode_raster(img, header, valid, counts, options)
     if options.coder_name is not None:
         return _encode_with_coder(img, header, options)
     return family.encode_raster(img, header, valid, counts, loaded, options)

@@ -1,6 +1,6 @@
 """``codec``: encode, decode and inspect TLIC streams from the shell.
 
-    codec encode IN.png OUT.tlic --target-psnr 38     (or --quality 0.6, --target-bpp 0.3)
+    codec encode IN.png OUT.tlic --target-psnr 38     (or --quality 0.6, --target-bpp 0.3, --max-error 2)
     codec encode IN.png OUT.tlic --effort 1           fewer bytes, slower encode, same decoder
     codec encode SCENE.tif OUT.tlic --nodata 0         16-bit / multi-band rasters (--lossless: exact)
     codec decode IN.tlic OUT.png [--region x,y,w,h] [--max-pixels N]   (rasters: OUT.tif, nodata and band names kept)
@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--target-psnr", type=float, help=f"dB each tile must reach (default {DEFAULT_TARGET_PSNR:g})")
     mode.add_argument("--quality", type=float, help="one quality in [0, 1] for all tiles")
     mode.add_argument("--target-bpp", type=float, help="byte budget in bits per pixel (rasters: per sample)")
+    mode.add_argument("--max-error", type=int, help="every sample within ±E of the source (0: lossless)")
     mode.add_argument("--lossless", action="store_true", help="every tile exact (JPEG XL lossless in the container)")
     enc.add_argument("--model", default=None,
                      help="NAME or NAME@VERSION (default: 'default'; for rasters 'satellite' where installed)")
@@ -115,7 +116,8 @@ def _cmd_encode(a) -> None:
     image = loaded.pixels
     nodata = a.nodata if a.nodata is not None else loaded.nodata
     options = EncodeOptions.from_keywords(
-        target_psnr=a.target_psnr, quality=a.quality, target_bpp=a.target_bpp, tile_size=a.tile_size,
+        target_psnr=a.target_psnr, quality=a.quality, target_bpp=a.target_bpp, max_error=a.max_error,
+        tile_size=a.tile_size,
         device=a.device, name=str(a.input), nodata=nodata, band_names=loaded.band_names, bit_depth=loaded.bit_depth,
         lossless=a.lossless, lossless_fallback=not a.no_lossless_fallback,
         effort=a.effort, georef=loaded.georef)

@@ -6,12 +6,14 @@ config validates with these, and a stream header's mode byte indexes :data:`MODE
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field, fields, replace
 
 from codec.format.georef import GeoInfo
 from codec.format.tiles import DEFAULT_TILE, check_tile_size
 
-MODES = ("quality", "target_psnr", "target_bpp")  # the order is the stream's mode byte
+MODES = ("quality", "target_psnr", "target_bpp", "max_error")  # the order is the stream's mode byte: append only
+RATE_KEYWORDS = ("target_psnr", "quality", "target_bpp", "max_error")
 DEFAULT_TARGET_PSNR = 38.0
 # encode effort level → latent-refinement steps per tile (codec.families.hyperprior.refine; bench/effort.py)
 EFFORT_ITERATIONS = (0, 50, 200, 1000)
@@ -44,16 +46,24 @@ class RateTarget:
             raise ValueError(f"quality must be in [0, 1], got {value}")
         if self.mode == "target_bpp" and not value > 0:
             raise ValueError(f"target_bpp must be positive, got {value}")
+        if self.mode == "max_error" and not (value.is_integer() and 0 <= value <= 65535):
+            raise ValueError(f"max_error must be a whole number of sample units in [0, 65535], got {self.value!r}")
         object.__setattr__(self, "value", value)
+
+    @property
+    def max_error(self) -> int | None:
+        """The bound of a ``max_error`` target (every sample within ±it; 0: lossless), else None."""
+        return int(self.value) if self.mode == "max_error" else None
 
     @classmethod
     def from_options(cls, target_psnr: float | None = None, quality: float | None = None,
-                     target_bpp: float | None = None) -> "RateTarget":
-        """At most one of the three (None: not given); none means ``target_psnr`` = :data:`DEFAULT_TARGET_PSNR`."""
-        given = [(m, v) for m, v in (("target_psnr", target_psnr), ("quality", quality), ("target_bpp", target_bpp))
-                 if v is not None]
+                     target_bpp: float | None = None, max_error: int | None = None) -> "RateTarget":
+        """At most one of the four (None: not given); none means ``target_psnr`` = :data:`DEFAULT_TARGET_PSNR`."""
+        given = [(m, v) for m, v in zip(RATE_KEYWORDS, (target_psnr, quality, target_bpp, max_error)) if v is not None]
         if len(given) > 1:
-            raise ValueError(f"give only one of target_psnr, quality, target_bpp (got {', '.join(m for m, _ in given)})")
+            raise ValueError(f"give only one of {', '.join(RATE_KEYWORDS)} (got {', '.join(m for m, _ in given)})")
+        if max_error is not None and (isinstance(max_error, bool) or not isinstance(max_error, numbers.Integral)):
+            raise ValueError(f"max_error must be an integer number of sample units, got {max_error!r}")
         return cls(*given[0]) if given else cls("target_psnr", DEFAULT_TARGET_PSNR)
 
 
@@ -80,7 +90,8 @@ class EncodeOptions:
     tile_coder: str | None = None  # code every tile with this tile coder (codec.tilecoders); lossless: "jxl_exact"
     tools: tuple[str, ...] | None = None  # target_psnr: per-tile tools besides the learned one (codec.toolchoice); None: all
     georef: GeoInfo | None = None  # georeferencing the stream carries (codec.format.georef; v4 block); None: none
-    effort: int = 0  # encode effort: 0 = no latent refinement; higher refines longer (EFFORT_ITERATIONS)
+    effort: int = 0  # encode effort: 0 = no latent refinement; higher refines longer (EFFORT_ITERATIONS); from 1 every
+    #                  per-tile lossy tool is tried (codec.toolchoice.THOROUGH_EFFORT)
 
     def __post_init__(self):
         if not isinstance(self.target, RateTarget):
@@ -108,12 +119,14 @@ class EncodeOptions:
 
     @classmethod
     def from_keywords(cls, target_psnr: float | None = None, quality: float | None = None,
-                      target_bpp: float | None = None, target: RateTarget | None = None, **options) -> "EncodeOptions":
-        """The options of ``codec.encode``'s keywords: at most one of the three rate keywords or ``target``."""
+                      target_bpp: float | None = None, target: RateTarget | None = None,
+                      max_error: int | None = None, **options) -> "EncodeOptions":
+        """The options of ``codec.encode``'s keywords: at most one of the four rate keywords or ``target``."""
+        rates = (target_psnr, quality, target_bpp, max_error)
         if target is None:
-            target = RateTarget.from_options(target_psnr=target_psnr, quality=quality, target_bpp=target_bpp)
-        elif any(v is not None for v in (target_psnr, quality, target_bpp)):
-            raise ValueError("give target or one of target_psnr, quality, target_bpp, not both")
+            target = RateTarget.from_options(*rates)
+        elif any(v is not None for v in rates):
+            raise ValueError(f"give target or one of {', '.join(RATE_KEYWORDS)}, not both")
         unknown = set(options) - {f.name for f in fields(cls)}
         if unknown:
             raise TypeError(f"unknown encode option(s): {', '.join(sorted(unknown))}")

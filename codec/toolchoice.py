@@ -1,4 +1,4 @@
-"""Per-tile tool choice under a PSNR target: the one home of which tile coder codes each tile.
+"""Per-tile tool choice under a PSNR target or an error bound: the one home of which tile coder codes each tile.
 
     learned pass ─▶ per tile LearnedTile(bytes, psnr, missed, samples)
         ─tools_to_try (pure)─▶ the other tools that can win this tile (never all of them on every tile)
@@ -11,6 +11,11 @@ where they can win: where the learned tile missed the target, or met it at more 
 bits per sample (``bench/tile_tools.py --calibrate`` measures, on training data, what share of the possible
 savings a threshold keeps). Exact JPEG XL codes the tiles nothing else brings to the target, so under
 ``target_psnr`` no tile misses it unless the caller excluded it.
+
+Under ``max_error`` (:func:`choose_bounded`) the candidates are the coders that bound every sample by E: the
+near-lossless coder (its smallest method, codec.tilecoders.nearlossless.methods_for: grid indices through
+JPEG XL lossless, jointly per band triplet or per band, or JPEG-LS near-lossless, each checked by decoding) and
+exact JPEG XL, tried only where no near-lossless payload keeps the bound (a valid pixel decoded onto nodata).
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import numpy as np
 
 from codec import tilecoders
 from codec.metrics import band_sse, psnr_from_mse, worst_band_psnr
-from codec.tilecoders import TileContext, avif444, j2k, jxl_lossy
+from codec.tilecoders import TileContext, avif444, j2k, jxl_lossy, nearlossless
 
 TOOLS = ("j2k", "avif444", "jxl_lossy", "jxl_exact")  # per-tile tools besides the learned family
+THOROUGH_EFFORT = 1  # the encode effort (EncodeOptions.effort) from which every lossy tool is tried
 AVIF_MAX_DB = 44.0  # AVIF 4:4:4 is tried below this target only (at 46 dB it lost every comparison measured)
 LOSSY_TRY_BPS = 1.0  # bits per sample of a passing learned tile above which the lossy tools are tried
 
@@ -113,6 +119,25 @@ def choose_tile(block: np.ndarray, ctx: TileContext, learned: LearnedTile, targe
     return best
 
 
+@dataclass(frozen=True)
+class BoundedChoice:
+    """The coder of a tile under ``max_error``: its name, payload and the tile's largest absolute error."""
+
+    coder: str
+    payload: bytes
+    max_abs_error: int
+    decoded: np.ndarray
+
+
+def choose_bounded(block: np.ndarray, ctx: TileContext, max_error: int) -> BoundedChoice:
+    """The fewest-bytes coder that keeps every sample of ``block`` within ±``max_error`` (nodata exact)."""
+    near = nearlossless.encode_within(block, ctx, max_error)
+    if near is not None:
+        err = int(np.abs(near.decoded.astype(np.int64) - block.astype(np.int64)).max(initial=0))
+        return BoundedChoice("nearlossless", near.payload, err, near.decoded)
+    return BoundedChoice("jxl_exact", tilecoders.by_name("jxl_exact").encode_tile(block, ctx), 0, block)
+
+
 def photo_psnr(reference: np.ndarray) -> Callable[[np.ndarray], float]:
     """8-bit PSNR over every colour sample (what a photo's tile PSNR is)."""
     ref = reference.astype(np.int64)
@@ -137,5 +162,5 @@ def raster_psnr(reference: np.ndarray, valid: np.ndarray | None, peaks: np.ndarr
 
 def counts(coders: list[str]) -> dict[str, int]:
     """Tiles per tool, in table order (what stats and reports show)."""
-    names = ["learned", *TOOLS]
+    names = ["learned", *TOOLS, "nearlossless"]
     return {n: coders.count(n) for n in names if n in coders}

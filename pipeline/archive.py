@@ -3,6 +3,7 @@
     OUTPUT/records/run=RUN/part-SEG.parquet     one row per image: the bitstream and its source
     OUTPUT/stats/run=RUN/part-SEG.parquet       one row per input, ok or error
     OUTPUT/_manifests/SEQ.json                  written last, create-only: the commit point of a segment
+    OUTPUT/_checkpoints/SEQ.parquet             every manifest up to SEQ (every 64 commits, create-only)
     OUTPUT/_lease/GEN.json                      the run that may write (one generation per holder)
     OUTPUT/_quarantine/RUN/...                  uncommitted files that recovery moved out of the way
     OUTPUT/_runs/RUN/listing/part-N.parquet     what the run set out to archive (its listing shards)
@@ -33,6 +34,8 @@ Guarantees, and where they come from:
   file in place until an operator runs ``python -m pipeline.archive check|repair OUTPUT``.
 - **Readers degrade, they do not fail.** An unreadable manifest or one whose files are missing
   is skipped and reported in :attr:`Archive.problems`; the rest of the archive reads.
+- **Starts follow the commits since the last checkpoint**, not the archive's history: a start
+  reads the newest checkpoint and only the manifests after it (:mod:`pipeline.checkpoint`).
 - **Latest wins by commit sequence**, stored in each manifest (not by file or run names).
 """
 
@@ -52,14 +55,14 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import retry
+from . import checkpoint, retry
 from .config import StorageOptions
 from .schema import RECORD_SCHEMA, STATS_SCHEMA
 from .storage import filesystem, put_atomic, put_if_absent, to_url
 from .storage_errors import StorageAccessError
 
 RECORDS, STATS, MANIFESTS, LEASES, QUARANTINE, RUNS = "records", "stats", "_manifests", "_lease", "_quarantine", "_runs"
-RESTORE_LOG = "_restore_log"
+RESTORE_LOG, CHECKPOINTS = "_restore_log", "_checkpoints"
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 DEFAULT_LEASE_TTL_S = 120.0
 #: the longest one archive PUT can stay in flight: botocore's connect (60 s) plus read (60 s) timeout
@@ -142,9 +145,7 @@ class Manifest:
 
     def fenced_by(self, fences: dict[int, int]) -> bool:
         """Written by an older generation after a takeover fenced it: above a newer generation's fence."""
-        if self.generation is None or self.commit_seq is None:
-            return False
-        return any(gen > self.generation and self.commit_seq > fence for gen, fence in fences.items())
+        return is_fenced(self.generation, self.commit_seq, fences)
 
     @property
     def order(self) -> tuple:
@@ -154,6 +155,13 @@ class Manifest:
     def overlaps(self, lo: str, hi: str, kind: str = STATS) -> bool:
         rng = self.stats_keys if kind == STATS else self.record_keys
         return rng is None or not (rng[1] < lo or rng[0] > hi)
+
+
+def is_fenced(generation: int | None, seq: int | None, fences: dict[int, int]) -> bool:
+    """Did a takeover after ``generation`` fence sequence ``seq`` out? (Unknown generation: never.)"""
+    if generation is None or seq is None:
+        return False
+    return any(gen > generation and seq > fence for gen, fence in fences.items())
 
 
 def _relative(path: str) -> str:
@@ -283,6 +291,9 @@ class Archive:
     def manifest_path(self, commit_seq: int) -> str:
         return self.path(MANIFESTS, f"{commit_seq:012d}.json")
 
+    def checkpoint_path(self, commit_seq: int) -> str:
+        return self.path(CHECKPOINTS, f"{commit_seq:012d}.parquet")
+
     @staticmethod
     def segment_files(run_id: str, segment: int) -> dict[str, str]:
         """A segment's records and stats files, relative to the root (as its manifest names them)."""
@@ -327,9 +338,12 @@ class Archive:
             names = self.fs.ls(self.path(MANIFESTS), detail=False)
         except FileNotFoundError:
             names = []
-        out, self.torn = [], []
+        self.torn, self._fences = [], self.fences()
+        out, upto = self._newest_checkpoint()
+        seen = {m.name for m in out}
         for n in sorted(names):
-            if not n.endswith(".json"):
+            stem = n.rsplit("/", 1)[-1][:-5]
+            if not n.endswith(".json") or stem + ".json" in seen or (stem.isdigit() and int(stem) <= upto):
                 continue
             try:
                 data = read_retried(self.fs, n)  # a storage error that lasts raises: never taken for torn
@@ -341,10 +355,30 @@ class Archive:
                 self.torn.append(n)
                 self._problem(f"unreadable manifest {to_url(self.fs, n)} skipped: {type(exc).__name__}: {exc}")
         out.sort(key=lambda m: m.order)
-        self._fences = self.fences()
         self.fenced = [m for m in out if m.fenced_by(self._fences)]
         self._manifests, self._present = [m for m in out if not m.fenced_by(self._fences)], None
         return self._manifests
+
+    def _newest_checkpoint(self) -> tuple[list[Manifest], int]:
+        """The newest checkpoint that parses and is not fenced: its manifests and its sequence (-1: none)."""
+        try:
+            names = sorted(n for n in self.fs.ls(self.path(CHECKPOINTS), detail=False) if n.endswith(".parquet"))
+        except FileNotFoundError:
+            return [], -1
+        for n in reversed(names):
+            stem = n.rsplit("/", 1)[-1].split(".")[0]
+            try:
+                gen, found = checkpoint.decode(read_retried(self.fs, n), Manifest)
+            except FileNotFoundError:
+                continue
+            except StorageAccessError:
+                raise  # unreadable is not torn, here as for manifests
+            except Exception as exc:  # torn or foreign: the manifests it repeats are still there
+                self._problem(f"checkpoint {to_url(self.fs, n)} skipped: {type(exc).__name__}: {exc}")
+                continue
+            if stem.isdigit() and not is_fenced(gen, int(stem), self._fences):
+                return found, int(stem)
+        return [], -1
 
     def fences(self) -> dict[int, int]:
         """Every takeover's fence (generation -> highest commit it took over at), as the newest lease lists them.
@@ -562,9 +596,17 @@ class Archive:
             self._fence(lease, current, holder_is_dead)
             if put_if_absent(self.fs, lease.path, lease.body()):
                 lease.start()
-                self._manifests = None
+                self._refence(lease.fences)
                 return lease
         raise LeaseHeldError(f"{self.url}: another run took the lease at the same moment; try again")
+
+    def _refence(self, fences: dict[int, int]) -> None:
+        """Apply a new lease's fences to the manifests just read (no re-read: under the lease, any
+        manifest that lands later is an older generation's above the fence, hence fenced)."""
+        seen = [*(self._manifests or []), *self.fenced]
+        self._fences = fences
+        self.fenced = [m for m in seen if m.fenced_by(fences)]
+        self._manifests = sorted((m for m in seen if not m.fenced_by(fences)), key=lambda m: m.order)
 
     def _fence(self, lease: Lease, previous: dict | None, holder_is_dead) -> None:
         """Record in ``lease`` the fence of its takeover and recovery's cut-off for unnamed files.
@@ -583,7 +625,7 @@ class Archive:
     def check_new_run(self, run_id: str) -> None:
         """A run id names one run forever: refuse one that already committed segments."""
         check_run_id(run_id)
-        if any(m.run_id == run_id for m in self.manifests(refresh=True)):
+        if any(m.run_id == run_id for m in self.manifests()):  # read at the takeover
             raise ArchiveError(f"run id {run_id!r} already has committed segments in {self.url}; "
                                "choose a new --run-id (reusing one would overwrite that run)")
 
@@ -618,6 +660,9 @@ class Archive:
         manifest = self._put_manifest(lease, body)
         lease.check()  # a writer that woke up after a takeover: its manifest is fenced, and it stops here
         self.manifests().append(manifest)
+        if checkpoint.due(manifest.commit_seq) and not self.torn:  # a torn manifest must stay visible
+            put_if_absent(self.fs, self.checkpoint_path(manifest.commit_seq),
+                          checkpoint.encode(self.manifests(), lease.generation))
         if self._present is not None:
             self._present |= {self.path(f) for f in rel.values()}
         return manifest

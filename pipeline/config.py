@@ -85,6 +85,8 @@ class CompressJobConfig(JobConfig):
     target_psnr: float | None = None
     quality: float | None = None
     target_bpp: float | None = None
+    max_error: int | None = Field(default=None, description="every sample within ±E of the source (codec.encode's "
+                                  "max_error; 0: lossless); verification refuses a record that exceeds it")
     model: str = "default"
     model_registry: str | None = Field(default=None, description="URL of a model registry on object storage "
                                        "(models trained by jobs/train_codec.py); built-in names are found without it")
@@ -151,9 +153,9 @@ class CompressJobConfig(JobConfig):
 
     @model_validator(mode="after")
     def _one_mode(self) -> "CompressJobConfig":
-        # the codec's rule (one of three, 38 dB by default), stated once in codec.options
+        # the codec's rule (one of four, 38 dB by default), stated once in codec.options
         target = self.rate_target
-        setattr(self, target.mode, target.value)
+        setattr(self, target.mode, target.max_error if target.mode == "max_error" else target.value)
         if self.input.rstrip("/") == self.output.rstrip("/"):
             raise ValueError("output must differ from input")
         return self
@@ -163,7 +165,8 @@ class CompressJobConfig(JobConfig):
         """The job's :class:`codec.options.RateTarget` (torch-free: the driver validates without the model)."""
         from codec.options import RateTarget
 
-        return RateTarget.from_options(target_psnr=self.target_psnr, quality=self.quality, target_bpp=self.target_bpp)
+        return RateTarget.from_options(target_psnr=self.target_psnr, quality=self.quality, target_bpp=self.target_bpp,
+                                       max_error=self.max_error)
 
     def encode_options(self):
         """The :class:`codec.options.EncodeOptions` every image of the job starts from, validated once; a

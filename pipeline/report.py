@@ -90,6 +90,13 @@ CODERS_SQL = """
           from stats where status = 'ok' and tile_coders is not null)
     group by 1 order by 2 desc, 1"""
 
+# the promise each record was coded under (issue 23 item 4: max_error's bound E is the target) and the
+# largest |error| verification measured: a catalogue can state the bound and show it held
+MODES_SQL = """
+    select mode, target, count(*) as images, max(max_abs_error) as max_abs_error, avg(bpp) as mean_bpp,
+           avg(psnr) filter (where isfinite(psnr)) as mean_psnr
+    from stats where status = 'ok' group by 1, 2 order by 1, 2"""
+
 RUNS_SQL = """
     select run_id, count(*) as images, count(*) filter (where status = 'error') as errors,
            min(timestamp) as first_row, max(timestamp) as last_row,
@@ -106,11 +113,14 @@ class Report:
     group_by: str | None
     problems: list[str] = field(default_factory=list)  # parts of the archive the reader had to skip
     coders: pa.Table | None = None  # tiles per tile coder (CODERS_SQL); rows written before issue 23 have none
+    modes: pa.Table | None = None  # per rate mode and target (MODES_SQL)
 
     def text(self) -> str:
         parts = [format_table(self.summary, title=f"archive by {self.group_by or 'all'}"),
                  format_table(self.errors, title="errors by cause") if self.errors.num_rows else "no errors",
                  *([format_table(self.coders, title="tiles by coder")] if self.coders is not None and self.coders.num_rows
+                   else []),
+                 *([format_table(self.modes, title="by rate mode")] if self.modes is not None and self.modes.num_rows
                    else []),
                  format_table(self.runs, title="runs")]
         if self.problems:
@@ -121,7 +131,8 @@ class Report:
 def build_report(con: duckdb.DuckDBPyConnection, group_by: str | None = None) -> Report:
     problems = [r[0] for r in con.execute("select problem from archive_problems").fetchall()]
     return Report(con.sql(summary_sql(group_by)).to_arrow_table(), con.sql(ERRORS_SQL).to_arrow_table(),
-                  con.sql(RUNS_SQL).to_arrow_table(), group_by, problems, con.sql(CODERS_SQL).to_arrow_table())
+                  con.sql(RUNS_SQL).to_arrow_table(), group_by, problems, con.sql(CODERS_SQL).to_arrow_table(),
+                  con.sql(MODES_SQL).to_arrow_table())
 
 
 def format_table(t: pa.Table, title: str = "") -> str:

@@ -221,6 +221,8 @@ def render_html(report: Report, con: duckdb.DuckDBPyConnection, source: str,
         parts += ["<h2>Bit allocation</h2>", bit_allocation_plot(*allocation, models)]
     if report.coders is not None and report.coders.num_rows:
         parts += ["<h2>Tiles by coder</h2>", _table_html(report.coders)]
+    if report.modes is not None and report.modes.num_rows:
+        parts += ["<h2>By rate mode</h2>", _table_html(report.modes)]
     parts += ["<h2>Errors by cause</h2>", _table_html(report.errors) if report.errors.num_rows else "<p>No errors.</p>",
               "<h2>Runs</h2>", _table_html(report.runs), "</body></html>"]
     return "\n".join(parts)

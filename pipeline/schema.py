@@ -48,6 +48,8 @@ STATS_SCHEMA = pa.schema([
     ("tile_coders", pa.map_(pa.string(), pa.int32())), ("band_psnr", pa.list_(pa.float64())),
     ("band_max_error", pa.list_(pa.int64())), ("psnr_peak", pa.string()),
     ("effort", pa.int8()),  # issue 24: the encode effort (latent refinement level) the job ran at
+    # issue 23 item 4: the largest |decoded − source| over every valid sample (mode max_error: target is the bound E)
+    ("max_abs_error", pa.int64()),
 ])
 
 # what a replica emits per input: every stats column plus the record-only ones
@@ -73,8 +75,8 @@ class RowContext:
     """What every row of one replica says about how it was made (fixed for the replica's life)."""
 
     run_id: str
-    mode: str  # target_psnr, quality, target_bpp or lossless
-    target: float | None  # None when lossless
+    mode: str  # target_psnr, quality, target_bpp, max_error or lossless
+    target: float | None  # None when lossless; the bound E under max_error
     replica: str  # host:pid/gpuN
     effort: int = 0  # the job's encode effort
 
@@ -139,7 +141,8 @@ def ok_row(row: dict, result, image, seconds: float, measured: Verified | None) 
     if measured is not None:
         row.update(psnr=measured.psnr, ms_ssim=measured.ms_ssim)
         if measured.band_psnr is not None:
-            row.update(band_psnr=measured.band_psnr, band_max_error=measured.band_max_error)
+            row.update(band_psnr=measured.band_psnr, band_max_error=measured.band_max_error,
+                       max_abs_error=max(measured.band_max_error, default=0))
     row.update(geo=image.geo, icc_profile=image.icc_profile, exif=image.exif)
     row["ratio"] = row["original_bytes"] / row["compressed_bytes"]
     return row

@@ -157,3 +157,22 @@ def test_a_raster_the_model_cannot_code_is_an_encode_error_row_and_the_rest_goes
     for name in scenes():
         assert (stats[name]["status"], stats[name]["error_kind"]) == ("error", "encode")
         assert name in stats[name]["error"] and "minnen2018" in stats[name]["error"]
+
+
+def test_a_max_error_archive_keeps_every_sample_within_the_bound(s3_server, s3_env, bucket):
+    summary, stats, restored, files, cfg = archive_and_restore(s3_server, bucket, "bounded", max_error=8, nodata=0)
+    assert summary.ok == 4 and restored.ok == 4
+    for name, source in scenes().items():
+        back = tifffile.imread(io.BytesIO(files[name]))
+        valid = (source != 0).any(-1) if source.ndim == 3 else source != 0
+        assert np.abs(back.astype(np.int64) - source)[valid].max() <= 8, name
+        assert (back[~valid] == 0).all(), name
+        row = stats[name]
+        assert (row["mode"], row["target"]) == ("max_error", 8.0) and row["max_abs_error"] <= 8
+        assert dict(row["tile_coders"]) == {"nearlossless": row["tiles"]}
+    photo = load_image(files["photos/a.png"], "a").pixels
+    assert np.abs(photo.astype(np.int64) - natural_image(64, 96, 5)).max() <= 8
+    report = build_report(connect(f"s3://{bucket}/bounded/stats/"))
+    modes = report.modes.to_pylist()
+    assert [(m["mode"], m["target"], m["images"]) for m in modes] == [("max_error", 8.0, 4)]
+    assert modes[0]["max_abs_error"] <= 8 and "by rate mode" in report.text()

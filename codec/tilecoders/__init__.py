@@ -11,7 +11,7 @@ one :class:`TileCoder` row here names them. Ids are assigned in :mod:`codec.form
     1  jxl_exact       JPEG XL lossless per band (codec.tilecoders.jxl_exact)
     2  jxl_lossy       JPEG XL lossy, per band triplet, distance searched to a target (codec.tilecoders.jxl_lossy)
     3  avif444         AVIF 4:4:4, 8-bit tiles, quality level searched to a target (codec.tilecoders.avif444)
-    4                  reserved: near-lossless (max_error)
+    4  nearlossless    every sample within ±E (max_error): grid-quantised JPEG XL or JPEG-LS (codec.tilecoders.nearlossless)
     5  j2k             JPEG 2000 9/7 aimed at a PSNR, any tile (codec.tilecoders.j2k)
 
 A coder that refines the learned reconstruction (near-lossless: prediction + residual quantised with step
@@ -27,14 +27,16 @@ from typing import Callable
 import numpy as np
 
 from codec.errors import CorruptStreamError, UnsupportedImageError
-from codec.format.container import CODER_AVIF_444, CODER_IDS, CODER_J2K, CODER_JXL_EXACT, CODER_JXL_LOSSY, CODER_LEARNED
-from codec.tilecoders import avif444, j2k, jxl_exact, jxl_lossy
+from codec.format.container import (CODER_AVIF_444, CODER_IDS, CODER_J2K, CODER_JXL_EXACT, CODER_JXL_LOSSY,
+                                    CODER_LEARNED, CODER_NEAR_LOSSLESS)
+from codec.tilecoders import avif444, j2k, jxl_exact, jxl_lossy, nearlossless
 
 
 @dataclass(frozen=True)
 class TileContext:
     """What a tile coder knows besides the pixels or the payload: the tile's shape and samples, the raster's
-    nodata value, and (for coders that refine it) the learned reconstruction of the tile."""
+    nodata value, (for coders that refine it) the learned reconstruction of the tile, and (for error-bounded
+    coders, encode only: the payload records it) the bound ``max_error``."""
 
     height: int
     width: int
@@ -42,6 +44,7 @@ class TileContext:
     dtype: str  # "uint8" or "uint16"
     nodata: int | None = None
     prediction: np.ndarray | None = None  # (h, w, bands) of dtype: the learned tile, for needs_prediction coders
+    max_error: int | None = None  # error-bounded coders (nearlossless): the bound every sample must keep
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -121,3 +124,4 @@ JXL_EXACT = register(TileCoder(CODER_JXL_EXACT, "jxl_exact", jxl_exact.encode, j
 JXL_LOSSY = register(TileCoder(CODER_JXL_LOSSY, "jxl_lossy", jxl_lossy.encode, jxl_lossy.decode))
 AVIF_444 = register(TileCoder(CODER_AVIF_444, "avif444", avif444.encode, avif444.decode))
 J2K = register(TileCoder(CODER_J2K, "j2k", j2k.encode, j2k.decode))
+NEAR_LOSSLESS = register(TileCoder(CODER_NEAR_LOSSLESS, "nearlossless", nearlossless.encode, nearlossless.decode))

@@ -174,14 +174,15 @@ class CodecReplica:
             raise codec.CodecError(f"verification failed: decoded {decoded.dtype}{decoded.shape} != "
                                    f"{pixels.dtype}{pixels.shape}")
         if r.header.raster is not None:
-            return self._verify_raster(r, image, decoded)
+            return _check_bound(r.header, self._verify_raster(r, image, decoded))
         colour, decoded_colour = (pixels[..., :3], decoded[..., :3]) if pixels.ndim == 3 else (pixels, decoded)
         if pixels.ndim == 3 and pixels.shape[2] == 4 and not np.array_equal(pixels[..., 3], decoded[..., 3]):
             raise codec.CodecError("verification failed: the alpha plane did not come back exactly")
         measured = psnr(colour, decoded_colour)
         if r.psnr is not None and np.isfinite(r.psnr) and r.header.channels != 1 and abs(measured - r.psnr) > 0.05:
             raise codec.CodecError(f"verification failed: decoded PSNR {measured:.3f} dB, encoder measured {r.psnr:.3f} dB")
-        return Verified(measured, ms_ssim(colour, decoded_colour), *_per_band(colour, decoded_colour, None, 255.0))
+        return _check_bound(r.header, Verified(measured, ms_ssim(colour, decoded_colour),
+                                               *_per_band(colour, decoded_colour, None, 255.0)))
 
     def _verify_raster(self, r, image, decoded: np.ndarray) -> Verified:
         import codec
@@ -229,6 +230,20 @@ def _per_band(reference: np.ndarray, decoded: np.ndarray, valid, peaks) -> tuple
 
     return ([float(v) for v in raster_band_psnr(reference, decoded, valid, peaks)],
             [int(v) for v in band_max_error(reference, decoded, valid)])
+
+
+def _check_bound(header, measured: Verified) -> Verified:
+    """``measured`` when the record keeps its ``max_error`` bound on every valid sample (or has none); a record
+    that exceeds it fails verification, naming the band, the error reached and the bound."""
+    import codec
+
+    if header.mode != "max_error":
+        return measured
+    bound = int(header.target)
+    for b, err in enumerate(measured.band_max_error or []):
+        if err > bound:
+            raise codec.CodecError(f"verification failed: band {b} is off by up to {err}, the bound is max_error {bound}")
+    return measured
 
 
 def _same_mask(a: np.ndarray | None, b: np.ndarray | None) -> bool:

@@ -81,7 +81,8 @@ def _choose_photo_tool(img: PreparedImage, box: Box, blobs: list, entries: list,
     learned = toolchoice.LearnedTile(len(blobs[i]), float(psnr_from_mse(np.array([mse]))[0]), entry.missed_target,
                                      w * h * colour.shape[2])
     ctx = tilecoders.TileContext(h, w, colour.shape[2], "uint8")
-    choice = toolchoice.choose_tile(colour, ctx, learned, options.target.value, toolchoice.photo_psnr(colour), allowed)
+    choice = toolchoice.choose_tile(colour, ctx, learned, options.target.value, toolchoice.photo_psnr(colour), allowed,
+                                    thorough=options.effort >= toolchoice.THOROUGH_EFFORT)
     if choice.payload is None:
         return mse * 3 * w * h
     coder = tilecoders.by_name(choice.coder)

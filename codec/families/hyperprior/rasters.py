@@ -111,7 +111,7 @@ def _tool_for(block, valid, info, blob: bytes, band_sse: np.ndarray, count: int,
     learned = toolchoice.LearnedTile(len(blob), psnr, missed, block.shape[0] * block.shape[1] * block.shape[2])
     ctx = tilecoders.TileContext(block.shape[0], block.shape[1], info.bands, info.dtype, info.nodata)
     return toolchoice.choose_tile(block, ctx, learned, options.target.value, toolchoice.raster_psnr(block, valid, info.band_peaks),
-                                  allowed)
+                                  allowed, thorough=options.effort >= toolchoice.THOROUGH_EFFORT)
 
 
 def _band_sse_of(coder, payload: bytes, block, valid, info) -> np.ndarray:
