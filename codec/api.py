@@ -12,6 +12,8 @@ tile is the index entry's (codec.tilecoders).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from codec import bounded, tilecoders
@@ -50,6 +52,11 @@ def encode(image: np.ndarray, model: str | LoadedModel | None = None, options: E
     reason = family.refuses(raster, options)
     if reason is not None:
         raise UnsupportedImageError(f"{options.name}: {reason}")
+    return _with_georef(_encode(image, raster, loaded, options), options.georef)
+
+
+def _encode(image, raster: bool, loaded: LoadedModel, options: EncodeOptions) -> EncodeResult:
+    family = loaded.family
     bounded_mode = options.target.max_error is not None and not options.lossless
     if not raster:
         return bounded.encode_photo(image, loaded, options) if bounded_mode else family.encode_image(image, loaded, options)
@@ -59,6 +66,14 @@ def encode(image: np.ndarray, model: str | LoadedModel | None = None, options: E
     if options.coder_name is not None:
         return _encode_with_coder(img, header, options)
     return family.encode_raster(img, header, valid, counts, loaded, options)
+
+
+def _with_georef(result: EncodeResult, georef) -> EncodeResult:
+    """The stream with its georeferencing block (v4) when there is georeferencing; untouched otherwise."""
+    if georef is None or georef.empty:
+        return result
+    data, header = container.with_georef(result.data, georef)
+    return dataclasses.replace(result, data=data, header=header)
 
 
 def is_raster(image, nodata=None, bit_depth=None, band_names=None, lossless: bool = False) -> bool:

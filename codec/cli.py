@@ -4,6 +4,7 @@
     codec encode IN.png OUT.tlic --effort 1           fewer bytes, slower encode, same decoder
     codec encode SCENE.tif OUT.tlic --nodata 0         16-bit / multi-band rasters (--lossless: exact)
     codec decode IN.tlic OUT.png [--region x,y,w,h] [--max-pixels N]   (rasters: OUT.tif, nodata and band names kept)
+    codec decode IN.tlic OUT.tif [--plain-tiff]        a Cloud Optimized GeoTIFF with the stream's georeferencing
     codec decode IN.tlic OUT.png --max-bits N|0.25     a progressive preview (minnen2018 streams)
     codec info IN.tlic [--json]
 
@@ -93,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     dec.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS,
                      help=f"refuse streams (or regions' tiles) of more pixels than this (default {DEFAULT_MAX_PIXELS})")
     dec.add_argument("--device", default="cpu")
+    dec.add_argument("--plain-tiff", action="store_true",
+                     help=".tif output: a plain tiled GeoTIFF instead of a Cloud Optimized GeoTIFF")
     dec.add_argument("--max-bits", type=_bits, help="minnen2018 streams: a progressive preview from a prefix of every "
                      "tile's bits: N bits, or a fraction of them below 1 (e.g. 0.25)")
     info = sub.add_parser("info", help="print header, tile grid, per-tile quality and bytes")
@@ -117,7 +120,7 @@ def _cmd_encode(a) -> None:
         tile_size=a.tile_size,
         device=a.device, name=str(a.input), nodata=nodata, band_names=loaded.band_names, bit_depth=loaded.bit_depth,
         lossless=a.lossless, lossless_fallback=not a.no_lossless_fallback,
-        effort=a.effort)
+        effort=a.effort, georef=loaded.georef)
     t = time.perf_counter()
     r = api.encode(image, a.model, options)
     dt = time.perf_counter() - t
@@ -138,11 +141,15 @@ def _cmd_decode(a) -> None:
         out = api.decode_region(data, a.region, device=a.device, max_pixels=a.max_pixels, max_bits=a.max_bits)
     else:
         out = api.decode(data, device=a.device, max_pixels=a.max_pixels, max_bits=a.max_bits)
-    r = api.read_header(data).raster
-    tiff = a.output.suffix.lower() in (".tif", ".tiff")  # only a GeoTIFF keeps nodata and band names
+    header = api.read_header(data)
+    r = header.raster
+    tiff = a.output.suffix.lower() in (".tif", ".tiff")  # only a GeoTIFF keeps georeferencing, nodata and band names
     extra = {} if r is None or not tiff else {k: v for k, v in (("nodata", r.nodata), ("band_names", r.band_names),
                                                      ("bit_depth", r.bit_depth if r.bit_depth % 8 else None)) if v is not None}
-    write_image(a.output, out, **extra)
+    georef = header.georef
+    if georef is not None and tiff:
+        extra["georef"] = georef.shifted(*a.region[:2]) if a.region else georef
+    write_image(a.output, out, **({"cog": not a.plain_tiff} if tiff else {}), **extra)
     print(f"{a.input} → {a.output}: {out.shape[1]}×{out.shape[0]}" + (f"×{r.bands} {r.dtype}" if r is not None else ""))
 
 
@@ -156,6 +163,7 @@ def header_summary(h) -> dict:
                                          "band_names": list(h.raster.band_names) if h.raster.band_names else None,
                                          "band_ranges": [list(v) for v in zip(h.raster.lo, h.raster.hi)],
                                          "lossless": h.lossless}),
+        **({} if h.georef is None else {"georef": h.georef.record(), "georef_bytes": h.georef_len}),
         "tiles": [{"index": i, "box": list(h.tile_box(i)), "quality": round(t.quality, 4), "bytes": t.length,
                    "missed_target": t.missed_target, "lossless": t.lossless, "crc32": f"{t.crc:08x}"}
                   for i, t in enumerate(h.tiles)],
@@ -176,6 +184,11 @@ def _cmd_info(a) -> None:
         print(f"raster: {r.bands} bands of {r.dtype} ({r.bit_depth}-bit), {total * 8 / (h.width * h.height * r.bands):.4f} "
               f"bits/sample, nodata {r.nodata if r.nodata is not None else 'none'}"
               + (f", bands {', '.join(r.band_names)}" if r.band_names else "") + (", lossless" if h.lossless else ""))
+    if h.georef is not None:
+        g = h.georef.record()
+        print(f"georeferencing: {g.get('crs', 'no CRS')}, {g['raster_type']}, "
+              + (f"geotransform {g['geotransform']}" if "geotransform" in g else f"{g.get('gcps', 0)} GCPs")
+              + f" ({h.georef_len} bytes)")
     print(f"model {h.model_id} (sha256 {h.model_hash.hex()[:16]}…), mode {h.mode} {h.target:g}")
     rows, cols = h.grid
     print(f"tiles {rows}×{cols} of {h.tile_size}px, header {h.header_len} bytes")

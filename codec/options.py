@@ -9,6 +9,7 @@ import math
 import numbers
 from dataclasses import dataclass, field, fields, replace
 
+from codec.format.georef import GeoInfo
 from codec.format.tiles import DEFAULT_TILE, check_tile_size
 
 MODES = ("quality", "target_psnr", "target_bpp", "max_error")  # the order is the stream's mode byte: append only
@@ -88,6 +89,7 @@ class EncodeOptions:
     lossless_fallback: bool = True  # target_psnr rasters: tiles the model cannot reach are coded exactly
     tile_coder: str | None = None  # code every tile with this tile coder (codec.tilecoders); lossless: "jxl_exact"
     tools: tuple[str, ...] | None = None  # target_psnr: per-tile tools besides the learned one (codec.toolchoice); None: all
+    georef: GeoInfo | None = None  # georeferencing the stream carries (codec.format.georef; v4 block); None: none
     effort: int = 0  # encode effort: 0 = no latent refinement; higher refines longer (EFFORT_ITERATIONS); from 1 every
     #                  per-tile lossy tool is tried (codec.toolchoice.THOROUGH_EFFORT)
 
@@ -108,6 +110,8 @@ class EncodeOptions:
         check_effort(self.effort)
         if self.band_names is not None:
             object.__setattr__(self, "band_names", tuple(str(n) for n in self.band_names))
+        if self.georef is not None and not isinstance(self.georef, GeoInfo):
+            raise ValueError(f"georef must be a codec.format.georef.GeoInfo, got {type(self.georef).__name__}")
         if self.tools is not None:
             if isinstance(self.tools, str) or not all(isinstance(t, str) for t in self.tools):
                 raise ValueError(f"tools must be a sequence of tile coder names, got {self.tools!r}")

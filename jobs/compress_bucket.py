@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     from pipeline.compress import run_job
 
     mode, target = cfg.mode
-    print(f"archiving {cfg.input} → {cfg.output} ({mode} {target:g}, model {cfg.model}, run {cfg.run_id})", flush=True)
+    rate = "lossless (every tile exact)" if cfg.lossless else f"{mode} {target:g}"  # --lossless has no target
+    print(f"archiving {cfg.input} → {cfg.output} ({rate}, model {cfg.model}, run {cfg.run_id})", flush=True)
     try:
         summary = run_job(cfg)
     except StorageAccessError as exc:

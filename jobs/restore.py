@@ -1,7 +1,7 @@
 """Restore images from the archive: many keys as a Ray job, or one key for a person.
 
     ray job submit --working-dir . -- python jobs/restore.py --archive s3://archive/ --output s3://restored/ \\
-        [--keys K1 K2 ... | --prefix s3://raw/2026-11/] [--region x,y,w,h] [--format auto|png|tiff]
+        [--keys K1 K2 ... | --prefix s3://raw/2026-11/] [--region x,y,w,h] [--format auto|png|tiff] [--plain-tiff]
     python jobs/restore.py --archive s3://archive/ --key s3://raw/2026-11/scene.tif --output scene.tif [--region ...]
 
 Keys are the source keys as the compress job recorded them (see the stats' `key`).
@@ -37,6 +37,8 @@ def parse_args(argv=None) -> tuple[RestoreJobConfig, str | None]:
     ap.add_argument("--prefix")
     ap.add_argument("--region", help="x,y,w,h")
     ap.add_argument("--format", choices=["auto", "png", "tiff"])
+    ap.add_argument("--plain-tiff", dest="plain_tiff", action="store_true", default=None,
+                    help="TIFF outputs: a plain tiled GeoTIFF instead of a Cloud Optimized GeoTIFF (the default)")
     ap.add_argument("--model-registry", dest="model_registry", help="URL of the model registry (non-built-in models)")
     ap.add_argument("--replicas", type=int)
     ap.add_argument("--gpus-per-replica", dest="gpus_per_replica", type=float)
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
         check_readable(cfg.archive, cfg.storage)
         if key:
             row = restore_one(cfg.archive, key, cfg.output, cfg.region, cfg.format, cfg.storage,
-                              cfg.model_registry)
+                              cfg.model_registry, cog=not cfg.plain_tiff)
             if row["status"] != "ok":
                 print(f"restore: {row['error']}", file=sys.stderr)
                 return 3

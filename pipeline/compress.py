@@ -49,6 +49,7 @@ class JobSummary:
     pixels: int = 0
     psnr_sum: float = 0.0
     psnr_n: int = 0
+    exact: int = 0  # ok records decoded bit-exactly (PSNR inf): counted here, not in the mean
     segments: int = 0
     orphans_removed: int = 0
     seconds: float = 0.0
@@ -84,10 +85,19 @@ class JobSummary:
         if row["psnr"] is not None and math.isfinite(row["psnr"]):
             self.psnr_sum += row["psnr"]
             self.psnr_n += 1
+        elif row["psnr"] == math.inf:
+            self.exact += 1
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ratio": self.ratio, "mean_bpp": self.mean_bpp, "mean_psnr": self.mean_psnr,
                 "error_fraction": self.error_fraction}
+
+    def _psnr_text(self) -> str:
+        """Mean PSNR of the lossy records; exact ones (a --lossless run's, all of them) said as such, never nan."""
+        exact = f"{self.exact} exact (lossless)" if self.exact else ""
+        if not self.psnr_n:
+            return f"every record exact: {exact}" if exact else "PSNR not measured"
+        return f"mean PSNR {self.mean_psnr:.2f} dB" + (f" ({self.psnr_n} records; {exact})" if exact else "")
 
     def table(self) -> str:
         mp = self.pixels / 1e6
@@ -97,7 +107,7 @@ class JobSummary:
             f"  images      {self.processed} processed ({self.ok} ok, {self.errors} errors), "
             f"{self.skipped_committed} already archived, {self.listed} listed",
             f"  data        {size(self.bytes_in)} in → {size(self.bytes_out)} out, ratio {self.ratio:.1f}×",
-            f"  quality     mean {self.mean_bpp:.3f} bpp, mean PSNR {self.mean_psnr:.2f} dB",
+            f"  quality     mean {self.mean_bpp:.3f} bpp, {self._psnr_text()}",
             f"  throughput  {self.processed / s:.2f} images/s, {mp / s:.2f} MP/s over {self.seconds:.1f} s",
             f"  commits     {self.segments} segments" + (f", {self.orphans_removed} orphaned files removed" if self.orphans_removed else ""),
         ]

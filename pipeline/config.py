@@ -193,6 +193,7 @@ class RestoreJobConfig(JobConfig):
     region: tuple[int, int, int, int] | None = Field(default=None, description="x,y,w,h: restore only this crop")
     format: Literal["auto", "png", "tiff"] = Field(
         default="auto", description="auto: GeoTIFF for georeferenced records, PNG otherwise")
+    plain_tiff: bool = Field(default=False, description="TIFF outputs: a plain tiled GeoTIFF, not a Cloud Optimized GeoTIFF")
     model_registry: str | None = Field(default=None, description="where to find models that are not built in")
     replicas: int | None = Field(default=None, description="restore replicas; default as the compress job's")
     gpus_per_replica: float = Field(default=1.0, gt=0, le=8)

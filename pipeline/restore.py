@@ -125,14 +125,14 @@ class RestoreSummary:
 
 
 def restore_one(archive_url: str, key: str, out: str, region=None, fmt: str = "auto",
-                storage: StorageOptions | None = None, model_registry: str | None = None) -> dict:
+                storage: StorageOptions | None = None, model_registry: str | None = None, cog: bool = True) -> dict:
     """One key, no Ray: find its latest committed record without scanning the archive, decode, write."""
     archive = Archive(archive_url, storage)
     record = archive.find_record(key)
     if record is None:
         return restore_row(key, f"{key}: no committed record in {archive_url}", seconds=0.0)
     fs, path = filesystem(out, storage)
-    return restore_record(record, fs, path, region, fmt, model_resolver(model_registry, storage))
+    return restore_record(record, fs, path, region, fmt, model_resolver(model_registry, storage), cog=cog)
 
 
 def run_restore(cfg: RestoreJobConfig, progress: bool = True) -> RestoreSummary:

@@ -127,6 +127,18 @@ def test_lossless_archive_restores_every_pixel_exactly(s3_server, s3_env, bucket
         assert stats[name]["lossless_tiles"] == stats[name]["tiles"]
         assert stats[name]["mode"] == "lossless"
     assert np.array_equal(load_image(files["photos/a.png"], "a").pixels, natural_image(64, 96, 5))
+    # issue 26 item 6: a lossless run's summary says every record is exact (no "nan"), and each replica's
+    # announcement lists the models its records were coded with, with counts
+    assert summary.exact == 4 and "nan" not in summary.table() and "every record exact: 4 exact" in summary.table()
+    fs = s3_server.filesystem()
+    used: dict[str, int] = {}
+    for path in fs.glob(f"{bucket}/lossless/_runs/{cfg.run_id}/replicas/*.json"):
+        for model, n in json.loads(fs.cat(path))["models"].items():
+            used[model] = used.get(model, 0) + n
+    expect: dict[str, int] = {}
+    for row in stats.values():
+        expect[row["model_id"]] = expect.get(row["model_id"], 0) + 1
+    assert used == expect and sum(m.startswith("satellite@") for m in used) == 1, used
 
     report = build_report(connect(f"s3://{bucket}/lossless/stats/"), "product")
     groups = dict(zip(report.summary["group"].to_pylist(), report.summary["images"].to_pylist()))

@@ -23,6 +23,14 @@ or learned: per band group (codec.format.raster.band_groups) ``quality u16 | z_l
 every group's z and y bytes, then, with FLAG_NODATA, the tile's valid mask (codec.format.raster.pack_mask).
 The entry's quality is the highest of its groups' (what tile maps show). 8-bit gray/RGB/RGBA
 images without nodata or exact tiles are still written as version 1, byte for byte as before.
+
+Version 4 (issue 26: the stream carries its georeferencing) is version 3's layout (a coder id per index entry;
+a photo's channels byte non-zero, a raster's 0 and its raster block) with, after the image fields and raster
+block, a metadata descriptor ``meta_len u32 | meta_crc u32``; the metadata block itself, ``meta_len`` bytes of
+:class:`codec.format.georef.GeoInfo` (compact key-sorted JSON), follows the last tile, checked by its own CRC
+(a damaged block is a CorruptStreamError naming the "georeferencing block"). It is written only when there is
+georeferencing: a stream without it keeps its v1/v2/v3 bytes. The block trails the payload so tile offsets,
+and a reader of the header alone, stay as they are.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from codec.format import tiles
+from codec.format.georef import BLOCK_NAME, GeoInfo
 from codec.format.raster import DTYPES, RasterInfo, band_groups
 from codec.errors import CorruptStreamError
 from codec.format.inflate import inflate_exact
@@ -42,7 +51,9 @@ MAGIC = b"TLIC"
 FORMAT_VERSION = 1  # what 8-bit gray/RGB/RGBA streams are written as
 RASTER_VERSION = 2  # rasters (codec.format.raster)
 CODER_VERSION = 3  # v2 plus a tile coder id in each index entry: written only when a tile's coder has no v2 spelling
-VERSIONS = (FORMAT_VERSION, RASTER_VERSION, CODER_VERSION)
+GEO_VERSION = 4  # v3 plus a trailing georeferencing block (codec.format.georef): written only when there is one
+VERSIONS = (FORMAT_VERSION, RASTER_VERSION, CODER_VERSION, GEO_VERSION)
+INDEXED_CODERS = (CODER_VERSION, GEO_VERSION)  # versions whose index entries carry the coder id
 # tile coder ids (u8; codec.tilecoders keys its table by them). v1 spells only LEARNED; v2 spells JXL_EXACT as
 # FLAG_LOSSLESS + quality 0xFFFF; v3 stores the id. Ids are assigned here, once, and never reused.
 CODER_LEARNED = 0  # the stream's model family codes the tile
@@ -58,7 +69,8 @@ FLAG_LOSSLESS = 4  # v2: the tile is coded exactly (codec.tilecoders.jxl_exact)
 FLAG_NODATA = 8  # v2, learned tiles: the tile's valid mask follows the latents
 KNOWN_FLAGS = {FORMAT_VERSION: FLAG_MISSED_TARGET | FLAG_ALPHA,
                RASTER_VERSION: FLAG_MISSED_TARGET | FLAG_LOSSLESS | FLAG_NODATA,
-               CODER_VERSION: FLAG_MISSED_TARGET | FLAG_NODATA | FLAG_ALPHA}
+               CODER_VERSION: FLAG_MISSED_TARGET | FLAG_NODATA | FLAG_ALPHA,
+               GEO_VERSION: FLAG_MISSED_TARGET | FLAG_NODATA | FLAG_ALPHA}
 RASTER_NODATA, RASTER_NAMES, RASTER_LOSSLESS = 1, 2, 4
 CHANNELS = (1, 3, 4)  # what prepare() produces: gray, RGB, RGBA
 
@@ -70,6 +82,7 @@ _CRC = struct.Struct("<I")
 _RASTER = struct.Struct("<BBHBH")
 _LOHI = struct.Struct("<HH")
 _GROUP = struct.Struct("<HII")
+_META = struct.Struct("<II")  # v4: metadata block length, crc32
 # a header without model id and tiles: prefix, id length, sha256, image fields, CRC
 MIN_HEADER_LEN = _PREFIX.size + 1 + 32 + _IMAGE.size + _CRC.size
 
@@ -116,6 +129,8 @@ class Header:
     header_len: int = 0
     raster: RasterInfo | None = None  # version 2 only
     lossless: bool = False  # version 2: every tile exact (asked for, not a fallback)
+    georef: GeoInfo | None = None  # version 4: the georeferencing block
+    georef_len: int = 0  # version 4: bytes of the block after the last tile (as read; pack sets it)
 
     @property
     def bands(self) -> int:
@@ -229,26 +244,45 @@ def pack(header: Header, blobs: list[bytes]) -> bytes:
         offset += len(blob)
     header.version = _version_for(header)
     raster = header.raster is not None
+    block = header.georef.to_bytes() if header.version == GEO_VERSION else b""
+    header.georef_len = len(block)
+    meta = _META.pack(len(block), zlib.crc32(block)) if header.version == GEO_VERSION else b""
     mid = _model_part(header) + _IMAGE.pack(
         header.width, header.height, 0 if raster else header.channels, header.tile_size,
         MODES.index(header.mode), header.target, len(header.tiles),
-    ) + (_raster_part(header) if raster else b"") + b"".join(_entry_bytes(header.version, t) for t in header.tiles)
+    ) + (_raster_part(header) if raster else b"") + meta + b"".join(_entry_bytes(header.version, t) for t in header.tiles)
     header_len = _PREFIX.size + len(mid) + _CRC.size
     head = _PREFIX.pack(MAGIC, header.version, header_len) + mid
     header.header_len = header_len
-    return b"".join([head, _CRC.pack(zlib.crc32(head)), *blobs])  # one copy of the payload (a 100 MP exact raster: 600 MB)
+    return b"".join([head, _CRC.pack(zlib.crc32(head)), *blobs, block])  # one copy of the payload (a 100 MP exact raster: 600 MB)
+
+
+def with_georef(data: bytes, georef: GeoInfo | None) -> tuple[bytes, Header]:
+    """``data`` re-packed with ``georef`` as its metadata block (v4), or without one (its v1/v2/v3 bytes) when
+    ``georef`` is None or empty; the tile payloads are copied as they are, checksums verified first."""
+    header = read_header(data)
+    blobs = [tile_payload(data, header, i) for i in range(len(header.tiles))]
+    header.georef = None if georef is None or georef.empty else georef
+    return pack(header, blobs), header
 
 
 def _version_for(header: Header) -> int:
     """The version ``header`` is written as: v1 for 8-bit images whose tiles are all learned, v2 for rasters whose
     tiles v2 can spell (learned or JPEG XL exact: today's bytes), v3 once a tile has another coder (photos too:
-    a v3 photo keeps v1's image fields, channels byte included, and has no raster block)."""
+    a v3 photo keeps v1's image fields, channels byte included, and has no raster block); v4 whenever the header
+    carries georeferencing."""
+    if header.georef is not None:
+        if header.version == FORMAT_VERSION and header.raster is not None:
+            raise ValueError("version 1 header with raster info")
+        return GEO_VERSION
     if header.raster is None:
-        if header.version not in (FORMAT_VERSION, CODER_VERSION):
+        if header.version not in (FORMAT_VERSION, CODER_VERSION, GEO_VERSION):
             raise ValueError("a version 2 header needs raster info")
         return FORMAT_VERSION if all(t.coder == CODER_LEARNED for t in header.tiles) else CODER_VERSION
     if header.version == FORMAT_VERSION:
         raise ValueError("version 1 header with raster info")
+    if header.version == GEO_VERSION:  # the block was dropped: back to the version the tiles need
+        header.version = RASTER_VERSION
     v2 = all(t.coder in (CODER_LEARNED, CODER_JXL_EXACT) for t in header.tiles)
     return RASTER_VERSION if v2 else CODER_VERSION
 
@@ -257,7 +291,7 @@ def _entry_bytes(version: int, t: TileEntry) -> bytes:
     """One index entry as ``version`` spells it (v2: the exact coder as FLAG_LOSSLESS + quality 0xFFFF)."""
     if t.coder not in CODER_IDS:
         raise ValueError(f"tile coder id {t.coder} is not assigned (codec.format.container.CODER_IDS)")
-    if version == CODER_VERSION:
+    if version in INDEXED_CODERS:
         return _TILE3.pack(t.offset, t.length, t.quality_code, t.flags & ~FLAG_LOSSLESS, t.coder, t.crc)
     if version == RASTER_VERSION and t.coder == CODER_JXL_EXACT:
         return _TILE.pack(t.offset, t.length, LOSSLESS_CODE, t.flags | FLAG_LOSSLESS, t.crc)
@@ -265,7 +299,7 @@ def _entry_bytes(version: int, t: TileEntry) -> bytes:
 
 
 def _read_entry(version: int, data: bytes, pos: int) -> TileEntry:
-    if version == CODER_VERSION:
+    if version in INDEXED_CODERS:
         offset, length, code, flags, coder, crc = _TILE3.unpack_from(data, pos)
         return TileEntry(offset, length, code, flags, crc, coder)
     t = TileEntry(*_TILE.unpack_from(data, pos))
@@ -410,24 +444,50 @@ def read_header(data: bytes) -> Header:
     width, height, channels, tile_size, mode, target, n_tiles = _IMAGE.unpack_from(data, pos)
     pos += _IMAGE.size
     raster, lossless = None, False
-    photo = version == FORMAT_VERSION or version == CODER_VERSION and channels != 0  # v3 photos: no raster block
+    photo = version == FORMAT_VERSION or version in INDEXED_CODERS and channels != 0  # v3/v4 photos: no raster block
     if not photo:
         if channels != 0:
             raise CorruptStreamError(f"version {version} header with {channels} in its channels byte (must be 0)")
         raster, lossless, pos = _read_raster(data, pos, header_len - _CRC.size)
         channels = raster.bands
+    meta_len, meta_crc, pos = _read_meta(version, data, pos, header_len - _CRC.size)
     _check_image_fields(width, height, channels if raster is None else 1, tile_size, mode, target)
     h = Header(model_id, model_hash, width, height, channels, tile_size, MODES[mode], target, [], version, header_len,
-               raster, lossless)
+               raster, lossless, georef_len=meta_len)
     rows, cols = h.grid
     if rows * cols != n_tiles:
         raise CorruptStreamError(f"tile index lists {n_tiles} tiles, a {width}×{height} image in {tile_size}px tiles has {rows * cols}")
-    entry = _TILE3 if version == CODER_VERSION else _TILE
+    entry = _TILE3 if version in INDEXED_CODERS else _TILE
     if pos + n_tiles * entry.size + _CRC.size != header_len:
         raise CorruptStreamError(f"header length {header_len} does not match its {n_tiles}-tile index")
     h.tiles = [_read_entry(version, data, pos + i * entry.size) for i in range(n_tiles)]
-    _check_tile_index(h, len(data) - header_len)
+    if version != GEO_VERSION:
+        _check_tile_index(h, len(data) - header_len)
+        return h
+    tiles_end = sum(t.length for t in h.tiles)  # the block follows the tiles: they may not reach into it
+    _check_tile_index(h, min(len(data) - header_len, tiles_end))
+    h.georef = _read_georef(data, header_len + tiles_end, meta_len, meta_crc)
     return h
+
+
+def _read_meta(version: int, data: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """(block length, block crc, position after) of a v4 metadata descriptor; (0, 0, pos) for other versions."""
+    if version != GEO_VERSION:
+        return 0, 0, pos
+    if pos + _META.size > end:
+        raise CorruptStreamError(f"header too short for its {BLOCK_NAME} descriptor")
+    return (*_META.unpack_from(data, pos), pos + _META.size)
+
+
+def _read_georef(data: bytes, start: int, length: int, crc: int) -> GeoInfo:
+    """The v4 metadata block at ``start``: present in full, its CRC right, a GeoInfo; else CorruptStreamError."""
+    block = data[start : start + length]
+    if len(block) < length:
+        raise CorruptStreamError(f"truncated stream: the {BLOCK_NAME} needs {length} bytes at {start}, "
+                                 f"the stream has {max(0, len(data) - start)}")
+    if zlib.crc32(block) != crc:
+        raise CorruptStreamError(f"{BLOCK_NAME} checksum mismatch: the georeferencing is corrupted")
+    return GeoInfo.from_bytes(block)
 
 
 def _check_image_fields(width: int, height: int, channels: int, tile_size: int, mode: int, target: float) -> None:
@@ -515,7 +575,7 @@ def tile_parts(data: bytes, header: Header, i: int) -> tuple[bytes, bytes, bytes
 
 
 def check_length(data: bytes, header: Header) -> None:
-    expected = header.header_len + sum(t.length for t in header.tiles)
+    expected = header.header_len + sum(t.length for t in header.tiles) + header.georef_len
     if len(data) < expected:
         raise CorruptStreamError(f"truncated stream: {len(data)} bytes, header describes {expected}")
     if len(data) > expected:

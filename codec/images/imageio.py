@@ -81,6 +81,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from codec.errors import ImageTooLargeError, UnsupportedContentError, UnsupportedImageError
+from codec.format.georef import GeoInfo
 from codec.format.raster import is_raster
 
 DEFAULT_MAX_PIXELS = 1 << 31  # high enough for large satellite scenes, low enough to stop bombs
@@ -130,6 +131,7 @@ class LoadedImage:
     nodata: int | None = None  # GDAL_NODATA when it is a value the samples can hold; None otherwise
     band_names: tuple[str, ...] | None = None  # GDAL_METADATA band descriptions (one per band), or None
     bit_depth: int | None = None  # significant bits per sample when the file says (< 16 for uint16), else None
+    georef: GeoInfo | None = None  # a GeoTIFF's georeferencing as GDAL reports it (the stream's v4 block)
 
     @property
     def bands(self) -> int:
@@ -209,9 +211,23 @@ def load_image(source: bytes | str | Path, name: str, max_pixels: int = DEFAULT_
         if head[:4] in TIFF_MAGIC:
             loaded = _load_tiff(fp, name, max_pixels, max_bytes)
             if loaded is not None:
-                return loaded
+                return _with_georef(loaded, source)
             fp.seek(0)  # tifffile cannot parse it: Pillow tries (and names the error if it fails too)
         return _load_pillow(fp, name, head, max_pixels, max_bytes)
+
+
+def _with_georef(loaded: LoadedImage, source) -> LoadedImage:
+    """A GeoTIFF's (one with GeoTIFF or GDAL tags) georeferencing, read by GDAL (codec.images.gdalio), and the
+    record's ``geo`` JSON derived from it (:meth:`GeoInfo.record`, plus the raw TIFF tags under "tags")."""
+    if loaded.geo is None:
+        return loaded
+    from codec.images.gdalio import read_georef
+
+    loaded.georef = read_georef(source)
+    if loaded.georef is not None:
+        loaded.geo = json.dumps({**loaded.georef.record(), "tags": json.loads(loaded.geo).get("tags", {})},
+                                default=str)
+    return loaded
 
 
 def read_image(source: str | Path | bytes, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -220,14 +236,17 @@ def read_image(source: str | Path | bytes, name: str | None = None, max_pixels: 
     return load_image(source, name, max_pixels).pixels
 
 
-def write_image(path: str | Path, array: np.ndarray, format: str | None = None, **raster) -> None:
-    """Write an image file, the format from ``format`` or the extension: ``.tif``/``.tiff`` as a GeoTIFF
-    (:func:`write_geotiff`, which takes ``raster``'s keywords: geo, nodata, band_names, bit_depth), 16-bit
+def write_image(path: str | Path, array: np.ndarray, format: str | None = None, cog: bool = True, **raster) -> None:
+    """Write an image file, the format from ``format`` or the extension: ``.tif``/``.tiff`` as a GeoTIFF through
+    GDAL (:func:`codec.images.gdalio.write_tiff`: a COG unless ``cog=False``, taking ``raster``'s keywords:
+    georef, nodata, band_names, bit_depth), 16-bit
     PNG through imagecodecs, 8-bit gray/RGB/RGBA through Pillow. A raster no other format holds (more
     than 4 bands, nodata, band names) must go to a TIFF: ValueError naming the path otherwise."""
     fmt = (format or Path(path).suffix.lstrip(".")).upper()
     if fmt in ("TIF", "TIFF", "GTIFF"):
-        Path(path).write_bytes(write_geotiff(array, **raster))
+        from codec.images.gdalio import write_tiff
+
+        Path(path).write_bytes(write_tiff(array, cog=cog, **raster))
         return
     bands = 1 if array.ndim == 2 else array.shape[2]
     if any(v is not None for v in raster.values()) or array.dtype not in (np.uint8, np.uint16) or bands > 4:

@@ -57,14 +57,21 @@ class CodecReplica:
         self.options = config.encode_options().with_(device=self.device, half=self.device == "cuda")
         self.crashes = CrashLedger(self.archive, config.run_id)
         self.done = 0
+        self.models_used: dict[str, int] = {}  # model id the stream names → records this replica coded with it
+        self._announced: dict[str, int] | None = None
         self._announce()
 
     def _announce(self) -> None:
-        """Record this replica (host, GPU, device, model) under the run, for audits and tests."""
+        """Record this replica (host, GPU, device, models) under the run, for audits and tests: ``models`` lists
+        the models its records were actually coded with, with counts (rewritten after a batch that changed them);
+        ``model_id`` is the photo model it loaded."""
+        if self._announced == self.models_used:
+            return
         info = {"replica": self.ctx.replica, "gpu_ids": self.gpu_ids, "device": self.device,
-                "model_id": self.model.model_id}
+                "model_id": self.model.model_id, "models": dict(sorted(self.models_used.items()))}
         path = self.archive.replica_info(self.cfg.run_id, f"{socket.gethostname()}-{os.getpid()}")
         self.archive.put(path, json.dumps(info).encode())
+        self._announced = dict(self.models_used)
 
     def __call__(self, batch):
         """One output row per input row, whatever happens to any one image.
@@ -84,6 +91,7 @@ class CodecReplica:
                 out = [self._one(row) for row in rows]
         else:
             out = [self._one_alone(row, deaths[key]) for row, key in zip(rows, keys)]
+        self._announce()
         return pa.Table.from_pylist(out, schema=ROW_SCHEMA)
 
     def _one_alone(self, listed: dict, deaths: int) -> dict:
@@ -120,6 +128,7 @@ class CodecReplica:
             self._free_memory()
             return error_row(row, "encode", f"{key}: {type(exc).__name__}: {exc}")
         ok_row(row, result, image, seconds, measured)
+        self.models_used[result.header.model_id] = self.models_used.get(result.header.model_id, 0) + 1
         self.done += 1
         maybe_fault(key, self.done)
         return row
@@ -145,7 +154,7 @@ class CodecReplica:
         import codec
 
         options = self.options.with_(name=key, nodata=image.nodata, bit_depth=image.bit_depth,
-                                     band_names=image.band_names)
+                                     band_names=image.band_names, georef=image.georef)
         return codec.encode(image.pixels, self.model_for(image), options)
 
     def _verify(self, r, image) -> Verified:

@@ -6,7 +6,9 @@
 
 Every decode checks the stream's checksums first (``codec.decode``): a corrupt record
 becomes an ``error`` row naming its key, never a wrong image. GeoTIFF inputs come back
-as GeoTIFF with their georeferencing (shifted to the region's origin for a region).
+as Cloud Optimized GeoTIFFs (``plain_tiff``: a plain tiled GeoTIFF) with the georeferencing the stream
+carries (its v4 block, codec.format.georef; shifted to the region's origin for a region). Records from before
+the block existed fall back to the record's GeoTIFF tags, read through GDAL the same way.
 """
 
 from __future__ import annotations
@@ -84,13 +86,31 @@ def shifted_geo(geo: str | None, region: tuple[int, int, int, int] | None) -> di
     return tags
 
 
-def encode_image(arr: np.ndarray, fmt: str, geo_tags: dict | None = None, icc_profile: bytes | None = None,
-                 exif: bytes | None = None, nodata: float | None = None, band_names=None) -> bytes:
-    """PNG via Pillow, or (Geo)TIFF via the codec's writer (``codec.images.imageio.write_geotiff``: dtype, band
-    order, georeferencing tags, GDAL nodata and band descriptions, as GDAL writes them).
+def record_georef(record: dict, region: tuple[int, int, int, int] | None):
+    """The georeferencing a restore writes: the stream's block (v4), or for an older record its GeoTIFF tags
+    as GDAL reads them; moved to the region's corner. None when the record has neither."""
+    import codec
+
+    georef = codec.read_header(record["bitstream"]).georef
+    if georef is not None:
+        return georef.shifted(*region[:2]) if region else georef
+    tags = shifted_geo(record.get("geo"), region)
+    if not tags:
+        return None
+    from codec.images.gdalio import read_georef
+    from codec.images.imageio import write_geotiff
+
+    return read_georef(write_geotiff(np.zeros((1, 1), np.uint8), tags))  # a 1-pixel TIFF carrying the tags
+
+
+def encode_image(arr: np.ndarray, fmt: str, georef=None, icc_profile: bytes | None = None,
+                 exif: bytes | None = None, nodata: float | None = None, band_names=None, cog: bool = True) -> bytes:
+    """PNG via Pillow, or GeoTIFF via GDAL (``codec.images.gdalio.write_tiff``: a COG unless ``cog`` is False;
+    dtype, band order, ``georef`` (a codec.format.georef.GeoInfo), nodata and band descriptions).
 
     The source's ICC profile and raw EXIF (kept in the record) are written back too (a TIFF keeps
-    the EXIF orientation only).
+    the EXIF orientation only). A TIFF with an EXIF orientation other than 1 is written by tifffile
+    (``write_geotiff``): GDAL cannot write the Orientation tag, and a COG has no place for it.
     """
     if fmt == "png":
         from PIL import Image
@@ -100,11 +120,14 @@ def encode_image(arr: np.ndarray, fmt: str, geo_tags: dict | None = None, icc_pr
         Image.fromarray(arr).save(buf, format="PNG", **extra)
         return buf.getvalue()
     if fmt == "tiff":
+        from codec.images.gdalio import write_tiff
         from codec.images.imageio import write_geotiff
 
         orientation = _exif_orientation(exif)
-        return write_geotiff(arr, geo_tags, nodata=nodata, band_names=band_names, icc_profile=icc_profile,
-                             extratags=[(274, 3, 1, orientation, True)] if orientation else ())
+        if orientation and georef is None:
+            return write_geotiff(arr, None, nodata=nodata, band_names=band_names, icc_profile=icc_profile,
+                                 extratags=[(274, 3, 1, orientation, True)])
+        return write_tiff(arr, georef, nodata=nodata, band_names=band_names, icc_profile=icc_profile, cog=cog)
     raise ValueError(f"unknown image format {fmt!r} (png or tiff)")
 
 
@@ -125,7 +148,7 @@ def _exif_orientation(exif: bytes | None) -> int | None:
 
 # --- one record, and the replica that restores a batch of them --------------------------------
 def restore_record(record: dict, fs, out_path: str, region=None, fmt: str = "auto",
-                   models: "ModelResolver | None" = None) -> dict:
+                   models: "ModelResolver | None" = None, cog: bool = True) -> dict:
     """Decode one record and write its image to ``out_path``; returns a result row (error rows instead of raising).
 
     ``models`` finds the model the record names (built-in ones only when None); it caches loads.
@@ -138,9 +161,9 @@ def restore_record(record: dict, fs, out_path: str, region=None, fmt: str = "aut
         model = (models or ModelResolver()).load(record["model_id"])  # whatever model the record names
         arr = decode_record(record, region, model)
         kind = image_format(fmt, record.get("geo"), record.get("dtype"), record.get("bands"))
-        data = encode_image(arr, kind, shifted_geo(record.get("geo"), region) if kind == "tiff" else None,
+        data = encode_image(arr, kind, record_georef(record, region) if kind == "tiff" else None,
                             icc_profile=record.get("icc_profile"), exif=record.get("exif"),
-                            nodata=record.get("nodata"), band_names=record.get("band_names"))
+                            nodata=record.get("nodata"), band_names=record.get("band_names"), cog=cog)
         put_atomic(fs, out_path, data)
         row.update(output=out_path, width=arr.shape[1], height=arr.shape[0])
     except BaseException as exc:  # noqa: BLE001 — corrupt record, unknown model, bad region, write failure,
@@ -195,8 +218,9 @@ class RestoreReplica:
             record = found[key]
             fmt = self.cfg.format  # restore_record resolves auto (and refuses png for rasters) per record
             rows.append(restore_record(record, self.out_fs, f"{self.out_root}/{outputs[key]}", self.cfg.region, fmt,
-                                       self.models))
+                                       self.models, cog=not self.cfg.plain_tiff))
         return rows
 
 
-__all__ = ["RestoreReplica", "restore_record", "decode_record", "encode_image", "shifted_geo", "image_format"]
+__all__ = ["RestoreReplica", "restore_record", "decode_record", "encode_image", "shifted_geo", "record_georef",
+           "image_format"]
