@@ -64,22 +64,18 @@ def encode(img: np.ndarray, model, effort: int, tile: int, device: str, **target
     return row
 
 
-def sweep(images: dict, model, efforts: list[int], tile: int, device: str, log) -> dict:
-    """Quality sweep per effort: per-image rows and the set's mean curve, BD-rate and speed vs effort 0."""
-    rows = {e: {q: [encode(img, model, e, tile, device, quality=q) for img in images.values()] for q in QUALITIES}
-            for e in [0] + efforts}
-    curve = {e: ([float(np.mean([r["bpp"] for r in rows[e][q]])) for q in QUALITIES],
-                 [float(np.mean([r["psnr"] for r in rows[e][q]])) for q in QUALITIES]) for e in rows}
-    speed = {e: float(np.mean([r["mp_s"] for q in QUALITIES for r in rows[e][q]])) for e in rows}
-    out = {}
-    for e in rows:
-        bd = None if e == 0 else bd_rate(*curve[0], *curve[e], bpp_range=(0.0, 10.0))
-        out[e] = {"bpp": curve[e][0], "psnr": curve[e][1], "bd_rate_pct": bd, "encode_mp_s": speed[e],
-                  "slowdown": speed[0] / speed[e], "images": {q: rows[e][q] for q in QUALITIES}}
-        log(f"  effort {e} ({EFFORT_ITERATIONS[e]:4d} steps): BD-rate {'—' if bd is None else f'{bd:+.2f}%':>8}  "
-            f"{speed[e]:.4f} MP/s ({speed[0] / speed[e]:.0f}× effort 0)  bpp {np.round(curve[e][0], 3).tolist()}  "
-            f"PSNR {np.round(curve[e][1], 2).tolist()}")
-    return out
+def sweep(images: dict, model, effort: int, base: dict | None, tile: int, device: str, log) -> dict:
+    """The quality sweep at ``effort``: per-image rows, the set's mean curve, and (``base``: effort 0's sweep)
+    its BD-rate and speed against effort 0. Logged as soon as it is done."""
+    rows = {q: [encode(img, model, effort, tile, device, quality=q) for img in images.values()] for q in QUALITIES}
+    bpp = [float(np.mean([r["bpp"] for r in rows[q]])) for q in QUALITIES]
+    db = [float(np.mean([r["psnr"] for r in rows[q]])) for q in QUALITIES]
+    speed = float(np.mean([r["mp_s"] for q in QUALITIES for r in rows[q]]))
+    bd = None if base is None else bd_rate(base["bpp"], base["psnr"], bpp, db, bpp_range=(0.0, 10.0))
+    slowdown = 1.0 if base is None else base["encode_mp_s"] / speed
+    log(f"  effort {effort} ({EFFORT_ITERATIONS[effort]:4d} steps): BD-rate {'—' if bd is None else f'{bd:+.2f}%':>8}  "
+        f"{speed:.4f} MP/s ({slowdown:.0f}× effort 0)  bpp {np.round(bpp, 3).tolist()}  PSNR {np.round(db, 2).tolist()}")
+    return {"bpp": bpp, "psnr": db, "bd_rate_pct": bd, "encode_mp_s": speed, "slowdown": slowdown, "images": rows}
 
 
 def at_target(images: dict, model, efforts: list[int], tile: int, device: str, log) -> dict:
@@ -95,6 +91,10 @@ def at_target(images: dict, model, efforts: list[int], tile: int, device: str, l
         log(f"  target_psnr {TARGET_PSNR:g}, effort {e}: {total} bytes ({out[e]['vs_effort0_pct']:+.2f}%), "
             f"{out[e]['missed']} tiles flagged, {out[e]['unmet_tiles']} unflagged tiles under target")
     return out
+
+
+def save(out: Path, result: dict) -> None:
+    (out / "effort.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
 
 
 def main() -> None:
@@ -122,13 +122,24 @@ def main() -> None:
         f"device {a.device}, tile {tile}, qualities {list(QUALITIES)}; load average at start "
         f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     result = {"quick": a.quick, "device": a.device, "tile": tile, "qualities": QUALITIES, "sets": {}}
-    for name, files in sets.items():
-        images = {p.name: load(p, a.quick) for p in files}
-        codec.encode(next(iter(images.values())), model, quality=0.5, tile_size=tile, device=a.device)  # warm-up
-        log(f"{name}: {', '.join(images)} ({sum(i.shape[0] * i.shape[1] for i in images.values()) / 1e6:.3f} MP)")
-        result["sets"][name] = {"sweep": sweep(images, model, a.levels, tile, a.device, log),
-                                "target_psnr": at_target(images, model, a.psnr_levels, tile, a.device, log)}
-        (a.out / "effort.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    images = {name: {p.name: load(p, a.quick) for p in files} for name, files in sets.items()}
+    for name, imgs in images.items():  # effort 0 and the first level of every set, then the guarantee, then the rest
+        codec.encode(next(iter(imgs.values())), model, quality=0.5, tile_size=tile, device=a.device)  # warm-up
+        log(f"{name}: {', '.join(imgs)} ({sum(i.shape[0] * i.shape[1] for i in imgs.values()) / 1e6:.3f} MP)")
+        res = result["sets"][name] = {"sweep": {}}
+        res["sweep"][0] = sweep(imgs, model, 0, None, tile, a.device, log)
+        res["sweep"][a.levels[0]] = sweep(imgs, model, a.levels[0], res["sweep"][0], tile, a.device, log)
+        save(a.out, result)
+    for name, imgs in images.items():
+        log(f"{name}:")
+        result["sets"][name]["target_psnr"] = at_target(imgs, model, a.psnr_levels, tile, a.device, log)
+        save(a.out, result)
+    for level in a.levels[1:]:
+        for name, imgs in images.items():
+            log(f"{name}:")
+            result["sets"][name]["sweep"][level] = sweep(imgs, model, level, result["sets"][name]["sweep"][0], tile,
+                                                         a.device, log)
+            save(a.out, result)
     log(f"# load average at end {os.getloadavg()[0]:.2f}")
 
 
