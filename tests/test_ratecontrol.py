@@ -30,7 +30,7 @@ def test_invalid_targets(mode, value, match):
 
 
 def test_modes_order_is_the_stream_byte():
-    assert MODES == ("quality", "target_psnr", "target_bpp")
+    assert MODES == ("quality", "target_psnr", "target_bpp", "max_error")  # append only: index = mode byte
 
 
 def test_quality_codes():
