@@ -4,7 +4,7 @@ Why: on PSNR targets AV1's intra tools beat JPEG XL's (which tunes for Butteraug
 aerial tiles the learned model misses: at 38 dB, 256² train-natural tiles need 1.1–2.7× fewer bytes in AVIF
 4:4:4 than in JPEG XL lossy (``bench/tile_tools.py --per-tile``). codec.toolchoice tries it where it can win.
 
-Bands go as JPEG XL lossy's parts (codec.tilecoders.jxl_lossy.parts_of): triplets as one 4:4:4 colour image,
+Bands go as JPEG XL lossy's parts (codec.tilecoders.parts.parts_of): triplets as one 4:4:4 colour image,
 the rest one by one as monochrome images. 8-bit tiles only (:func:`accepts`). Nodata pixels are filled with
 their band's valid mean before coding and put back from the tile's valid mask, so they stay exact.
 
@@ -21,7 +21,8 @@ import numpy as np
 
 from codec.errors import CorruptStreamError
 from codec.format import raster
-from codec.tilecoders.jxl_lossy import Trial, fill_nodata, parts_of
+from codec.tilecoders.jxl_lossy import Trial
+from codec.tilecoders.parts import fill_nodata, parts_of, restore_mask
 
 KIND = 3
 SPEED = 8  # libavif speed: ~40–80 ms a 256² RGB tile here; within ~2% of speed 6's bytes at half its time
@@ -91,12 +92,7 @@ def decode(payload: bytes, ctx) -> np.ndarray:
             raise CorruptStreamError(f"AVIF part {k} decodes to {img.dtype} {img.shape}")
         out[..., g] = img
         pos += n
-    valid = None
-    if ctx.nodata is not None and pos < len(payload):
-        valid = raster.unpack_mask(payload[pos:], ctx.height, ctx.width)
-    elif pos != len(payload):
-        raise CorruptStreamError(f"{len(payload) - pos} unexpected bytes after the AVIF parts")
-    return raster.restore_nodata(out, valid, ctx.nodata)
+    return restore_mask(payload, pos, ctx, out, "AVIF")
 
 
 def encode_to_psnr(block: np.ndarray, ctx, target_db: float, psnr_of: Callable[[np.ndarray], float],

@@ -35,7 +35,7 @@ import numpy as np
 from codec.errors import CorruptStreamError
 from codec.format import raster
 from codec.tilecoders.jxl_exact import decode_tile as exact_decode, encode_tile as exact_encode
-from codec.tilecoders.jxl_lossy import fill_nodata, parts_of
+from codec.tilecoders.parts import fill_nodata, parts_of
 
 GRID, JPEGLS, GRID_JOINT, GRID_WEBP = 1, 2, 3, 4
 METHODS = (GRID, JPEGLS, GRID_JOINT, GRID_WEBP)
