@@ -53,3 +53,46 @@ def test_pipeline_steady_state_excludes_the_first_batch_and_start_up():
     assert np.isnan(clock.steady()["mp_s"])
     o = overheads({"mp_s": 0.25}, {"mp_s": 0.15, "steady": {"mp_s": 0.2}})
     assert o["overhead_pct"] == pytest.approx(40) and o["steady_overhead_pct"] == pytest.approx(20)
+
+
+def _raster(h=300, w=600, b=2, seed=3):
+    rng = np.random.default_rng(seed)
+    base = np.cumsum(rng.integers(-20, 21, (h, w, b)), axis=1) + 2000
+    r = np.clip(base, 1, 4000).astype(np.uint16)
+    r[:40, :60] = 0  # a nodata corner
+    return r
+
+
+def test_gdal_columns_keep_their_promises():
+    import satellite_rd as s
+
+    r = _raster()
+    n, dec, _, _ = s.gdal_lerc(r, 16.0)
+    assert n > 0 and np.abs(dec.astype(int) - r).max() <= 16
+    n_exact, dec, _, _ = s.gdal_cog(r, "DEFLATE", predictor=2)
+    assert np.array_equal(dec, r)
+    n, dec, _, _ = s.jpegxl_blocks(r, None, 12, block=256)  # 2×3 blocks, the last ones partial
+    assert np.array_equal(dec, r)
+    n_lossy, dec, _, _ = s.jpegxl_blocks(r, 2.0, 12, block=256)
+    assert n_lossy < n and dec.shape == r.shape
+
+
+def test_per_band_search_reaches_the_target_with_the_cheapest_setting():
+    import imagecodecs as ic
+    import satellite_rd as s
+    from codec.metrics import band_peaks, raster_band_psnr
+
+    r = _raster()
+    valid = ~(r == 0).all(2)
+    peaks = band_peaks(r, valid)
+
+    def j2k(band, level):
+        blob = (ic.jpeg2k_encode(band, level=0, reversible=True) if level is None
+                else ic.jpeg2k_encode(band, level=level))
+        return len(blob), ic.jpeg2k_decode(blob)
+
+    n, dec, exact = s.per_band_to_target(r, valid, peaks, 45.0, j2k, 20.0, 110.0)
+    got = raster_band_psnr(r, dec, valid, peaks)
+    assert exact == 0 and (got >= 45.0).all() and got.min() < 47.0  # reached, and not far beyond it
+    n_hi, _, _ = s.per_band_to_target(r, valid, peaks, 55.0, j2k, 20.0, 110.0)
+    assert n_hi > n
