@@ -52,6 +52,7 @@ class JobSummary:
     exact: int = 0  # ok records decoded bit-exactly (PSNR inf): counted here, not in the mean
     segments: int = 0
     orphans_removed: int = 0
+    cluster_retries: int = 0  # passes run again after the cluster lost a node, an actor or an object
     seconds: float = 0.0
     errors_by_kind: dict = field(default_factory=dict)
 
@@ -141,15 +142,40 @@ def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
         summary.orphans_removed = len(archive.recover(lease))
         shards = write_listing(cfg, archive, summary)
         if shards:
-            writer = SegmentWriter(cfg, archive, lease, summary)
-            for row in driver.results(_dataset(cfg, archive, shards), summary.listed - summary.skipped_committed,
-                                      "archive", progress, unique="key"):
-                writer.add(row)
-            writer.commit()
+            _archive_listed(cfg, archive, lease, summary, shards, progress)
         summary.seconds = time.time() - t0
         lease.check()
         archive.put(archive.run_summary(cfg.run_id), json.dumps(summary.to_dict(), indent=1).encode())
     return summary
+
+
+def _archive_listed(cfg: CompressJobConfig, archive: Archive, lease: Lease, summary: JobSummary,
+                    shards: list[str], progress: bool) -> None:
+    """The listed keys through the replicas into committed segments. When the cluster fails under the
+    run (a node or its raylet lost with a replica or the blocks it held: :func:`driver.lost_to_the_cluster`),
+    what arrived is committed, what is left is listed again and run again, up to ``cfg.cluster_retries``
+    times: a lost node costs a retry, not the run. Keys already received are never listed twice."""
+    writer = SegmentWriter(cfg, archive, lease, summary)
+    received: set[str] = set()
+    todo, written = summary.listed - summary.skipped_committed, len(shards)
+    while shards:
+        try:
+            for row in driver.results(_dataset(cfg, archive, shards), todo, "archive", progress, unique="key",
+                                      seen=received):
+                writer.add(row)
+            break
+        except Exception as exc:
+            if not driver.lost_to_the_cluster(exc) or summary.cluster_retries >= cfg.cluster_retries:
+                raise
+            writer.commit()
+            summary.cluster_retries += 1
+            print(f"the cluster failed under the run ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                  f"{len(received)} images in, {summary.segments} segments committed; running the rest again "
+                  f"(retry {summary.cluster_retries} of {cfg.cluster_retries})", file=sys.stderr, flush=True)
+            todo -= len(received)
+            shards = write_listing(cfg, archive, JobSummary(cfg.run_id), exclude=received, first_shard=written)
+            written += len(shards)
+    writer.commit()
 
 
 def _pending(cfg: CompressJobConfig, state: dict[str, tuple], obj) -> bool:
@@ -162,8 +188,10 @@ def _pending(cfg: CompressJobConfig, state: dict[str, tuple], obj) -> bool:
     return cfg.retry_errors or prev[2] in RETRIED_BY_DEFAULT
 
 
-def write_listing(cfg: CompressJobConfig, archive: Archive, summary: JobSummary) -> list[str]:
-    """Stream the input listing, keep what is not committed yet, write it as Parquet shards.
+def write_listing(cfg: CompressJobConfig, archive: Archive, summary: JobSummary, exclude: set[str] = frozenset(),
+                  first_shard: int = 0) -> list[str]:
+    """Stream the input listing, keep what is not committed yet (nor in ``exclude``: received by this run
+    already), write it as Parquet shards numbered from ``first_shard``.
 
     Each shard of listed objects is anti-joined with the committed state of exactly its keys
     (``Archive.latest_state``), so memory follows the shard, not the archive.
@@ -177,7 +205,7 @@ def write_listing(cfg: CompressJobConfig, archive: Archive, summary: JobSummary)
         state = {k: (v, s, e) for k, v, s, e in zip(*(t[c].to_pylist() for c in t.column_names))}
         rows = []
         for o in objs:
-            if _pending(cfg, state, o):
+            if o.key not in exclude and _pending(cfg, state, o):
                 rows.append(listing_row(o))
             else:
                 summary.skipped_committed += 1
@@ -185,7 +213,7 @@ def write_listing(cfg: CompressJobConfig, archive: Archive, summary: JobSummary)
         if rows:
             buf = io.BytesIO()
             pq.write_table(pa.Table.from_pylist(rows, schema=LISTING_SCHEMA), buf)
-            path = archive.listing_shard(cfg.run_id, len(shards))
+            path = archive.listing_shard(cfg.run_id, first_shard + len(shards))
             archive.put(path, buf.getvalue())
             shards.append(path)
 

@@ -119,6 +119,8 @@ class CompressJobConfig(JobConfig):
     write_retry_s: float = Field(default=60.0, ge=0, description="retry a failing archive write (503/500, resets, "
                                  "timeouts) this long, with backoff and jitter, before the job exits 4")
     max_replica_restarts: int = Field(default=20, ge=0, description="restarts per replica before the job fails")
+    cluster_retries: int = Field(default=2, ge=0, description="times the rest of a run is run again after the "
+                                 "cluster lost a node, a replica or the blocks it held (what arrived is committed first)")
     segment_rows: int = Field(default=256, ge=1, description="images per committed Parquet segment")
     segment_bytes: int = Field(default=256 << 20, ge=1, description="bitstream bytes per committed Parquet segment")
     lease_ttl_s: float = Field(default=120.0, ge=5, description="the output's writer lease lives this long unrenewed "

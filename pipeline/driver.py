@@ -4,6 +4,7 @@
     replica_plan(cfg)                     how many replicas the cluster holds, and what each gets
     actor_map(ds, Replica, cfg, ...)      ds.map_batches on a fixed pool of those replicas
     results(ds, total, desc)              the output rows, streamed to the driver, with a progress bar
+    lost_to_the_cluster(exc)              was this failure the cluster's (a node, an actor, an object lost)?
 
 A replica is a callable class (``stages.encode.CodecReplica``, ``stages.restore.RestoreReplica``)
 built as ``Replica(config=cfg, cpu_threads=n)``: expensive state (a model) is made once per
@@ -72,15 +73,38 @@ def actor_map(ds, replica: type, cfg, max_restarts: int | None = None, max_task_
     )
 
 
-def results(ds, total: int, desc: str, progress: bool = True, unique: str | None = None) -> Iterator[dict]:
+# Failures of the cluster, not of the work: a node, its raylet, an actor or an object store lost. A
+# job that meets one commits what it has and runs the rest again (pipeline.compress.run_job).
+CLUSTER_ERRORS = ("ActorDiedError", "ActorUnavailableError", "ActorUnschedulableError", "LocalRayletDiedError",
+                  "NodeDiedError", "ObjectFetchTimedOutError", "ObjectLostError", "ObjectReconstructionFailedError",
+                  "OwnerDiedError", "RaySystemError", "WorkerCrashedError")
+
+
+def lost_to_the_cluster(exc: BaseException) -> bool:
+    """True when ``exc``, or an exception it was raised from, is one of :data:`CLUSTER_ERRORS`."""
+    import ray.exceptions
+
+    kinds = tuple(getattr(ray.exceptions, n) for n in CLUSTER_ERRORS if hasattr(ray.exceptions, n))
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kinds):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def results(ds, total: int, desc: str, progress: bool = True, unique: str | None = None,
+            seen: set | None = None) -> Iterator[dict]:
     """The rows of ``ds`` as they arrive, counted on a progress bar of ``total``.
 
     With ``unique`` (a column), a row whose value was seen before is dropped: a task that Ray
-    retried after its replica died may emit rows again.
+    retried after its replica died may emit rows again. ``seen`` (the values seen so far) is
+    kept by the caller across passes when it runs the rest again after a cluster failure.
     """
     from tqdm import tqdm
 
-    seen: set = set()
+    seen = set() if seen is None else seen
     with tqdm(total=total, desc=desc, unit="img", disable=not progress, mininterval=1) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             for row in batch.to_pylist():
