@@ -1,7 +1,8 @@
 """Golden corpus: small deterministic inputs encoded in every mode main supported, so that byte identity of
 the encoder and bit identity of the decoder can be proven across refactors (tests/test_golden.py).
 
-    python tests/golden/make_golden.py          # (re)writes tests/data/golden/*.tlic and golden.json
+    python tests/golden/make_golden.py              # (re)writes tests/data/golden/*.tlic and golden.json
+    python tests/golden/make_golden.py --add-psnr   # adds each decode's PSNR to golden.json, hashes untouched
 
 Inputs are generated from a seed (no files), so the test can re-encode them. Each case records the sha256
 of its stream, of its full decode and of one region decode.
@@ -95,6 +96,29 @@ def encode_case(name: str):
     return img, codec.encode(img, codec.load_model(MODELS[model]), **kwargs).data
 
 
+def decoded_psnr(img: np.ndarray, decoded: np.ndarray) -> float:
+    """PSNR of a decode against its input over every sample, peak = the inputs' top (255 or 4095): what a
+    decode on another CPU must match within a tolerance where its float synthesis moves a sample or two."""
+    top = 255.0 if img.dtype == np.uint8 else 4095.0
+    mse = float(np.mean((np.asarray(decoded, np.float64).reshape(img.shape) - img) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(top**2 / mse)
+
+
+def add_psnr() -> None:
+    """Add ``decoded_psnr``/``region_psnr`` to golden.json, leaving every hash as it is."""
+    import codec
+
+    path = OUT / "golden.json"
+    record = json.loads(path.read_text())
+    for name, rec in record.items():
+        img = make_input(**CASES[name][0])
+        data = (OUT / f"{name}.tlic").read_bytes()
+        x, y, w, h = rec["region"]
+        rec["decoded_psnr"] = decoded_psnr(img, codec.decode(data))
+        rec["region_psnr"] = decoded_psnr(img[y : y + h, x : x + w], codec.decode_region(data, tuple(rec["region"])))
+    path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
 def main() -> None:
     import codec
 
@@ -113,4 +137,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(add_psnr() if sys.argv[1:] == ["--add-psnr"] else main())
