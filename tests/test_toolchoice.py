@@ -120,10 +120,13 @@ def test_other_tools_are_tried_only_where_they_can_win():
     u8, u16 = TileContext(64, 64, 3, "uint8"), TileContext(64, 64, 3, "uint16")
     assert toolchoice.tools_to_try(cheap, allowed, u8) == []
     assert toolchoice.tools_to_try(dear, allowed, u8) == ["j2k"]
-    assert toolchoice.tools_to_try(dear, allowed, u8, 38.0, thorough=True) == ["j2k", "avif444", "jxl_lossy"]
-    assert toolchoice.tools_to_try(dear, allowed, u8, 46.0, thorough=True) == ["j2k", "jxl_lossy"]  # AVIF loses there
+    assert toolchoice.tools_to_try(dear, allowed, u8, 38.0, thorough=True) == ["j2k", "avif444", "jxl_lossy",
+                                                                               "nearlossless"]
+    assert toolchoice.tools_to_try(dear, allowed, u8, 46.0, thorough=True) == ["j2k", "jxl_lossy", "nearlossless"]
+    assert toolchoice.tools_to_try(dear, allowed, u8, 46.0) == ["j2k", "nearlossless"]  # from NEAR_MIN_DB at effort 0
     assert toolchoice.tools_to_try(missed, allowed, u8) == ["j2k", "jxl_exact"]
-    assert toolchoice.tools_to_try(missed, allowed, u16, thorough=True) == ["j2k", "jxl_lossy", "jxl_exact"]
+    assert toolchoice.tools_to_try(missed, allowed, u16, thorough=True) == ["j2k", "jxl_lossy", "nearlossless",
+                                                                            "jxl_exact"]
     assert toolchoice.tools_to_try(missed, ("jxl_exact",), u8) == ["jxl_exact"]
     assert toolchoice.allowed_tools(None, lossless_fallback=False) == ()
     with pytest.raises(ValueError, match="unknown per-tile tool"):
@@ -176,3 +179,21 @@ def test_a_raster_target_holds_for_every_band_against_its_own_range():
     assert (tile_psnrs(r.header, img, dec, peaks) >= 45.0 - 0.05).all()
     assert r.band_psnr is not None and r.band_psnr.min() >= 45.0 - 0.05
     assert r.band_psnr == pytest.approx(raster_band_psnr(img, dec), abs=0.02)
+
+
+@pytest.mark.parametrize("dtype,target", [("uint8", 44.0), ("uint16", 50.0)])
+def test_near_lossless_aimed_at_a_psnr_takes_the_largest_bound_that_meets_it(dtype, target):
+    from codec.metrics import band_peaks
+    from codec.tilecoders import nearlossless
+
+    top = 255 if dtype == "uint8" else 4000
+    block = texture(64, 64, 3, top, seed=11).astype(dtype)
+    ctx = TileContext(64, 64, 3, dtype)
+    psnr_of = toolchoice.raster_psnr(block, None, band_peaks(block))
+    trial = toolchoice.near_to_psnr(block, ctx, target, psnr_of)
+    assert trial is not None and trial.psnr >= target
+    assert np.abs(nearlossless.decode(trial.payload, ctx).astype(int) - block).max() <= trial.max_error
+    looser = nearlossless.encode_within(block, ctx, trial.max_error + 2)  # a bound two steps wider misses it
+    assert psnr_of(looser.decoded) < target
+    assert toolchoice.near_to_psnr(block, ctx, target, psnr_of, max_bytes=len(trial.payload)) is None
+    assert toolchoice.near_to_psnr(block, ctx, 200.0, psnr_of) is None  # beyond any bound ≥ 1: lossless's job
