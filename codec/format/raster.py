@@ -103,6 +103,13 @@ class RasterInfo:
         return self.real(self.nodata)
 
     @property
+    def real_rule(self) -> Nodata:
+        """:attr:`rule` in the raster's own sample values (what valid_mask takes for the decoded array)."""
+        if self.band_nodata is not None:
+            return tuple(self.real(v) for v in self.band_nodata)
+        return self.real(self.nodata)
+
+    @property
     def real_band_nodata(self) -> tuple[int | None, ...] | None:
         """Per band nodata as sample values: the band rule's, or the pixel rule's value for every band."""
         if self.band_nodata is not None:
@@ -190,6 +197,15 @@ def from_coded(block: np.ndarray, info: RasterInfo) -> np.ndarray:
     return block.view(np.int16)
 
 
+def sample_rule(nodata, bands: int, mode: str = "band") -> Nodata:
+    """The rule (in sample values) of a nodata a caller gives (one value or one per band) under ``mode``, as
+    describe applies it; for callers that hold the pixels, not the stream (the pipeline's stats)."""
+    if nodata is None:
+        return None
+    values = tuple(nodata) if isinstance(nodata, (tuple, list)) else (nodata,) * bands
+    return values if mode == "band" else values[0]
+
+
 def per_band(rule: Nodata) -> bool:
     """Whether ``rule`` is the band rule (its masks are (h, w, B))."""
     return isinstance(rule, tuple)
@@ -197,8 +213,9 @@ def per_band(rule: Nodata) -> bool:
 
 def valid_mask(block: np.ndarray, rule: Nodata) -> np.ndarray | None:
     """Where ``block`` holds data: bool (h, w) under the pixel rule (a pixel is nodata when EVERY band equals the
-    value), (h, w, B) under the band rule (a sample is nodata when it equals its band's value); None when every
-    sample holds data (or there is no rule)."""
+    value), (h, w, B) under the band rule (a sample is nodata when it equals its band's value; (h, w) when that
+    mask is the same in every band, so memory stays a pixel mask's); None when every sample holds data (or
+    there is no rule)."""
     if rule is None:
         return None
     block = as_bands(block)
@@ -207,6 +224,8 @@ def valid_mask(block: np.ndarray, rule: Nodata) -> np.ndarray | None:
         for b, v in enumerate(rule):
             if v is not None:
                 nod[..., b] = block[..., b] == v
+        if (nod == nod[..., :1]).all():  # every band the same (scene borders): kept as one (h, w) mask
+            nod = nod[..., 0]
     else:
         nod = np.all(block == rule, axis=2)
     return None if not nod.any() else ~nod
@@ -284,7 +303,8 @@ def describe(image: np.ndarray, tile_boxes, nodata=None, bit_depth: int | None =
 def valid_counts(boxes, valid: list, bands: int, per_band_rule: bool) -> np.ndarray:
     """Valid pixels per tile, (n,); under the band rule valid samples per tile and band, (n, bands)."""
     if per_band_rule:
-        return np.array([np.full(bands, bw * bh) if v is None else v.reshape(-1, bands).sum(0)
+        return np.array([np.full(bands, bw * bh) if v is None else np.full(bands, v.sum()) if v.ndim == 2
+                         else v.reshape(-1, bands).sum(0)
                          for (_, _, bw, bh), v in zip(boxes, valid)]).reshape(len(boxes), bands)
     return np.array([bw * bh if v is None else int(v.sum()) for (_, _, bw, bh), v in zip(boxes, valid)])
 
@@ -323,12 +343,13 @@ def restore_nodata(block: np.ndarray, valid: np.ndarray | None, rule: Nodata) ->
         if v is None:
             continue
         band = block[..., b]
+        vb = None if valid is None else valid if valid.ndim == 2 else valid[..., b]
         clash = band == v
-        if valid is not None:
-            clash &= valid[..., b]
+        if vb is not None:
+            clash &= vb
         band[clash] = v + 1 if v < top else v - 1
-        if valid is not None:
-            band[~valid[..., b]] = v
+        if vb is not None:
+            band[~vb] = v
     return block
 
 
@@ -336,10 +357,13 @@ def restore_nodata(block: np.ndarray, valid: np.ndarray | None, rule: Nodata) ->
 # Each row XORed with the row above, packed to bits, deflated: on the 108 nodata tiles of satellite/train
 # 86 bytes a tile, where plain packed bits took 138, JPEG XL lossless 129 (effort 3) or 62 (effort 7,
 # at 47× the time: 19 ms a tile); bench/band_coding.py --mask-only.
-def pack_mask(valid: np.ndarray) -> bytes:
+def pack_mask(valid: np.ndarray, bands: int | None = None) -> bytes:
     """The valid mask of a tile, losslessly: (h, w) rows XORed with the row above, packed bits, deflated; an
     (h, w, B) band mask is each band XORed with the band before it first (bands stored one after another), so
-    a mask every band shares costs about what one band's does."""
+    a mask every band shares costs about what one band's does. ``bands`` (the band rule): the mask is written
+    as (h, w, bands), a (h, w) one repeated."""
+    if bands is not None and valid.ndim == 2:
+        valid = np.broadcast_to(valid[..., None], valid.shape + (bands,))
     d = valid.astype(bool)
     if d.ndim == 3:
         d = np.moveaxis(d, 2, 0).copy()  # (B, h, w)

@@ -140,7 +140,7 @@ def encode_method(block: np.ndarray, ctx, e: int, method: int) -> bytes:
         body = _parts_body(filled, lambda part: _jpegls(part, e))
     else:
         raise ValueError(f"near-lossless method {method!r} is not one of {METHODS}")
-    mask = raster.pack_mask(valid) if valid is not None else b""
+    mask = raster.pack_mask(valid, ctx.mask_bands) if valid is not None else b""
     return _HEAD.pack(method, e, len(body)) + body + mask
 
 

@@ -61,7 +61,7 @@ def encode_shifted(block: np.ndarray, ctx, kind: int, code: Callable[[np.ndarray
     groups = parts_of(block.shape[2])
     out = [_HEAD.pack(kind, len(groups))] + [_encode_part(filled[..., g], code) for g in groups]
     if valid is not None:
-        out.append(raster.pack_mask(valid))
+        out.append(raster.pack_mask(valid, ctx.mask_bands))
     return b"".join(out)
 
 

@@ -190,8 +190,9 @@ class CodecReplica:
         from codec.metrics import raster_psnr
 
         pixels = image.pixels
-        valid = valid_mask(pixels, image.nodata)
-        if not _same_mask(valid, valid_mask(decoded, image.nodata)):
+        rule = r.header.raster.real_rule  # the stream's rule (per band by default: GDAL's), in sample values
+        valid = valid_mask(pixels, rule)
+        if not _same_mask(valid, valid_mask(decoded, rule)):
             raise codec.CodecError("verification failed: nodata did not come back exactly where it was")
         if r.header.lossless and not np.array_equal(decoded, pixels):
             raise codec.CodecError("verification failed: a lossless record did not decode bit-exactly")

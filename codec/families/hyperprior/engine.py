@@ -163,7 +163,8 @@ class Engine:
                 tiles[k] = pad_tile(bands.normalised(block, info, group, valid[i]), pw, ph)
                 raw[k] = pad_tile(block[..., group].astype(np.float32), pw, ph)
                 if per_band:
-                    masks[k, :, :h, :w] = 1.0 if valid[i] is None else np.moveaxis(valid[i][..., group], 2, 0)
+                    v = valid[i]
+                    masks[k, :, :h, :w] = 1.0 if v is None else v[None] if v.ndim == 2 else np.moveaxis(v[..., group], 2, 0)
                 else:
                     masks[k, :h, :w] = 1.0 if valid[i] is None else valid[i]
             y = self.analyse(self.to_tensor(tiles))

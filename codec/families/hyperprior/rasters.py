@@ -75,7 +75,7 @@ def _raster_pass(engine: Engine, img: np.ndarray, header: Header, valid: list, c
     parts, missed, band_sse = _code_groups(engine, img, header, valid, strategy, options)
     blobs, entries = [], []
     for i, (x, y, bw, bh) in enumerate(boxes):
-        mask = raster.pack_mask(valid[i]) if valid[i] is not None else None
+        mask = raster.pack_mask(valid[i], info.bands if info.band_nodata is not None else None) if valid[i] is not None else None
         blob = container.raster_tile_blob(parts[i], mask)
         choice = _tool_for(img[y : y + bh, x : x + bw], valid[i], info, blob, band_sse[i], counts[i], missed[i],
                            options, allowed)
