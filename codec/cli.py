@@ -147,7 +147,7 @@ def _cmd_decode(a) -> None:
     header = api.read_header(data)
     r = header.raster
     tiff = a.output.suffix.lower() in (".tif", ".tiff")  # only a GeoTIFF keeps georeferencing, nodata and band names
-    extra = {} if r is None or not tiff else {k: v for k, v in (("nodata", r.real_nodata), ("band_names", r.band_names),
+    extra = {} if r is None or not tiff else {k: v for k, v in (("nodata", r.real_band_nodata), ("band_names", r.band_names),
                                                      ("bit_depth", r.bit_depth if r.bit_depth % 8 else None)) if v is not None}
     georef = header.georef
     if georef is not None and tiff:

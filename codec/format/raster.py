@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec.errors import UnsupportedImageError
+from codec.errors import CorruptStreamError, UnsupportedImageError
 from codec.format.inflate import inflate_exact
 from codec.metrics import peak_of
 
@@ -357,30 +357,44 @@ def restore_nodata(block: np.ndarray, valid: np.ndarray | None, rule: Nodata) ->
 # Each row XORed with the row above, packed to bits, deflated: on the 108 nodata tiles of satellite/train
 # 86 bytes a tile, where plain packed bits took 138, JPEG XL lossless 129 (effort 3) or 62 (effort 7,
 # at 47× the time: 19 ms a tile); bench/band_coding.py --mask-only.
+SHARED_MASK, BAND_MASKS = 0, 1  # the band rule's mask: first byte says which layout follows
+
+
 def pack_mask(valid: np.ndarray, bands: int | None = None) -> bytes:
-    """The valid mask of a tile, losslessly: (h, w) rows XORed with the row above, packed bits, deflated; an
-    (h, w, B) band mask is each band XORed with the band before it first (bands stored one after another), so
-    a mask every band shares costs about what one band's does. ``bands`` (the band rule): the mask is written
-    as (h, w, bands), a (h, w) one repeated."""
-    if bands is not None and valid.ndim == 2:
-        valid = np.broadcast_to(valid[..., None], valid.shape + (bands,))
-    d = valid.astype(bool)
-    if d.ndim == 3:
-        d = np.moveaxis(d, 2, 0).copy()  # (B, h, w)
-        d[1:] ^= d[:-1].copy()  # each band against the band before
-        d[:, 1:] ^= d[:, :-1].copy()  # each row against the row above
-    else:
-        d[1:] ^= valid[:-1].astype(bool)
-    return zlib.compress(np.packbits(d, axis=None).tobytes(), 9)
+    """The valid mask of a tile, losslessly: (h, w) rows XORed with the row above, packed bits, deflated.
+
+    ``bands`` (the band rule) adds a first byte: :data:`SHARED_MASK` then that (h, w) mask, every band's (the
+    common case: a scene border; it costs one band's bytes), or :data:`BAND_MASKS` then the (h, w, B) mask with
+    each band XORed with the band before it, so bands that mostly agree cost little more than one."""
+    if bands is None:
+        return _pack_planes(valid[None])[0]
+    if valid.ndim == 2 or (valid == valid[..., :1]).all():
+        return bytes([SHARED_MASK]) + _pack_planes((valid if valid.ndim == 2 else valid[..., 0])[None])[0]
+    d = np.moveaxis(valid.astype(bool), 2, 0).copy()  # (B, h, w)
+    d[1:] ^= d[:-1].copy()  # each band against the band before
+    return bytes([BAND_MASKS]) + _pack_planes(d)[0]
+
+
+def _pack_planes(planes: np.ndarray) -> tuple[bytes]:
+    """(B, h, w) bool planes, each row XORed with the row above, packed to bits in order and deflated."""
+    d = planes.astype(bool)
+    d[:, 1:] ^= planes[:, :-1].astype(bool)
+    return (zlib.compress(np.packbits(d, axis=None).tobytes(), 9),)
+
+
+def _unpack_planes(data: bytes, n: int, h: int, w: int) -> np.ndarray:
+    packed = inflate_exact(data, -(-n * h * w // 8), "nodata mask")
+    d = np.unpackbits(np.frombuffer(packed, np.uint8), count=n * h * w).astype(bool).reshape(n, h, w)
+    return np.logical_xor.accumulate(d, axis=1)
 
 
 def unpack_mask(data: bytes, h: int, w: int, bands: int | None = None) -> np.ndarray:
     """The (h, w) valid mask of a tile, or (h, w, bands) when ``bands`` is given (the band rule);
     CorruptStreamError unless it inflates to exactly its size."""
-    n = h * w * (bands or 1)
-    packed = inflate_exact(data, -(-n // 8), "nodata mask")
-    d = np.unpackbits(np.frombuffer(packed, np.uint8), count=n).astype(bool)
     if bands is None:
-        return np.logical_xor.accumulate(d.reshape(h, w), axis=0)
-    d = np.logical_xor.accumulate(d.reshape(bands, h, w), axis=1)
-    return np.moveaxis(np.logical_xor.accumulate(d, axis=0), 0, 2)
+        return _unpack_planes(data, 1, h, w)[0]
+    if not data or data[0] not in (SHARED_MASK, BAND_MASKS):
+        raise CorruptStreamError(f"unknown band mask layout {data[0] if data else 'missing'}")
+    if data[0] == SHARED_MASK:
+        return np.repeat(_unpack_planes(data[1:], 1, h, w)[0][..., None], bands, axis=2)
+    return np.moveaxis(np.logical_xor.accumulate(_unpack_planes(data[1:], bands, h, w), axis=0), 0, 2)
