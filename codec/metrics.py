@@ -157,7 +157,8 @@ def peak_of(lo: int, hi: int) -> int:
 
 def band_peaks(reference: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """THE rule for a raster band's PSNR peak (:func:`peak_of`) over the valid samples: the span of the band's own
-    valid values and 0 (≥ 1), for uint8, uint16 and int16 alike. A band is judged against its own, never the image's: a
+    valid values and 0 (≥ 1), for uint8, uint16 and int16 alike. A band is judged against its own, never the
+    image's: a
     Sentinel-2 cirrus band valued 0–97 next to bands up to 4,566 gets peak 97, so a target holds for it
     too (issue 23). codec.format.raster.RasterInfo.band_peaks is the same rule from the header's lo/hi.
     ``valid``: (H, W) pixels or, under the band nodata rule, (H, W, B) samples."""

@@ -22,7 +22,8 @@ def scene(h: int = 96, w: int = 130, bands: int = 4, dtype=np.uint16, seed: int 
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     top = 3000 if dtype == np.uint16 else 200
     base = 0.5 + 0.3 * np.sin(xx / 11) * np.cos(yy / 7)
-    out = np.stack([np.clip(base * (1 + 0.1 * b) + rng.normal(0, 0.02, (h, w)), 0.05, 1) * top for b in range(bands)], -1)
+    out = np.stack([np.clip(base * (1 + 0.1 * b) + rng.normal(0, 0.02, (h, w)), 0.05, 1) * top
+                    for b in range(bands)], -1)
     out = np.rint(out).astype(dtype)
     out[(xx + yy) < 40] = 0  # the scene border: every band
     out[50:62, 70:95, 1] = 0  # a band's own gap (saturated / missing detector): GDAL says nodata in band 1 only
@@ -175,3 +176,24 @@ def test_gdal_writes_one_nodata_for_every_band(tmp_path):
         assert np.array_equal(np.moveaxis(ds.read_masks(), 0, -1) > 0, gdal_mask(a, (0, 0, 0)))
     with pytest.raises(ValueError, match="one nodata value for all bands"):
         write_tiff(a, nodata=(0, 7, 0))
+
+
+def test_a_file_asks_for_the_pixel_rule_with_gdal_nodata_values(tmp_path):
+    """GDAL's per-dataset nodata (metadata NODATA_VALUES: a pixel is nodata when every band equals its value) is
+    how a file asks for the pixel rule; GDAL_NODATA is GDAL's per-band rule, the default."""
+    rasterio = pytest.importorskip("rasterio")
+    from codec.images.imageio import load_image
+
+    a = scene(bands=3)
+    for name, kw, tags, mode in (("band.tif", dict(nodata=0), {}, "band"),
+                                 ("pixel.tif", {}, {"NODATA_VALUES": "0 0 0"}, "pixel")):
+        path = tmp_path / name
+        with rasterio.open(path, "w", driver="GTiff", width=a.shape[1], height=a.shape[0], count=3,
+                           dtype="uint16", **kw) as ds:
+            ds.write(np.moveaxis(a, -1, 0))
+            ds.update_tags(**tags)
+        loaded = load_image(path.read_bytes(), name)
+        assert (loaded.nodata, loaded.nodata_mode) == (0, mode)
+        r = codec.encode(loaded.pixels, None, nodata=loaded.nodata, nodata_mode=loaded.nodata_mode, tile_size=64,
+                         lossless=True)
+        assert r.header.raster.nodata_mode == mode

@@ -84,6 +84,11 @@ class RasterInfo:
         return self.nodata is not None or self.band_nodata is not None and any(v is not None for v in self.band_nodata)
 
     @property
+    def mask_bands(self) -> int | None:
+        """The bands of a tile's nodata mask: None for a (h, w) pixel mask, ``bands`` under the band rule."""
+        return self.bands if self.band_nodata is not None else None
+
+    @property
     def nodata_mode(self) -> str | None:
         """"band", "pixel", or None without nodata."""
         return None if not self.has_nodata else "band" if self.band_nodata is not None else "pixel"

@@ -133,6 +133,8 @@ class LoadedImage:
     band_names: tuple[str, ...] | None = None  # GDAL_METADATA band descriptions (one per band), or None
     bit_depth: int | None = None  # significant bits per sample when the file says (< 16 for uint16), else None
     georef: GeoInfo | None = None  # a GeoTIFF's georeferencing as GDAL reports it (the stream's v4 block)
+    nodata_mode: str = "band"  # GDAL_NODATA: GDAL's per-band rule; "pixel" where the file asks for GDAL's
+    #                            per-dataset rule (GDAL_METADATA NODATA_VALUES, one value for every band)
 
     @property
     def bands(self) -> int:
@@ -342,6 +344,27 @@ def _gdal_band_names(xml: str | None, bands: int) -> tuple[str, ...] | None:
         if item.get("role") == "description" and item.get("sample", "").isdigit():
             names[int(item.get("sample"))] = item.text or ""
     return tuple(names[b] for b in range(bands)) if names and set(names) == set(range(bands)) else None
+
+
+def _pixel_nodata(xml: str | None, bands: int, dtype, name: str) -> int | None:
+    """GDAL's per-dataset nodata (GDAL_METADATA item NODATA_VALUES, one value per band: a pixel is nodata when
+    every band equals its value) as the codec's pixel rule; one value for every band, else not supported."""
+    if not xml:
+        return None
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(str(xml).strip("\x00 "))
+    except ET.ParseError:
+        return None
+    text = next((i.text for i in root.iter("Item") if i.get("name") == "NODATA_VALUES" and not i.get("sample")), None)
+    if not text:
+        return None
+    values = {_nodata_value(v, dtype) for v in text.split()}
+    if len(text.split()) != bands or len(values) != 1 or None in values:
+        raise _not_supported(name, f"per-pixel nodata NODATA_VALUES {text!r} for {bands} bands",
+                             " (the pixel rule takes one value that every band can hold)")
+    return values.pop()
 
 
 def _gdal_nbits(xml: str | None) -> int | None:
@@ -650,8 +673,11 @@ def _load_tiff_raster(page, name: str, max_pixels: int, max_bytes: int | None) -
     xml = page.tags.valueof(42112)
     depth = None if signed else bits if bits < 16 and bps == 2 else _gdal_nbits(xml)
     icc = page.tags.valueof(34675)
+    nodata, mode = _nodata_value(page.tags.valueof(42113), dtype), "band"
+    if nodata is None:
+        nodata, mode = _pixel_nodata(xml, spp, dtype, name), "pixel"
     return LoadedImage(np.ascontiguousarray(arr), _geo(page), bytes(icc) if icc else None, None, "TIFF",
-                       _nodata_value(page.tags.valueof(42113), dtype), _gdal_band_names(xml, spp), depth)
+                       nodata, _gdal_band_names(xml, spp), depth, nodata_mode="band" if nodata is None else mode)
 
 
 def _pillow_decode_tiff(fp, name: str, plan: dict, tiff_error: Exception | None) -> np.ndarray:

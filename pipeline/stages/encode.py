@@ -153,8 +153,8 @@ class CodecReplica:
     def _encode(self, image, key: str):
         import codec
 
-        options = self.options.with_(name=key, nodata=image.nodata, bit_depth=image.bit_depth,
-                                     band_names=image.band_names, georef=image.georef)
+        options = self.options.with_(name=key, nodata=image.nodata, nodata_mode=image.nodata_mode,
+                                     bit_depth=image.bit_depth, band_names=image.band_names, georef=image.georef)
         return codec.encode(image.pixels, self.model_for(image), options)
 
     def _verify(self, r, image) -> Verified:
@@ -220,7 +220,8 @@ def with_nodata(image, nodata: int | None):
     from codec.format.raster import is_raster
 
     eight_bit = not is_raster(image.pixels.dtype, image.channels)  # THE rule, for the pixels alone
-    if nodata is None or image.nodata is not None or eight_bit or nodata > np.iinfo(image.pixels.dtype).max:
+    info = np.iinfo(image.pixels.dtype)
+    if nodata is None or image.nodata is not None or eight_bit or not info.min <= nodata <= info.max:
         return image
     return dataclasses.replace(image, nodata=nodata)
 

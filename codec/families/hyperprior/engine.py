@@ -164,13 +164,15 @@ class Engine:
                 raw[k] = pad_tile(block[..., group].astype(np.float32), pw, ph)
                 if per_band:
                     v = valid[i]
-                    masks[k, :, :h, :w] = 1.0 if v is None else v[None] if v.ndim == 2 else np.moveaxis(v[..., group], 2, 0)
+                    masks[k, :, :h, :w] = (1.0 if v is None else v[None] if v.ndim == 2
+                                           else np.moveaxis(v[..., group], 2, 0))
                 else:
                     masks[k, :h, :w] = 1.0 if valid[i] is None else valid[i]
             y = self.analyse(self.to_tensor(tiles))
             originals = torch.from_numpy(raw).to(self.device).permute(0, 3, 1, 2)
             npix = masks.reshape(len(ids), -1).sum(1) / (3 if per_band else 1)  # band rule: mean over positions
-            yield Batch([first_id + i for i in ids], y, originals, torch.from_numpy(masks).to(self.device), npix, consts)
+            yield Batch([first_id + i for i in ids], y, originals, torch.from_numpy(masks).to(self.device), npix,
+                        consts)
 
     def quantize(self, y: torch.Tensor, codes, z_hat: torch.Tensor | None = None) -> Latents:
         return self.model.compress(y, quality.q_tensor(codes), z_hat)

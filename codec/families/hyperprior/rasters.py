@@ -75,7 +75,7 @@ def _raster_pass(engine: Engine, img: np.ndarray, header: Header, valid: list, c
     parts, missed, band_sse = _code_groups(engine, img, header, valid, strategy, options)
     blobs, entries = [], []
     for i, (x, y, bw, bh) in enumerate(boxes):
-        mask = raster.pack_mask(valid[i], info.bands if info.band_nodata is not None else None) if valid[i] is not None else None
+        mask = raster.pack_mask(valid[i], info.mask_bands) if valid[i] is not None else None
         blob = container.raster_tile_blob(parts[i], mask)
         choice = _tool_for(img[y : y + bh, x : x + bw], valid[i], info, blob, band_sse[i], counts[i], missed[i],
                            options, allowed)
@@ -145,7 +145,7 @@ def decode_raster_tiles(data: bytes, header: Header, loaded, ids: list[int], reg
             valid = None
             if parts[k][1] is not None:
                 try:
-                    valid = raster.unpack_mask(parts[k][1], bh, bw, info.bands if info.band_nodata is not None else None)[part]
+                    valid = raster.unpack_mask(parts[k][1], bh, bw, info.mask_bands)[part]
                 except CorruptStreamError as exc:
                     raise CorruptStreamError(f"{header.tile_label(i)}: {exc}") from exc
             raster.restore_nodata(out[into], valid, info.rule)
