@@ -17,8 +17,7 @@ Nodata (issue 26), two rules (:data:`NODATA_MODES`):
 
 - ``"band"``, GDAL's meaning and the default: a sample is nodata in ITS band when it equals that band's
   nodata value (one value for every band, as a GeoTIFF's GDAL_NODATA, or one per band). Every such sample
-  comes back exactly; the mask is per band (bands XORed with the band before, so identical masks cost
-  nothing more than one).
+  comes back exactly; the mask is per band, written once when every band shares it (:func:`pack_mask`).
 - ``"pixel"``, the rule of streams before issue 26 (and on request): a pixel is nodata only when EVERY band
   equals the one value; a valid pixel's samples equal to it are coded like any other.
 
@@ -26,7 +25,8 @@ The rule travels as a plain value (:data:`Nodata`): an int is the pixel rule's v
 rule's per-band values (None: the band has none). ``RasterInfo.rule`` is the stream's.
 
 Signed rasters (issue 26): int16 samples are coded as uint16 ``value + 32768`` (:func:`to_coded`), so every
-coder, mode and bound works unchanged (ranges, errors and PSNR peaks are offset-free); the stream records
+coder, mode and bound works unchanged (ranges and errors are offset-free; PSNR peaks are taken on the real
+values, RasterInfo.band_peaks); the stream records
 int16 (dtype byte 2) and decode maps back (:func:`from_coded`). lo/hi and nodata in RasterInfo are in the
 coded domain; ``real`` gives a coded value's sample value. float32 products (reflectance, DEMs in metres)
 are not taken: they would need a declared quantisation step (scale/offset to integers, the step chosen by
