@@ -10,6 +10,7 @@ import numbers
 from dataclasses import dataclass, field, fields, replace
 
 from codec.format.georef import GeoInfo
+from codec.format.raster import NODATA_MODES
 from codec.format.tiles import DEFAULT_TILE, check_tile_size
 
 MODES = ("quality", "target_psnr", "target_bpp", "max_error")  # the order is the stream's mode byte: append only
@@ -109,8 +110,8 @@ class EncodeOptions:
             object.__setattr__(self, "nodata", tuple(self.nodata))
         elif self.nodata is not None and not isinstance(self.nodata, (int, float)):
             raise ValueError(f"nodata must be a number, got {self.nodata!r}")  # its range: the image's dtype (describe)
-        if self.nodata_mode not in ("band", "pixel"):
-            raise ValueError(f"nodata_mode must be 'band' or 'pixel', got {self.nodata_mode!r}")
+        if self.nodata_mode not in NODATA_MODES:
+            raise ValueError(f"nodata_mode must be one of {', '.join(NODATA_MODES)}, got {self.nodata_mode!r}")
         if self.bit_depth is not None and not (isinstance(self.bit_depth, int) and 1 <= self.bit_depth <= 16):
             raise ValueError(f"bit_depth must be an integer in [1, 16], got {self.bit_depth!r}")
         if self.tile_coder is not None and not isinstance(self.tile_coder, str):
