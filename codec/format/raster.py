@@ -372,19 +372,19 @@ def pack_mask(valid: np.ndarray, bands: int | None = None) -> bytes:
     common case: a scene border; it costs one band's bytes), or :data:`BAND_MASKS` then the (h, w, B) mask with
     each band XORed with the band before it, so bands that mostly agree cost little more than one."""
     if bands is None:
-        return _pack_planes(valid[None])[0]
+        return _pack_planes(valid[None])
     if valid.ndim == 2 or (valid == valid[..., :1]).all():
-        return bytes([SHARED_MASK]) + _pack_planes((valid if valid.ndim == 2 else valid[..., 0])[None])[0]
+        return bytes([SHARED_MASK]) + _pack_planes((valid if valid.ndim == 2 else valid[..., 0])[None])
     d = np.moveaxis(valid.astype(bool), 2, 0).copy()  # (B, h, w)
     d[1:] ^= d[:-1].copy()  # each band against the band before
-    return bytes([BAND_MASKS]) + _pack_planes(d)[0]
+    return bytes([BAND_MASKS]) + _pack_planes(d)
 
 
-def _pack_planes(planes: np.ndarray) -> tuple[bytes]:
+def _pack_planes(planes: np.ndarray) -> bytes:
     """(B, h, w) bool planes, each row XORed with the row above, packed to bits in order and deflated."""
     d = planes.astype(bool)
     d[:, 1:] ^= planes[:, :-1].astype(bool)
-    return (zlib.compress(np.packbits(d, axis=None).tobytes(), 9),)
+    return zlib.compress(np.packbits(d, axis=None).tobytes(), 9)
 
 
 def _unpack_planes(data: bytes, n: int, h: int, w: int) -> np.ndarray:
