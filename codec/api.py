@@ -84,14 +84,15 @@ def is_raster(image, nodata=None, bit_depth=None, band_names=None, lossless: boo
 
 def _describe_raster(image, loaded: LoadedModel, options: EncodeOptions):
     """(checked (H, W, B) raster, its v2 header without tiles, per-tile valid masks, valid pixels per tile)."""
-    img = rasters.check_raster(image, options.name)
+    checked = rasters.check_raster(image, options.name)
+    img = rasters.to_coded(checked)  # int16: uint16 value + 32768, the dtype recorded in the stream
     h, w, n_bands = img.shape
     boxes = grid_boxes(w, h, options.tile_size)
-    info, valid = rasters.describe(img, boxes, options.nodata, options.bit_depth, options.band_names, options.name)
+    info, valid = rasters.describe(img, boxes, options.nodata, options.bit_depth, options.band_names, options.name,
+                                   options.nodata_mode, signed=checked.dtype == np.int16)
     header = Header(loaded.model_id, loaded.sha256, w, h, n_bands, options.tile_size, options.target.mode,
                     options.target.value, version=RASTER_VERSION, raster=info, lossless=options.lossless)
-    counts = np.array([bw * bh if v is None else int(v.sum()) for (_, _, bw, bh), v in zip(boxes, valid)])
-    return img, header, valid, counts
+    return img, header, valid, rasters.valid_counts(boxes, valid, n_bands, info.band_nodata is not None)
 
 
 def _encode_with_coder(img: np.ndarray, header: Header, options: EncodeOptions) -> EncodeResult:
@@ -102,7 +103,7 @@ def _encode_with_coder(img: np.ndarray, header: Header, options: EncodeOptions) 
         raise UnsupportedImageError(f"{options.name}: tile coder {coder.name!r} cannot code every tile on its own")
     info, blobs, entries = header.raster, [], []
     for x, y, bw, bh in header.boxes():
-        ctx = tilecoders.TileContext(bh, bw, info.bands, info.dtype, info.nodata)
+        ctx = tilecoders.TileContext(bh, bw, info.bands, info.dtype, info.rule)
         blobs.append(coder.encode_tile(np.asarray(img[y : y + bh, x : x + bw]), ctx))
         entries.append(TileEntry(0, 0, container.LOSSLESS_CODE if coder.exact else 0, 0, 0, coder.id))
     header.tiles = entries
@@ -202,7 +203,7 @@ def _decode_raster(data: bytes, header: Header, ids: list[int], region: Box, mod
         if header.tiles[i].learned:
             continue
         _, _, bw, bh = boxes[i]
-        ctx = tilecoders.TileContext(bh, bw, info.bands, info.dtype, info.nodata)
+        ctx = tilecoders.TileContext(bh, bw, info.bands, info.dtype, info.rule)
         try:
             coder = tilecoders.coder(header.tiles[i].coder)
             block = coder.decode_tile(container.tile_payload(data, header, i), ctx)
@@ -213,6 +214,7 @@ def _decode_raster(data: bytes, header: Header, ids: list[int], region: Box, mod
     if learned:
         loaded = _model_for(header, model)
         loaded.family.decode_raster_tiles(data, header, loaded, learned, region, out, opts)
+    out = rasters.from_coded(out, info)  # int16 rasters: back from the coded uint16
     return out[..., 0] if info.bands == 1 else out
 
 

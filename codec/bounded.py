@@ -53,7 +53,7 @@ def encode_raster(img: np.ndarray, header: Header, valid: list, counts: np.ndarr
     total = np.zeros(info.bands)
     for i, (x, y, bw, bh) in enumerate(header.boxes()):
         block = np.asarray(img[y : y + bh, x : x + bw])
-        ctx = tilecoders.TileContext(bh, bw, info.bands, info.dtype, info.nodata)
+        ctx = tilecoders.TileContext(bh, bw, info.bands, info.dtype, info.rule)
         choice = toolchoice.choose_bounded(block, ctx, e)
         blobs.append(choice.payload)
         entries.append(_entry(choice.coder))
@@ -61,6 +61,6 @@ def encode_raster(img: np.ndarray, header: Header, valid: list, counts: np.ndarr
         total += sse
         tile_psnr.append(worst_band_psnr(sse, counts[i], peaks))
     header.tiles = entries
-    n = int(counts.sum())
+    n = counts.sum(0)
     return EncodeResult(container.pack(header, blobs), header, np.array(tile_psnr),
                         psnr_from_band_sse(total, n, peaks), band_psnr(total, n, peaks))

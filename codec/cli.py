@@ -78,7 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument("--model", default=None,
                      help="NAME or NAME@VERSION (default: 'default'; for rasters 'satellite' where installed)")
     enc.add_argument("--nodata", type=int, default=None,
-                     help="sample value of nodata pixels (all bands equal to it); default: the file's GDAL_NODATA")
+                     help="nodata sample value (default: the file's GDAL_NODATA)")
+    enc.add_argument("--nodata-mode", choices=("band", "pixel"), default=None,
+                     help="band (GDAL's meaning, the default for GDAL_NODATA): a sample equal to the value is "
+                          "nodata in its band; pixel (a file's NODATA_VALUES): a pixel is nodata only when every "
+                          "band equals it")
     enc.add_argument("--no-lossless-fallback", action="store_true",
                      help="rasters: code tiles a --target-psnr cannot reach at the top quality (flagged) "
                           "instead of exactly")
@@ -118,7 +122,8 @@ def _cmd_encode(a) -> None:
     options = EncodeOptions.from_keywords(
         target_psnr=a.target_psnr, quality=a.quality, target_bpp=a.target_bpp, max_error=a.max_error,
         tile_size=a.tile_size,
-        device=a.device, name=str(a.input), nodata=nodata, band_names=loaded.band_names, bit_depth=loaded.bit_depth,
+        device=a.device, name=str(a.input), nodata=nodata, nodata_mode=a.nodata_mode or loaded.nodata_mode,
+        band_names=loaded.band_names, bit_depth=loaded.bit_depth,
         lossless=a.lossless, lossless_fallback=not a.no_lossless_fallback,
         effort=a.effort, georef=loaded.georef)
     t = time.perf_counter()
@@ -144,13 +149,15 @@ def _cmd_decode(a) -> None:
     header = api.read_header(data)
     r = header.raster
     tiff = a.output.suffix.lower() in (".tif", ".tiff")  # only a GeoTIFF keeps georeferencing, nodata and band names
-    extra = {} if r is None or not tiff else {k: v for k, v in (("nodata", r.nodata), ("band_names", r.band_names),
+    extra = {} if r is None or not tiff else {k: v for k, v in (("nodata", r.real_band_nodata),
+                                                                ("band_names", r.band_names),
                                                      ("bit_depth", r.bit_depth if r.bit_depth % 8 else None)) if v is not None}
     georef = header.georef
     if georef is not None and tiff:
         extra["georef"] = georef.shifted(*a.region[:2]) if a.region else georef
     write_image(a.output, out, **({"cog": not a.plain_tiff} if tiff else {}), **extra)
-    print(f"{a.input} → {a.output}: {out.shape[1]}×{out.shape[0]}" + (f"×{r.bands} {r.dtype}" if r is not None else ""))
+    print(f"{a.input} → {a.output}: {out.shape[1]}×{out.shape[0]}"
+          + (f"×{r.bands} {r.sample_dtype}" if r is not None else ""))
 
 
 def header_summary(h) -> dict:
@@ -159,9 +166,12 @@ def header_summary(h) -> dict:
         "width": h.width, "height": h.height, "channels": h.channels, "tile_size": h.tile_size,
         "grid": list(h.grid), "mode": h.mode, "target": h.target, "header_bytes": h.header_len,
         "bands": h.bands, "dtype": h.dtype,
-        **({} if h.raster is None else {"bit_depth": h.raster.bit_depth, "nodata": h.raster.nodata,
+        **({} if h.raster is None else {"bit_depth": h.raster.bit_depth, "nodata": h.raster.real_nodata,
+                                         "nodata_mode": h.raster.nodata_mode,
+                                         "band_nodata": h.raster.real_band_nodata,
                                          "band_names": list(h.raster.band_names) if h.raster.band_names else None,
-                                         "band_ranges": [list(v) for v in zip(h.raster.lo, h.raster.hi)],
+                                         "band_ranges": [[h.raster.real(lo), h.raster.real(hi)]
+                                                         for lo, hi in zip(h.raster.lo, h.raster.hi)],
                                          "lossless": h.lossless}),
         **({} if h.georef is None else {"georef": h.georef.record(), "georef_bytes": h.georef_len}),
         "tiles": [{"index": i, "box": list(h.tile_box(i)), "quality": round(t.quality, 4), "bytes": t.length,
@@ -181,8 +191,10 @@ def _cmd_info(a) -> None:
     print(f"{a.input}: TLIC v{h.version}, {h.width}×{h.height}×{h.channels}, {total} bytes, {total * 8 / (h.width * h.height):.4f} bpp")
     if h.raster is not None:
         r = h.raster
-        print(f"raster: {r.bands} bands of {r.dtype} ({r.bit_depth}-bit), {total * 8 / (h.width * h.height * r.bands):.4f} "
-              f"bits/sample, nodata {r.nodata if r.nodata is not None else 'none'}"
+        values = r.real_nodata if r.real_nodata is not None else r.real_band_nodata
+        nodata = f"{values} (per {r.nodata_mode})" if r.has_nodata else "none"
+        print(f"raster: {r.bands} bands of {r.sample_dtype} ({r.bit_depth}-bit), "
+              f"{total * 8 / (h.width * h.height * r.bands):.4f} bits/sample, nodata {nodata}"
               + (f", bands {', '.join(r.band_names)}" if r.band_names else "") + (", lossless" if h.lossless else ""))
     if h.georef is not None:
         g = h.georef.record()

@@ -144,27 +144,49 @@ def bits_per_sample(n_bytes: int, height: int, width: int, bands: int) -> float:
     return 8.0 * n_bytes / samples
 
 
+def peak_of(lo: int, hi: int) -> int:
+    """THE rule for one band's PSNR peak from its valid minimum and maximum (real sample values): the span of
+    its valid values and zero, ``max(hi, 0) − min(lo, 0)`` (for unsigned bands: the valid maximum), at least 1.
+
+    Anchored at zero (issue 26), as a photo's 255 is, so declaring a fill value nodata does not move the peak: a
+    scene's 0 border taken out of the valid samples raised the minimum of a range rule by up to 5.8 dB (the same
+    dB target then asked for half the error, and the stream grew 2×: bench/results/nodata_growth.log); a -9999
+    DEM fill never enters. A band still has its own peak (issue 23: a cirrus band valued 0–97 gets 97)."""
+    return max(max(int(hi), 0) - min(int(lo), 0), 1)
+
+
 def band_peaks(reference: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """THE rule for a raster band's PSNR peak: the band's own valid range, max − min over the valid pixels
-    (≥ 1), for uint8 and uint16 alike. A band is judged against its own range, never the image's: a
+    """THE rule for a raster band's PSNR peak (:func:`peak_of`) over the valid samples: the span of the band's own
+    valid values and 0 (≥ 1), for uint8, uint16 and int16 alike. A band is judged against its own, never the
+    image's: a
     Sentinel-2 cirrus band valued 0–97 next to bands up to 4,566 gets peak 97, so a target holds for it
-    too (issue 23). codec.format.raster.RasterInfo.band_peaks is the same rule from the header's lo/hi."""
+    too (issue 23). codec.format.raster.RasterInfo.band_peaks is the same rule from the header's lo/hi.
+    ``valid``: (H, W) pixels or, under the band nodata rule, (H, W, B) samples."""
     ref = reference if reference.ndim == 3 else reference[..., None]
-    vals = (ref[valid] if valid is not None else ref.reshape(-1, ref.shape[2])).astype(np.int64)
-    if not vals.size:
-        return np.ones(ref.shape[2])
-    return np.maximum(vals.max(0) - vals.min(0), 1).astype(np.float64)
+    out = np.ones(ref.shape[2])
+    for b in range(ref.shape[2]):
+        band = ref[..., b]
+        if valid is not None:
+            band = band[valid if valid.ndim == 2 else valid[..., b]]
+        if band.size:
+            out[b] = peak_of(band.min(), band.max())
+    return out
 
 
 def band_sse(reference: np.ndarray, decoded: np.ndarray, valid: np.ndarray | None = None,
-             rows_per_chunk: int = 512) -> tuple[np.ndarray, int]:
-    """(squared error per band over the valid pixels, number of valid pixels), exact, in row chunks."""
+             rows_per_chunk: int = 512) -> tuple[np.ndarray, int | np.ndarray]:
+    """(squared error per band over the valid samples, number of valid pixels), exact, in row chunks. ``valid``:
+    (H, W) pixels, or (H, W, B) samples under the band nodata rule: then the count is per band, an array."""
     if reference.shape != decoded.shape:
         raise ValueError(f"shapes differ: {reference.shape} vs {decoded.shape}")
     ref = reference if reference.ndim == 3 else reference[..., None]
     dec = decoded if decoded.ndim == 3 else decoded[..., None]
-    if valid is not None and valid.shape != ref.shape[:2]:
+    if valid is not None and valid.shape not in (ref.shape[:2], ref.shape):
         raise ValueError(f"valid mask {valid.shape} does not match the raster's {ref.shape[:2]}")
+    if valid is not None and valid.ndim == 3:
+        d = ref.astype(np.int64) - dec
+        d[~valid] = 0
+        return (d.reshape(-1, ref.shape[2]).astype(np.float64) ** 2).sum(0), valid.reshape(-1, ref.shape[2]).sum(0)
     sse = np.zeros(ref.shape[2], dtype=np.float64)
     count = 0
     for r in range(0, ref.shape[0], rows_per_chunk):
@@ -179,31 +201,37 @@ def band_sse(reference: np.ndarray, decoded: np.ndarray, valid: np.ndarray | Non
     return sse, count
 
 
-def band_psnr(sse: np.ndarray, count: int, peaks) -> np.ndarray:
-    """Per band 10·log10(peak_b² / MSE_b) over ``count`` valid pixels; an exact band counts as
-    :data:`EXACT_BAND_PSNR_DB`; every band inf when there is no valid pixel. ``peaks``: per band or one."""
+def _none_valid(count) -> bool:
+    return not (np.asarray(count) > 0).any()
+
+
+def band_psnr(sse: np.ndarray, count, peaks) -> np.ndarray:
+    """Per band 10·log10(peak_b² / MSE_b) over ``count`` valid pixels (one count, or one per band); an exact band
+    (or one without a valid sample) counts as :data:`EXACT_BAND_PSNR_DB`; every band inf when there is no valid
+    sample at all. ``peaks``: per band or one."""
     sse = np.asarray(sse, dtype=np.float64)
     peaks = np.broadcast_to(np.asarray(peaks, dtype=np.float64), sse.shape)
-    if count == 0:
+    if _none_valid(count):
         return np.full(sse.shape, np.inf)
+    count = np.maximum(np.broadcast_to(np.asarray(count), sse.shape), 1)
     db = 10 * (np.log10(peaks**2 * count) - np.log10(np.where(sse > 0, sse, 1.0)))
     return np.minimum(np.where(sse > 0, db, EXACT_BAND_PSNR_DB), EXACT_BAND_PSNR_DB)
 
 
-def psnr_from_band_sse(sse: np.ndarray, count: int, peaks) -> float:
+def psnr_from_band_sse(sse: np.ndarray, count, peaks) -> float:
     """The raster PSNR: mean over bands of :func:`band_psnr`; inf when every band is exact or there is no
-    valid pixel."""
+    valid sample."""
     sse = np.asarray(sse, dtype=np.float64)
-    if count == 0 or not (sse > 0).any():
+    if _none_valid(count) or not (sse > 0).any():
         return float("inf")
     return float(band_psnr(sse, count, peaks).mean())
 
 
-def worst_band_psnr(sse: np.ndarray, count: int, peaks) -> float:
+def worst_band_psnr(sse: np.ndarray, count, peaks) -> float:
     """What a raster tile's PSNR target is checked against: its worst band's :func:`band_psnr`; inf when
-    every band is exact or there is no valid pixel."""
+    every band is exact or there is no valid sample."""
     sse = np.asarray(sse, dtype=np.float64)
-    if count == 0 or not (sse > 0).any():
+    if _none_valid(count) or not (sse > 0).any():
         return float("inf")
     return float(band_psnr(sse, count, peaks).min())
 
@@ -236,7 +264,9 @@ def band_max_error(reference: np.ndarray, decoded: np.ndarray, valid: np.ndarray
     out = np.zeros(ref.shape[2], dtype=np.int64)
     for r in range(0, ref.shape[0], 512):
         d = np.abs(ref[r : r + 512].astype(np.int64) - dec[r : r + 512])
-        if valid is not None:
+        if valid is not None and valid.ndim == 3:
+            d = np.where(valid[r : r + 512], d, 0).reshape(-1, ref.shape[2])
+        elif valid is not None:
             d = d[valid[r : r + 512]]
         if d.size:
             out = np.maximum(out, d.reshape(-1, ref.shape[2]).max(0))

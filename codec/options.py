@@ -10,6 +10,7 @@ import numbers
 from dataclasses import dataclass, field, fields, replace
 
 from codec.format.georef import GeoInfo
+from codec.format.raster import NODATA_MODES
 from codec.format.tiles import DEFAULT_TILE, check_tile_size
 
 MODES = ("quality", "target_psnr", "target_bpp", "max_error")  # the order is the stream's mode byte: append only
@@ -82,7 +83,9 @@ class EncodeOptions:
     entropy_workers: int = 0  # range-code in that many CPU processes
     overlap_coding: bool | None = None  # None: the engine's default (codec.families.hyperprior.engine)
     name: str = "image"  # how errors name the image
-    nodata: int | None = None  # rasters: a pixel whose bands ALL equal it holds no data
+    nodata: int | tuple | None = None  # rasters: the nodata value (one for every band, or one per band; None: none)
+    nodata_mode: str = "band"  # "band": GDAL's rule, a sample equal to ITS band's value is nodata (the default);
+    #                            "pixel": a pixel is nodata only when EVERY band equals the value (older streams)
     bit_depth: int | None = None
     band_names: tuple[str, ...] | None = None
     lossless: bool = False  # every tile exact
@@ -101,8 +104,14 @@ class EncodeOptions:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if not isinstance(self.entropy_workers, int) or self.entropy_workers < 0:
             raise ValueError(f"entropy_workers must be a non-negative integer, got {self.entropy_workers!r}")
-        if self.nodata is not None and not isinstance(self.nodata, (int, float)):
+        if isinstance(self.nodata, (list, tuple)):
+            if not all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.nodata):
+                raise ValueError(f"nodata per band must be numbers or None, got {self.nodata!r}")
+            object.__setattr__(self, "nodata", tuple(self.nodata))
+        elif self.nodata is not None and not isinstance(self.nodata, (int, float)):
             raise ValueError(f"nodata must be a number, got {self.nodata!r}")  # its range: the image's dtype (describe)
+        if self.nodata_mode not in NODATA_MODES:
+            raise ValueError(f"nodata_mode must be one of {', '.join(NODATA_MODES)}, got {self.nodata_mode!r}")
         if self.bit_depth is not None and not (isinstance(self.bit_depth, int) and 1 <= self.bit_depth <= 16):
             raise ValueError(f"bit_depth must be an integer in [1, 16], got {self.bit_depth!r}")
         if self.tile_coder is not None and not isinstance(self.tile_coder, str):

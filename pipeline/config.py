@@ -94,9 +94,10 @@ class CompressJobConfig(JobConfig):
                                      "nodata; 8-bit gray/RGB/RGBA images use --model); default: the codec's "
                                      "choice (codec.registry.default_model_name: satellite where a source has it)")
     lossless: bool = Field(default=False, description="code every tile losslessly: restores are bit-exact")
-    nodata: int | None = Field(default=None, ge=0, le=65535, description="nodata value of 16-bit or multi-band "
-                               "rasters whose file names none (a GeoTIFF's GDAL_NODATA tag wins); 8-bit "
-                               "gray/RGB/RGBA images are never given one")
+    nodata: int | None = Field(default=None, ge=-32768, le=65535, description="nodata value of 16-bit or "
+                               "multi-band rasters whose file names none (a GeoTIFF's GDAL_NODATA tag wins), by "
+                               "GDAL's per-band rule (a sample equal to it is nodata in its band); negative values "
+                               "apply to int16 rasters only; 8-bit gray/RGB/RGBA images are never given one")
     tile_size: int = 256
     effort: int = Field(default=0, description="encode effort: 0 = no latent refinement; 1..3 refine "
                         "each tile's latents longer for fewer bytes (codec.options.EFFORT_ITERATIONS; CPU costs "

@@ -50,11 +50,12 @@ def display_rgb(pixels: np.ndarray, nodata=None, band_names=None) -> np.ndarray:
     px = pixels if pixels.ndim == 3 else pixels[..., None]
     if px.dtype == np.uint8 and nodata is None and px.shape[2] in (1, 3, 4):
         return px[..., :3] if px.shape[2] >= 3 else px[..., 0]
-    valid = valid_mask(px, nodata)
+    valid = valid_mask(px, nodata)  # nodata: one value (pixel rule) or one per band (GDAL's band rule)
     shown = pick_bands(px.shape[2], band_names)
-    out = np.stack([stretch(px[..., b], valid) for b in shown], -1)
+    masks = [None if valid is None else valid if valid.ndim == 2 else valid[..., b] for b in shown]
+    out = np.stack([stretch(px[..., b], m) for b, m in zip(shown, masks)], -1)
     if len(shown) == 1:
         out = np.repeat(out, 3, axis=2)
     if valid is not None:
-        out[~valid] = NODATA_RGB
+        out[~np.logical_and.reduce(masks)] = NODATA_RGB  # a shown band without data: marked
     return out

@@ -152,14 +152,14 @@ def bit_allocation_plot(key: str, record: dict, models=None) -> str:
         img, note = np.zeros((box[3], box[2]), np.uint8), f"picture left out: {exc}"
     cropped = box != (0, 0, w, h)
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
-    shown = display_rgb(img, header.raster.nodata if header.raster else None,
+    shown = display_rgb(img, header.raster.real_rule if header.raster else None,
                         header.raster.band_names if header.raster else None)
     axes[0].imshow(shown, cmap=None if shown.ndim == 3 else "gray")
     title = f"reconstruction, {box[2]}×{box[3]} crop at ({box[0]}, {box[1]})" if cropped else "reconstruction"
     if header.raster is not None:
         bands = pick_bands(header.raster.bands, header.raster.band_names)
         title += f"\nbands {'/'.join(str(b + 1) for b in bands)}, 2–98% stretch" + (
-            ", magenta: nodata" if header.raster.nodata is not None else "")
+            ", magenta: nodata" if header.raster.has_nodata else "")
     axes[0].set_title(title, fontsize=9)
     if note:
         axes[0].text(0.5, 0.5, "\n".join(note[i : i + 40] for i in range(0, min(len(note), 200), 40)),

@@ -157,10 +157,11 @@ def tile_coder_counts(header) -> list[tuple[str, int]]:
 
 
 def nodata_fraction(image) -> float:
-    """Share of the image's pixels that are nodata (all bands equal to it; codec.format.raster.valid_mask)."""
-    from codec.format.raster import valid_mask
+    """Share of the image's samples that are nodata (GDAL's per-band rule, as the codec codes it:
+    codec.format.raster.valid_mask)."""
+    from codec.format.raster import image_bands, sample_rule, valid_mask
 
-    valid = valid_mask(image.pixels, image.nodata)
+    valid = valid_mask(image.pixels, sample_rule(image.nodata, image_bands(image.pixels)))
     return 0.0 if valid is None else float(1 - valid.mean())
 
 

@@ -143,8 +143,11 @@ def test_16_bit_gray_png_and_tiff_are_read_exactly_float_is_refused():
     assert np.array_equal(load_image(tiff_bytes(rgb16, photometric="rgb"), "rgb16.tif").pixels, rgb16)
     with refused(r"f\.tif: 32-bit float .*not supported"):
         load_image(tiff_bytes(arr.astype(np.float32)), "f.tif")
-    with refused(r"s\.tif: 16-bit signed .*not supported"):
-        load_image(tiff_bytes(arr.astype(np.int16)), "s.tif")
+    signed = (arr.astype(np.int32) - 32768).astype(np.int16)  # issue 26: int16 rasters are read as they are
+    got = load_image(tiff_bytes(signed), "s.tif")
+    assert got.pixels.dtype == np.int16 and np.array_equal(got.pixels, signed) and got.is_raster
+    with refused(r"s32\.tif: 32-bit signed .*not supported"):
+        load_image(tiff_bytes(arr.astype(np.int32)), "s32.tif")
 
 
 def test_palette_tiff_comes_back_in_its_colours():

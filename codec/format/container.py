@@ -15,8 +15,15 @@ images, by the tile's alpha plane deflated (lossless). Random access needs only 
 Version 2 (rasters: any band count, uint8/uint16, nodata, exact tiles; codec.format.raster) writes the
 channels byte as 0 and, after the image fields, a raster block::
 
-    dtype u8 (0 uint8, 1 uint16) | bit depth u8 | bands u16 | flags u8 (1 nodata, 2 names, 4 lossless)
-    | nodata u16 | per band: lo u16, hi u16 | if names: per band name (u16 length + UTF-8)
+    dtype u8 (0 uint8, 1 uint16, 2 int16) | bit depth u8 | bands u16 | flags u8 (1 nodata, 2 names, 4 lossless,
+    8 nodata per band) | nodata u16 | per band: lo u16, hi u16 | if names: per band name (u16 length + UTF-8)
+    | if nodata per band: per band has u8 (0/1), value u16
+
+Issue 26 added, without changing any older stream's bytes: dtype 2 (int16 samples, coded and stored as uint16
+value + 32768; lo/hi/nodata in that domain; bit depth 16) and flag 8 (GDAL's per-band nodata rule: a sample
+is nodata when it equals ITS band's value; the nodata field then holds 0 and the per-band table the values;
+learned tiles' and tile coders' masks are (h, w, bands), codec.format.raster.pack_mask). Without flag 8 a
+nodata stream has the per-pixel rule (every band equals the value), as every older stream does.
 
 Its tile index is v1's; a tile's flags say its kind: FLAG_LOSSLESS (codec.tilecoders.jxl_exact payload, exact)
 or learned: per band group (codec.format.raster.band_groups) ``quality u16 | z_len u32 | y_len u32``, then
@@ -41,7 +48,7 @@ from dataclasses import dataclass, field
 
 from codec.format import tiles
 from codec.format.georef import BLOCK_NAME, GeoInfo
-from codec.format.raster import DTYPES, RasterInfo, band_groups
+from codec.format.raster import SAMPLE_DTYPES, RasterInfo, band_groups
 from codec.errors import CorruptStreamError
 from codec.format.inflate import inflate_exact
 from codec.quality import quality_of
@@ -72,6 +79,9 @@ KNOWN_FLAGS = {FORMAT_VERSION: FLAG_MISSED_TARGET | FLAG_ALPHA,
                CODER_VERSION: FLAG_MISSED_TARGET | FLAG_NODATA | FLAG_ALPHA,
                GEO_VERSION: FLAG_MISSED_TARGET | FLAG_NODATA | FLAG_ALPHA}
 RASTER_NODATA, RASTER_NAMES, RASTER_LOSSLESS = 1, 2, 4
+RASTER_BAND_NODATA = 8  # issue 26: nodata per band (GDAL's rule): a per-band table follows the names
+RASTER_FLAGS = RASTER_NODATA | RASTER_NAMES | RASTER_LOSSLESS | RASTER_BAND_NODATA
+_BAND_NODATA = struct.Struct("<BH")  # per band: has a nodata value u8 (0/1) | value u16 (coded domain)
 CHANNELS = (1, 3, 4)  # what prepare() produces: gray, RGB, RGBA
 
 _PREFIX = struct.Struct("<4sHI")
@@ -139,7 +149,8 @@ class Header:
 
     @property
     def dtype(self) -> str:
-        return self.raster.dtype if self.raster is not None else "uint8"
+        """What decode returns: uint8, uint16 or int16."""
+        return self.raster.sample_dtype if self.raster is not None else "uint8"
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -316,15 +327,19 @@ def estimated_overhead(model_id: str, n_tiles: int) -> int:
 
 def _raster_part(h: Header) -> bytes:
     r = h.raster
-    flags = (RASTER_NODATA if r.nodata is not None else 0) | (RASTER_NAMES if r.band_names is not None else 0) | (
-        RASTER_LOSSLESS if h.lossless else 0)
-    out = [_RASTER.pack(DTYPES.index(r.dtype), r.bit_depth, r.bands, flags, r.nodata or 0)]
+    band = r.band_nodata is not None
+    flags = (RASTER_NODATA if r.has_nodata else 0) | (RASTER_NAMES if r.band_names is not None else 0) | (
+        RASTER_LOSSLESS if h.lossless else 0) | (RASTER_BAND_NODATA if band else 0)
+    out = [_RASTER.pack(SAMPLE_DTYPES.index(r.sample_dtype), r.bit_depth, r.bands, flags,
+                        0 if band else r.nodata or 0)]
     out += [_LOHI.pack(lo, hi) for lo, hi in zip(r.lo, r.hi)]
     for name in r.band_names or ():
         b = name.encode()
         if len(b) > 65535:
             raise ValueError(f"band name of {len(b)} bytes (at most 65535)")
         out.append(struct.pack("<H", len(b)) + b)
+    if band:
+        out += [_BAND_NODATA.pack(v is not None, v or 0) for v in r.band_nodata]
     return b"".join(out)
 
 
@@ -334,19 +349,23 @@ def _read_raster(data: bytes, pos: int, end: int) -> tuple[RasterInfo, bool, int
         raise CorruptStreamError("header too short for its raster block")
     dtype, depth, bands, flags, nodata = _RASTER.unpack_from(data, pos)
     pos += _RASTER.size
-    if dtype >= len(DTYPES):
+    if dtype >= len(SAMPLE_DTYPES):
         raise CorruptStreamError(f"unknown sample type {dtype}")
-    top_bits = 8 if DTYPES[dtype] == "uint8" else 16
-    if not 1 <= depth <= top_bits:
-        raise CorruptStreamError(f"bit depth {depth} is impossible for {DTYPES[dtype]} samples")
+    signed = SAMPLE_DTYPES[dtype] == "int16"
+    coded = "uint16" if signed else SAMPLE_DTYPES[dtype]
+    top_bits = 8 if coded == "uint8" else 16
+    if not (depth == 16 if signed else 1 <= depth <= top_bits):
+        raise CorruptStreamError(f"bit depth {depth} is impossible for {SAMPLE_DTYPES[dtype]} samples")
     if bands == 0:
         raise CorruptStreamError("raster of 0 bands")
-    if flags & ~(RASTER_NODATA | RASTER_NAMES | RASTER_LOSSLESS):
+    if flags & ~RASTER_FLAGS:
         raise CorruptStreamError(f"unknown raster flags {flags:#x}")
     top = (1 << top_bits) - 1
+    if flags & RASTER_BAND_NODATA and (not flags & RASTER_NODATA or nodata):
+        raise CorruptStreamError("per-band nodata without the nodata flag, or with a nodata field")
     if flags & RASTER_NODATA:
         if nodata > top:
-            raise CorruptStreamError(f"nodata {nodata} does not fit {DTYPES[dtype]} samples")
+            raise CorruptStreamError(f"nodata {nodata} does not fit {coded} samples")
     elif nodata:
         raise CorruptStreamError("nodata value without the nodata flag")
     if pos + bands * _LOHI.size > end:
@@ -370,9 +389,29 @@ def _read_raster(data: bytes, pos: int, end: int) -> tuple[RasterInfo, bool, int
             except UnicodeDecodeError as exc:
                 raise CorruptStreamError(f"band {b}'s name is not UTF-8 ({exc.reason})") from exc
             pos += 2 + n
-    info = RasterInfo(DTYPES[dtype], depth, bands, tuple(v[0] for v in lohi), tuple(v[1] for v in lohi),
-                      nodata if flags & RASTER_NODATA else None, tuple(names) if names is not None else None)
+    shared, band_nodata = nodata if flags & RASTER_NODATA else None, None
+    if flags & RASTER_BAND_NODATA:
+        band_nodata, pos = _read_band_nodata(data, pos, end, bands, top)
+        values = {v for v in band_nodata if v is not None}
+        shared = values.pop() if len(values) == 1 else None
+    info = RasterInfo(coded, depth, bands, tuple(v[0] for v in lohi), tuple(v[1] for v in lohi),
+                      shared, tuple(names) if names is not None else None, band_nodata, signed)
     return info, bool(flags & RASTER_LOSSLESS), pos
+
+
+def _read_band_nodata(data: bytes, pos: int, end: int, bands: int, top: int) -> tuple[tuple[int | None, ...], int]:
+    """(per band nodata value or None, position after) of the v2 per-band nodata table; every field checked."""
+    if pos + bands * _BAND_NODATA.size > end:
+        raise CorruptStreamError(f"header too short for {bands} bands' nodata values")
+    out = []
+    for b in range(bands):
+        has, value = _BAND_NODATA.unpack_from(data, pos + b * _BAND_NODATA.size)
+        if has > 1 or not has and value or value > top:
+            raise CorruptStreamError(f"band {b}: nodata entry ({has}, {value}) is impossible")
+        out.append(value if has else None)
+    if all(v is None for v in out):
+        raise CorruptStreamError("per-band nodata table without a value")
+    return tuple(out), pos + bands * _BAND_NODATA.size
 
 
 def raster_tile_blob(groups: list[tuple[int, bytes, bytes]], mask: bytes | None = None) -> bytes:
@@ -520,7 +559,7 @@ def _check_tile_index(h: Header, payload_len: int) -> None:
         if t.coder not in CODER_IDS:
             raise CorruptStreamError(f"{h.tile_label(i)}: unknown tile coder id {t.coder}")
         if h.raster is not None:
-            if t.flags & FLAG_NODATA and (h.raster.nodata is None or t.lossless):
+            if t.flags & FLAG_NODATA and (not h.raster.has_nodata or t.lossless):
                 raise CorruptStreamError(f"{h.tile_label(i)}: nodata mask flag on a "
                                          f"{'lossless tile' if t.lossless else 'raster without nodata'}")
             if t.flags & FLAG_ALPHA:

@@ -70,11 +70,12 @@ def _wkt(crs) -> str | None:
     return crs.to_wkt(version="WKT2_2019") if crs else None
 
 
-def write_tiff(pixels: np.ndarray, georef: GeoInfo | None = None, nodata: float | None = None, band_names=None,
+def write_tiff(pixels: np.ndarray, georef: GeoInfo | None = None, nodata=None, band_names=None,
                bit_depth: int | None = None, icc_profile: bytes | None = None, cog: bool = True) -> bytes:
     """A GeoTIFF of ``pixels`` ((H, W) or (H, W, bands)) with ``georef`` written back as GDAL writes it.
 
-    ``nodata`` (the stream's) wins over ``georef.nodata``; ``band_names`` fill descriptions ``georef`` lacks;
+    ``nodata`` (the stream's: one value, or one per band: :func:`dataset_nodata`) wins over ``georef.nodata``;
+    ``band_names`` fill descriptions ``georef`` lacks;
     ``bit_depth`` under the dtype's is GDAL's NBITS (plain TIFF only: the COG driver has no NBITS).
     """
     from rasterio.io import MemoryFile
@@ -82,6 +83,7 @@ def write_tiff(pixels: np.ndarray, georef: GeoInfo | None = None, nodata: float 
     arr = pixels[..., None] if pixels.ndim == 2 else pixels
     h, w, count = arr.shape
     georef = georef or GeoInfo()
+    nodata = dataset_nodata(nodata)
     if nodata is None:
         nodata = georef.nodata
     from rasterio.errors import NotGeoreferencedWarning
@@ -100,6 +102,23 @@ def write_tiff(pixels: np.ndarray, georef: GeoInfo | None = None, nodata: float 
                 opts.update(NBITS=str(int(bit_depth)), PREDICTOR="1")  # libtiff's predictor needs whole bytes
             copy(src, out.name, driver="COG" if cog else "GTiff", **opts)
             return out.read()
+
+
+def dataset_nodata(nodata) -> float | None:
+    """The one GDAL_NODATA value of ``nodata`` (a number, or one per band, None where a band has none).
+
+    GDAL's GTiff (and COG) driver keeps ONE nodata value per dataset, read by GDAL as every band's (its
+    per-band rule, which the codec's default band rule is). Per-band values that differ cannot be written:
+    a ValueError says so rather than dropping them (a stream gets them only from an API caller)."""
+    if nodata is None or not isinstance(nodata, (tuple, list)):
+        return nodata
+    values = {float(v) for v in nodata if v is not None}
+    if len(values) > 1:
+        raise ValueError(f"a GeoTIFF holds one nodata value for all bands; these bands have {sorted(values)} "
+                         "(GDAL's GTiff driver keeps a single TIFFTAG_GDAL_NODATA)")
+    if values and any(v is None for v in nodata):
+        raise ValueError(f"a GeoTIFF's nodata value applies to every band; only some bands have one ({list(nodata)})")
+    return values.pop() if values else None
 
 
 def _photometric(arr: np.ndarray, georef: GeoInfo) -> str:
@@ -154,4 +173,4 @@ def is_valid_cog(path: str | Path) -> tuple[bool, list[str]]:
     return valid, errors
 
 
-__all__ = ["read_georef", "write_tiff", "is_valid_cog", "COG_OPTIONS", "PLAIN_OPTIONS"]
+__all__ = ["read_georef", "write_tiff", "dataset_nodata", "is_valid_cog", "COG_OPTIONS", "PLAIN_OPTIONS"]

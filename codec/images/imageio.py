@@ -2,8 +2,9 @@
 file says about them (ICC colour profile, EXIF, GeoTIFF georeferencing, nodata, band names).
 
 Rasters (issue 17): a TIFF/GeoTIFF of unsigned samples of 9–16 bits (any band count, chunky or
-planar), or of 8 bits with more bands than gray/RGB/RGBA (several extra samples), comes back as
-(H, W, bands) in file band order (uint16 or uint8; (H, W) for one band), with ``nodata`` from the
+planar), of signed 16-bit samples (int16, issue 26), or of 8 bits with more bands than gray/RGB/RGBA
+(several extra samples), comes back as (H, W, bands) in file band order (uint16, int16 or uint8; (H, W)
+for one band), with ``nodata`` from the
 GDAL_NODATA tag, ``band_names`` from GDAL_METADATA's band descriptions and ``bit_depth`` from
 BitsPerSample when under 16. 16-bit PNGs (gray, gray+alpha, RGB, RGBA) come back as uint16
 through imagecodecs. :func:`write_geotiff` writes such a raster back with its dtype, band order,
@@ -132,6 +133,8 @@ class LoadedImage:
     band_names: tuple[str, ...] | None = None  # GDAL_METADATA band descriptions (one per band), or None
     bit_depth: int | None = None  # significant bits per sample when the file says (< 16 for uint16), else None
     georef: GeoInfo | None = None  # a GeoTIFF's georeferencing as GDAL reports it (the stream's v4 block)
+    nodata_mode: str = "band"  # GDAL_NODATA: GDAL's per-band rule; "pixel" where the file asks for GDAL's
+    #                            per-dataset rule (GDAL_METADATA NODATA_VALUES, one value for every band)
 
     @property
     def bands(self) -> int:
@@ -343,6 +346,27 @@ def _gdal_band_names(xml: str | None, bands: int) -> tuple[str, ...] | None:
     return tuple(names[b] for b in range(bands)) if names and set(names) == set(range(bands)) else None
 
 
+def _pixel_nodata(xml: str | None, bands: int, dtype, name: str) -> int | None:
+    """GDAL's per-dataset nodata (GDAL_METADATA item NODATA_VALUES, one value per band: a pixel is nodata when
+    every band equals its value) as the codec's pixel rule; one value for every band, else not supported."""
+    if not xml:
+        return None
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(str(xml).strip("\x00 "))
+    except ET.ParseError:
+        return None
+    text = next((i.text for i in root.iter("Item") if i.get("name") == "NODATA_VALUES" and not i.get("sample")), None)
+    if not text:
+        return None
+    values = {_nodata_value(v, dtype) for v in text.split()}
+    if len(text.split()) != bands or len(values) != 1 or None in values:
+        raise _not_supported(name, f"per-pixel nodata NODATA_VALUES {text!r} for {bands} bands",
+                             " (the pixel rule takes one value that every band can hold)")
+    return values.pop()
+
+
 def _gdal_nbits(xml: str | None) -> int | None:
     if not xml:
         return None
@@ -360,8 +384,8 @@ def _nodata_value(text, dtype) -> int | None:
         v = float(str(text).strip("\x00 "))
     except ValueError:
         return None
-    top = np.iinfo(dtype).max
-    return int(v) if v.is_integer() and 0 <= v <= top else None
+    info = np.iinfo(dtype)
+    return int(v) if v.is_integer() and info.min <= v <= info.max else None
 
 
 # --- limits ------------------------------------------------------------------------------------
@@ -608,12 +632,17 @@ def _load_tiff(fp, name: str, max_pixels: int, max_bytes: int | None) -> LoadedI
 
 
 def _is_tiff_raster(page) -> bool:
-    """Unsigned 9–16-bit samples, or 8-bit MinIsBlack/RGB with more samples than gray(+alpha)/RGB(A)(+1)."""
+    """Unsigned 9–16-bit samples, signed 16-bit MinIsBlack ones (int16: DEMs, SAR), or 8-bit MinIsBlack/RGB with
+    more samples than gray(+alpha)/RGB(A)(+1)."""
     import tifffile
 
     P = tifffile.PHOTOMETRIC
     photometric, bits, spp = int(page.photometric), int(page.bitspersample), int(page.samplesperpixel)
-    if int(page.sampleformat) != 1 or int(page.subfiletype) & 1 or int(getattr(page, "imagedepth", 1)) > 1:
+    if int(page.subfiletype) & 1 or int(getattr(page, "imagedepth", 1)) > 1:
+        return False
+    if int(page.sampleformat) == 2:
+        return bits == 16 and photometric == P.MINISBLACK
+    if int(page.sampleformat) != 1:
         return False
     if photometric not in (P.MINISBLACK, P.RGB):
         return False
@@ -626,8 +655,8 @@ def _is_tiff_raster(page) -> bool:
 
 
 def _load_tiff_raster(page, name: str, max_pixels: int, max_bytes: int | None) -> LoadedImage:
-    """(H, W, bands) uint8/uint16 samples in file band order, with nodata, band names, bit depth and geo."""
-    bits, spp = int(page.bitspersample), int(page.samplesperpixel)
+    """(H, W, bands) uint8/uint16/int16 samples in file band order, with nodata, band names, bit depth and geo."""
+    bits, spp, signed = int(page.bitspersample), int(page.samplesperpixel), int(page.sampleformat) == 2
     bps = 1 if bits <= 8 else 2
     _check_size(name, page.imagewidth, page.imagelength, spp, bps, max_pixels, max_bytes, raster=True)
     try:
@@ -638,14 +667,17 @@ def _load_tiff_raster(page, name: str, max_pixels: int, max_bytes: int | None) -
     if arr.ndim == 3 and spp > 1 and arr.shape == (spp, h, w):  # one plane per band
         arr = np.moveaxis(arr, 0, -1)
     want = (h, w) + ((spp,) if spp > 1 else ())
-    dtype = np.uint8 if bps == 1 else np.uint16
+    dtype = np.int16 if signed else np.uint8 if bps == 1 else np.uint16
     if arr.shape != want or arr.dtype != dtype:
         raise _not_supported(name, f"this TIFF layout (decoded as {arr.dtype} {arr.shape}, expected {np.dtype(dtype)} {want})")
     xml = page.tags.valueof(42112)
-    depth = bits if bits < 16 and bps == 2 else _gdal_nbits(xml)
+    depth = None if signed else bits if bits < 16 and bps == 2 else _gdal_nbits(xml)
     icc = page.tags.valueof(34675)
+    nodata, mode = _nodata_value(page.tags.valueof(42113), dtype), "band"
+    if nodata is None:
+        nodata, mode = _pixel_nodata(xml, spp, dtype, name), "pixel"
     return LoadedImage(np.ascontiguousarray(arr), _geo(page), bytes(icc) if icc else None, None, "TIFF",
-                       _nodata_value(page.tags.valueof(42113), dtype), _gdal_band_names(xml, spp), depth)
+                       nodata, _gdal_band_names(xml, spp), depth, nodata_mode="band" if nodata is None else mode)
 
 
 def _pillow_decode_tiff(fp, name: str, plan: dict, tiff_error: Exception | None) -> np.ndarray:

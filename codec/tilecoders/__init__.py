@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from codec.errors import CorruptStreamError, UnsupportedImageError
+from codec.format import raster
 from codec.format.container import (CODER_AVIF_444, CODER_IDS, CODER_J2K, CODER_JXL_EXACT, CODER_JXL_LOSSY,
                                     CODER_LEARNED, CODER_NEAR_LOSSLESS)
 from codec.tilecoders import avif444, j2k, jxl_exact, jxl_lossy, nearlossless
@@ -41,14 +42,19 @@ class TileContext:
     height: int
     width: int
     bands: int
-    dtype: str  # "uint8" or "uint16"
-    nodata: int | None = None
+    dtype: str  # "uint8" or "uint16" (int16 rasters are coded as uint16: codec.format.raster.to_coded)
+    nodata: raster.Nodata = None  # the raster's rule (RasterInfo.rule): an int per pixel, a tuple per band
     prediction: np.ndarray | None = None  # (h, w, bands) of dtype: the learned tile, for needs_prediction coders
     max_error: int | None = None  # error-bounded coders (nearlossless): the bound every sample must keep
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return self.height, self.width, self.bands
+
+    @property
+    def mask_bands(self) -> int | None:
+        """The bands of the tile's nodata mask: None for a (h, w) pixel mask, ``bands`` under the band rule."""
+        return self.bands if raster.per_band(self.nodata) else None
 
 
 @dataclass(frozen=True)

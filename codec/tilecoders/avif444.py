@@ -61,7 +61,7 @@ def encode_at(block: np.ndarray, ctx, level: int) -> bytes:
     groups = parts_of(block.shape[2])
     out = [_HEAD.pack(KIND, len(groups))] + [_encode_part(filled[..., g], level) for g in groups]
     if valid is not None:
-        out.append(raster.pack_mask(valid))
+        out.append(raster.pack_mask(valid, ctx.mask_bands))
     return b"".join(out)
 
 

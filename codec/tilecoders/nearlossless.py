@@ -140,7 +140,7 @@ def encode_method(block: np.ndarray, ctx, e: int, method: int) -> bytes:
         body = _parts_body(filled, lambda part: _jpegls(part, e))
     else:
         raise ValueError(f"near-lossless method {method!r} is not one of {METHODS}")
-    mask = raster.pack_mask(valid) if valid is not None else b""
+    mask = raster.pack_mask(valid, ctx.mask_bands) if valid is not None else b""
     return _HEAD.pack(method, e, len(body)) + body + mask
 
 
@@ -168,7 +168,7 @@ def decode(payload: bytes, ctx) -> np.ndarray:
     if rest:
         if ctx.nodata is None:
             raise CorruptStreamError(f"{len(rest)} unexpected bytes after the near-lossless body")
-        valid = raster.unpack_mask(rest, ctx.height, ctx.width)
+        valid = raster.unpack_mask(rest, ctx.height, ctx.width, ctx.mask_bands)
     return raster.restore_nodata(out, valid, ctx.nodata)
 
 
@@ -185,8 +185,9 @@ def methods_for(e: int, dtype: str, bands: int = 3) -> tuple[int, ...]:
     return ((GRID_JOINT,) if bands >= 3 else (GRID,)) + webp + jpegls
 
 
-def within(block: np.ndarray, decoded: np.ndarray, e: int, nodata: int | None = None) -> bool:
-    """Whether ``decoded`` keeps every sample within ±e of ``block`` and every nodata pixel exact."""
+def within(block: np.ndarray, decoded: np.ndarray, e: int, nodata: raster.Nodata = None) -> bool:
+    """Whether ``decoded`` keeps every sample within ±e of ``block`` and every nodata pixel (or, under the band
+    rule, sample) exact."""
     err = np.abs(decoded.astype(np.int64) - block.astype(np.int64))
     valid = raster.valid_mask(block, nodata)
     if valid is not None and (err[~valid] != 0).any():

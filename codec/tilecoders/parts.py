@@ -32,13 +32,15 @@ def parts_of(bands: int) -> list[list[int]]:
 
 
 def fill_nodata(block: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-    """``block`` with its nodata pixels set to each band's valid mean (cheap to code; the mask restores them)."""
+    """``block`` with its nodata samples set to each band's valid mean (cheap to code; the mask restores them);
+    ``valid`` (h, w) pixels or (h, w, B) samples (the band rule)."""
     if valid is None:
         return block
     out = block.copy()
     for b in range(block.shape[2]):
-        vals = block[..., b][valid]
-        out[..., b][~valid] = int(round(float(vals.mean()))) if vals.size else 0
+        v = valid if valid.ndim == 2 else valid[..., b]
+        vals = block[..., b][v]
+        out[..., b][~v] = int(round(float(vals.mean()))) if vals.size else 0
     return out
 
 
@@ -59,7 +61,7 @@ def encode_shifted(block: np.ndarray, ctx, kind: int, code: Callable[[np.ndarray
     groups = parts_of(block.shape[2])
     out = [_HEAD.pack(kind, len(groups))] + [_encode_part(filled[..., g], code) for g in groups]
     if valid is not None:
-        out.append(raster.pack_mask(valid))
+        out.append(raster.pack_mask(valid, ctx.mask_bands))
     return b"".join(out)
 
 
@@ -102,7 +104,7 @@ def restore_mask(payload: bytes, pos: int, ctx, out: np.ndarray, label: str) -> 
     """``out`` with nodata put back from the valid mask that follows the parts at ``pos`` (if the tile has one)."""
     valid = None
     if ctx.nodata is not None and pos < len(payload):
-        valid = raster.unpack_mask(payload[pos:], ctx.height, ctx.width)
+        valid = raster.unpack_mask(payload[pos:], ctx.height, ctx.width, ctx.mask_bands)
     elif pos != len(payload):
         raise CorruptStreamError(f"{len(payload) - pos} unexpected bytes after the {label} parts")
     return raster.restore_nodata(out, valid, ctx.nodata)

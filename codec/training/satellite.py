@@ -110,7 +110,8 @@ def normalised_groups(raster: np.ndarray, nodata: int | None = NODATA) -> tuple[
     """(one float32 (H, W, 3) image in [0, 1] per band group, the (H, W) valid mask): what the codec feeds
     the model (:func:`codec.format.raster.describe` and :func:`codec.families.hyperprior.bands.normalised`, the raster taken as one tile)."""
     h, w, _ = raster.shape
-    info, (valid,) = bands.describe(raster, [(0, 0, w, h)], nodata=nodata)
+    # the pixel rule: training crops and weights are per pixel (as the models were trained; issue 26 left it)
+    info, (valid,) = bands.describe(raster, [(0, 0, w, h)], nodata=nodata, nodata_mode="pixel")
     images = [model_bands.normalised(raster, info, g, valid) for g in info.groups]
     return images, (np.ones((h, w), bool) if valid is None else valid)
 

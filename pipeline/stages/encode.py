@@ -153,8 +153,8 @@ class CodecReplica:
     def _encode(self, image, key: str):
         import codec
 
-        options = self.options.with_(name=key, nodata=image.nodata, bit_depth=image.bit_depth,
-                                     band_names=image.band_names, georef=image.georef)
+        options = self.options.with_(name=key, nodata=image.nodata, nodata_mode=image.nodata_mode,
+                                     bit_depth=image.bit_depth, band_names=image.band_names, georef=image.georef)
         return codec.encode(image.pixels, self.model_for(image), options)
 
     def _verify(self, r, image) -> Verified:
@@ -190,8 +190,9 @@ class CodecReplica:
         from codec.metrics import raster_psnr
 
         pixels = image.pixels
-        valid = valid_mask(pixels, image.nodata)
-        if not _same_mask(valid, valid_mask(decoded, image.nodata)):
+        rule = r.header.raster.real_rule  # the stream's rule (per band by default: GDAL's), in sample values
+        valid = valid_mask(pixels, rule)
+        if not _same_mask(valid, valid_mask(decoded, rule)):
             raise codec.CodecError("verification failed: nodata did not come back exactly where it was")
         if r.header.lossless and not np.array_equal(decoded, pixels):
             raise codec.CodecError("verification failed: a lossless record did not decode bit-exactly")
@@ -219,7 +220,8 @@ def with_nodata(image, nodata: int | None):
     from codec.format.raster import is_raster
 
     eight_bit = not is_raster(image.pixels.dtype, image.channels)  # THE rule, for the pixels alone
-    if nodata is None or image.nodata is not None or eight_bit or nodata > np.iinfo(image.pixels.dtype).max:
+    info = np.iinfo(image.pixels.dtype)
+    if nodata is None or image.nodata is not None or eight_bit or not info.min <= nodata <= info.max:
         return image
     return dataclasses.replace(image, nodata=nodata)
 

@@ -10,11 +10,17 @@ from codec.format.raster import GROUP, RasterInfo, as_bands, real_bands
 
 
 def fill_nodata(x: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
-    """``x`` (h, w, C) float with the invalid pixels replaced by a smooth push-pull interpolation of the valid
+    """``x`` (h, w, C) float with the invalid samples replaced by a smooth push-pull interpolation of the valid
     ones (averages over a pyramid of 2× poolings, pulled back up and lightly blurred): flat where far from
-    data, continuing the data at its borders, so the model spends almost nothing on it."""
+    data, continuing the data at its borders, so the model spends almost nothing on it. ``valid``: (h, w)
+    pixels, or (h, w, C) samples (the band nodata rule: each channel filled from its own valid samples)."""
     if valid is None or valid.all():
         return x
+    if valid.ndim == 3:
+        out = x.copy()
+        for c in range(x.shape[2]):
+            out[..., c : c + 1] = fill_nodata(x[..., c : c + 1], valid[..., c])
+        return out
     if not valid.any():
         x[...] = 0.5
         return x
@@ -46,7 +52,7 @@ def normalised(block: np.ndarray, info: RasterInfo, group: list[int], valid: np.
     lo = np.array([info.lo[b] for b in group], dtype=np.float32)
     scale = np.array([info.scale(b) for b in group], dtype=np.float32)
     x = (block[..., group].astype(np.float32) - lo) / scale
-    return fill_nodata(x, valid)
+    return fill_nodata(x, valid if valid is None or valid.ndim == 2 else valid[..., group])
 
 
 def group_constants(info: RasterInfo, group: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

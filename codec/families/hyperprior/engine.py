@@ -57,7 +57,8 @@ class Batch:
     ids: list[int]
     y: torch.Tensor
     originals: torch.Tensor  # uint8 (B, 3, H, W) on the device; rasters: their integers as float32
-    masks: torch.Tensor  # 1 inside the image (and, for rasters, on valid pixels), 0 elsewhere
+    masks: torch.Tensor  # 1 inside the image (and, for rasters, on valid pixels), 0 elsewhere; (n, h, w), or
+    #                      (n, 3, h, w) for a raster under the band nodata rule (sample_masks)
     npix: np.ndarray  # valid pixels per tile
     raster: RasterGroup | None = None
 
@@ -74,6 +75,11 @@ class Quantised:
     @property
     def psnr(self) -> np.ndarray:
         return psnr_from_mse(self.mse)
+
+
+def sample_masks(masks: torch.Tensor) -> torch.Tensor:
+    """A batch's masks per sample, (n, 3, h, w): the band rule's as they are, a pixel mask repeated over 3."""
+    return masks if masks.dim() == 4 else masks[:, None].expand(-1, 3, -1, -1)
 
 
 class Engine:
@@ -149,17 +155,24 @@ class Engine:
         for (pw, ph), ids in batches(boxes, range(len(boxes)), batch_size):
             tiles = np.empty((len(ids), ph, pw, 3), dtype=np.float32)
             raw = np.empty((len(ids), ph, pw, 3), dtype=np.float32)
-            masks = np.zeros((len(ids), ph, pw), dtype=np.float32)
+            per_band = info.band_nodata is not None  # the band rule: a mask per group position
+            masks = np.zeros((len(ids), 3, ph, pw) if per_band else (len(ids), ph, pw), dtype=np.float32)
             for k, i in enumerate(ids):
                 x, y, w, h = boxes[i]
                 block = np.asarray(image[y : y + h, x : x + w])
                 tiles[k] = pad_tile(bands.normalised(block, info, group, valid[i]), pw, ph)
                 raw[k] = pad_tile(block[..., group].astype(np.float32), pw, ph)
-                masks[k, :h, :w] = 1.0 if valid[i] is None else valid[i]
+                if per_band:
+                    v = valid[i]
+                    masks[k, :, :h, :w] = (1.0 if v is None else v[None] if v.ndim == 2
+                                           else np.moveaxis(v[..., group], 2, 0))
+                else:
+                    masks[k, :h, :w] = 1.0 if valid[i] is None else valid[i]
             y = self.analyse(self.to_tensor(tiles))
             originals = torch.from_numpy(raw).to(self.device).permute(0, 3, 1, 2)
-            yield Batch([first_id + i for i in ids], y, originals, torch.from_numpy(masks).to(self.device),
-                        masks.reshape(len(ids), -1).sum(1), consts)
+            npix = masks.reshape(len(ids), -1).sum(1) / (3 if per_band else 1)  # band rule: mean over positions
+            yield Batch([first_id + i for i in ids], y, originals, torch.from_numpy(masks).to(self.device), npix,
+                        consts)
 
     def quantize(self, y: torch.Tensor, codes, z_hat: torch.Tensor | None = None) -> Latents:
         return self.model.compress(y, quality.q_tensor(codes), z_hat)
@@ -202,10 +215,11 @@ class Engine:
         raw = torch.minimum(torch.maximum(torch.round(r.lo[:, None, None] + x * r.scale[:, None, None]),
                                           r.lo[:, None, None]), r.hi[:, None, None])
         diff = (raw - originals).double()
-        band_sse = (diff * diff * masks[:, None].double()).flatten(2).sum(2).cpu().numpy()  # (n, 3)
-        count = masks.flatten(1).sum(1).cpu().numpy()
+        m = sample_masks(masks).double()  # (n, 3, h, w)
+        band_sse = (diff * diff * m).flatten(2).sum(2).cpu().numpy()  # (n, 3)
+        count = m.flatten(2).sum(2).cpu().numpy().astype(np.int64)  # (n, 3) valid samples per position
         keep = r.weight.cpu().numpy() > 0
-        psnr = np.array([worst_band_psnr(band_sse[t, keep], int(count[t]), r.peaks[keep]) for t in range(len(count))])
+        psnr = np.array([worst_band_psnr(band_sse[t, keep], count[t, keep], r.peaks[keep]) for t in range(len(count))])
         mse = np.where(np.isinf(psnr), 0.0, 255.0**2 / 10 ** (np.minimum(psnr, 1e3) / 10))
         return Quantised(latents, np.asarray(codes), mse, band_sse)
 

@@ -75,7 +75,7 @@ def _raster_pass(engine: Engine, img: np.ndarray, header: Header, valid: list, c
     parts, missed, band_sse = _code_groups(engine, img, header, valid, strategy, options)
     blobs, entries = [], []
     for i, (x, y, bw, bh) in enumerate(boxes):
-        mask = raster.pack_mask(valid[i]) if valid[i] is not None else None
+        mask = raster.pack_mask(valid[i], info.mask_bands) if valid[i] is not None else None
         blob = container.raster_tile_blob(parts[i], mask)
         choice = _tool_for(img[y : y + bh, x : x + bw], valid[i], info, blob, band_sse[i], counts[i], missed[i],
                            options, allowed)
@@ -97,8 +97,8 @@ def _raster_pass(engine: Engine, img: np.ndarray, header: Header, valid: list, c
     if np.isnan(band_sse).any():
         return EncodeResult(data, header, tile_psnr, None)
     total = band_sse.sum(0)
-    return EncodeResult(data, header, tile_psnr, psnr_from_band_sse(total, int(counts.sum()), peaks),
-                        band_psnr(total, int(counts.sum()), peaks))
+    return EncodeResult(data, header, tile_psnr, psnr_from_band_sse(total, counts.sum(0), peaks),
+                        band_psnr(total, counts.sum(0), peaks))
 
 
 def _tool_for(block, valid, info, blob: bytes, band_sse: np.ndarray, count: int, missed: bool,
@@ -109,7 +109,7 @@ def _tool_for(block, valid, info, blob: bytes, band_sse: np.ndarray, count: int,
         return toolchoice.TileChoice("learned", None, psnr, missed)
     block = np.asarray(block)
     learned = toolchoice.LearnedTile(len(blob), psnr, missed, block.shape[0] * block.shape[1] * block.shape[2])
-    ctx = tilecoders.TileContext(block.shape[0], block.shape[1], info.bands, info.dtype, info.nodata)
+    ctx = tilecoders.TileContext(block.shape[0], block.shape[1], info.bands, info.dtype, info.rule)
     return toolchoice.choose_tile(block, ctx, learned, options.target.value, toolchoice.raster_psnr(block, valid, info.band_peaks),
                                   allowed, thorough=options.effort >= toolchoice.THOROUGH_EFFORT)
 
@@ -119,7 +119,7 @@ def _band_sse_of(coder, payload: bytes, block, valid, info) -> np.ndarray:
     if coder.exact:
         return np.zeros(info.bands)
     block = np.asarray(block)
-    ctx = tilecoders.TileContext(block.shape[0], block.shape[1], info.bands, info.dtype, info.nodata)
+    ctx = tilecoders.TileContext(block.shape[0], block.shape[1], info.bands, info.dtype, info.rule)
     return band_sse_of(block, coder.decode_tile(payload, ctx), valid)[0]
 
 
@@ -145,7 +145,7 @@ def decode_raster_tiles(data: bytes, header: Header, loaded, ids: list[int], reg
             valid = None
             if parts[k][1] is not None:
                 try:
-                    valid = raster.unpack_mask(parts[k][1], bh, bw)[part]
+                    valid = raster.unpack_mask(parts[k][1], bh, bw, info.mask_bands)[part]
                 except CorruptStreamError as exc:
                     raise CorruptStreamError(f"{header.tile_label(i)}: {exc}") from exc
-            raster.restore_nodata(out[into], valid, info.nodata)
+            raster.restore_nodata(out[into], valid, info.rule)

@@ -120,9 +120,11 @@ def refine(model, y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, q: tor
 
 def targets(engine: "Engine", batch: "Batch") -> tuple[torch.Tensor, torch.Tensor]:
     """(x in [0, 1], sample weight) of a batch, float32 (B, 3, H, W): what the refined synthesis should match."""
-    mask = batch.masks[:, None].float()
+    from codec.families.hyperprior.engine import sample_masks
+
+    mask = sample_masks(batch.masks).float()
     if batch.raster is None:
-        return batch.originals.float() / 255.0, mask.expand(-1, 3, -1, -1).contiguous()
+        return batch.originals.float() / 255.0, mask.contiguous()
     r = batch.raster
     x = ((batch.originals.float() - r.lo[:, None, None]) / r.scale[:, None, None]).clamp(0, 1)
     return x, (mask * r.weight[None, :, None, None]).contiguous()
