@@ -37,7 +37,8 @@ from codec.images.prep import finish, prepare
 from codec.quality import code_of_fraction
 from codec.options import RateTarget
 from codec.format.tiles import check_tile_size, intersecting, overlap
-from codec.families.minnen2018.model import BORDER_FILL, TILE, Minnen2018Codec, context_patch
+from codec.families.minnen2018.model import (BORDER_FILL, GAIN_BITS, TILE, Minnen2018Codec, context_patch, gain_bits,
+                                             gain_from_bits, gain_index, gain_of)
 
 MAX_ITERATIONS = 16  # 16 × 128 bits = 2 bpp per sub-tile at most
 
@@ -50,7 +51,8 @@ class SubtileCodes:
     """Every sub-tile's iteration count and bits, on the image's 32-px grid."""
 
     iterations: np.ndarray  # (rows, cols) int
-    bits: dict[tuple[int, int], np.ndarray]  # (r, c) → (iterations, bits_per_iteration) uint8 in {0, 1}
+    bits: dict[tuple[int, int], np.ndarray]  # (r, c) → (iterations, symbols_per_iteration) uint8 in {0, 1}:
+    # with the residual gain (@2) each row is the gain index's GAIN_BITS bits, then the 128 code bits
 
 
 @dataclass
@@ -93,6 +95,18 @@ class _Canvas:
             self.tiles.pop((r - 1, c), None)
 
 
+def _gain(k: torch.Tensor) -> torch.Tensor:
+    return gain_of(k).reshape(1, 1, 1, 1)
+
+
+def _accumulate(net: Minnen2018Codec, out: torch.Tensor, d: torch.Tensor, head) -> torch.Tensor:
+    """The reconstruction after an iteration: the decoder's output added at 1 / the iteration's gain
+    (``head``: its gain index bits; the same float operations in the encoder and the decoder)."""
+    if not net.config.residual_gain:
+        return out + d
+    return out + d / _gain(torch.tensor([gain_from_bits(head)]))
+
+
 def _prediction(net: Minnen2018Codec, canvas: _Canvas, r: int, c: int, like: torch.Tensor, use_context: bool):
     if not use_context:
         return torch.full_like(like, BORDER_FILL)
@@ -114,13 +128,14 @@ class _one_thread(contextlib.ContextDecorator):
 @torch.no_grad()
 @_one_thread()
 def code_subtiles(net: Minnen2018Codec, rgb: np.ndarray, *, target_psnr: float | None = None,
-                  iterations: int | None = None, use_context: bool = True) -> Coded:
+                  iterations: int | None = None, use_context: bool = True, trace=None) -> Coded:
     """Encode every 32×32 sub-tile of uint8 ``rgb`` (H, W, 3) in raster order.
 
     Adaptive allocation (``target_psnr``): a sub-tile stops at the first iteration (0 = the prediction
     alone) whose 8-bit reconstruction reaches the target over its pixels inside the image. Constant
     allocation (``iterations``): every sub-tile gets that many. ``use_context=False`` predicts flat
-    mid-grey (independent tiles; for comparisons, not a stream option).
+    mid-grey (independent tiles; for comparisons, not a stream option). ``trace(r, c, t, q)``, if given, sees
+    every sub-tile's 8-bit reconstruction (1, 3, 32, 32) after each iteration t (0: the prediction): diagnostics.
     """
     if (target_psnr is None) == (iterations is None):
         raise ValueError("give exactly one of target_psnr (adaptive) or iterations (constant allocation)")
@@ -146,20 +161,28 @@ def code_subtiles(net: Minnen2018Codec, rgb: np.ndarray, *, target_psnr: float |
             out = _prediction(net, canvas, r, c, x, use_context)
             q = _to_uint8(out)
             err = float(((q - orig)[..., :vh, :vw].double() ** 2).sum())
+            if trace:
+                trace(r, c, 0, q)
             enc_s = dec_s = None
             tile_bits = []
             limit = MAX_ITERATIONS if iterations is None else iterations
             while len(tile_bits) < limit and (max_sse is None or err > max_sse):
-                feat, enc_s = net.encoder(x - out, enc_s)
+                res, head = x - out, []
+                if net.config.residual_gain:
+                    k = gain_index(res.pow(2).mean().sqrt().reshape(1))
+                    res, head = res * _gain(k), gain_bits(k)[0].to(torch.uint8).tolist()
+                feat, enc_s = net.encoder(res, enc_s)
                 code = net.binarizer.conv(feat) >= 0
                 d, dec_s = net.decoder(code.float() * 2 - 1, dec_s)
-                out = out + d
+                out = _accumulate(net, out, d, head)
                 q = _to_uint8(out)
                 err = float(((q - orig)[..., :vh, :vw].double() ** 2).sum())
-                tile_bits.append(code.flatten().to(torch.uint8).numpy())
+                tile_bits.append(np.concatenate([np.array(head, np.uint8), code.flatten().to(torch.uint8).numpy()]))
+                if trace:
+                    trace(r, c, len(tile_bits), q)
             counts[r, c], sse[r, c] = len(tile_bits), err
             missed[r, c] = max_sse is not None and err > max_sse
-            bits[r, c] = np.stack(tile_bits) if tile_bits else np.zeros((0, net.bits_per_iteration), np.uint8)
+            bits[r, c] = np.stack(tile_bits) if tile_bits else np.zeros((0, net.symbols_per_iteration), np.uint8)
             canvas.tiles[r, c] = q / 255
             recon[:, r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE] = q[0]
         canvas.row_done(r)
@@ -182,10 +205,12 @@ def reconstruct(net: Minnen2018Codec, codes: SubtileCodes, rows: int, cols: int,
             dec_s = None
             b = codes.bits[r, c]
             n = len(b) if max_iterations is None else min(len(b), max_iterations)
+            head = GAIN_BITS if net.config.residual_gain else 0
             for t in range(n):
-                code = torch.from_numpy(b[t].astype(np.float32)).reshape(1, net.config.code_channels, TILE // 16, TILE // 16)
+                code = torch.from_numpy(b[t, head:].astype(np.float32)).reshape(1, net.config.code_channels,
+                                                                                TILE // 16, TILE // 16)
                 d, dec_s = net.decoder(code * 2 - 1, dec_s)
-                out = out + d
+                out = _accumulate(net, out, d, b[t, :head].tolist())
             q = _to_uint8(out)
             canvas.tiles[r, c] = q / 255
             out_img[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE] = q[0].permute(1, 2, 0).to(torch.uint8).numpy()
@@ -309,7 +334,7 @@ def read_codes(data: bytes, header: Header, net: Minnen2018Codec, ids: list[int]
 
 
 def prefix_iterations(iterations: np.ndarray, max_bits: float, bits_per_iteration: int) -> int:
-    """The largest per-sub-tile iteration cap k whose bits (Σ min(n, k) · 128) fit ``max_bits``;
+    """The largest per-sub-tile iteration cap k whose bits (Σ min(n, k) · 128, or 132 with the gain) fit ``max_bits``;
     ``0 < max_bits < 1`` is a fraction of all the stream's iteration bits."""
     if not max_bits > 0:
         raise ValueError(f"max_bits must be positive (bits, or a fraction below 1), got {max_bits}")
@@ -343,7 +368,7 @@ def decode_region(data: bytes, header: Header, loaded, region, *, max_pixels: in
     boxes = header.boxes()
     ids = intersecting(boxes, causal) if max_bits is None else list(range(len(boxes)))
     codes = read_codes(data, header, net, ids)
-    cap = None if max_bits is None else prefix_iterations(codes.iterations, max_bits, net.bits_per_iteration)
+    cap = None if max_bits is None else prefix_iterations(codes.iterations, max_bits, net.symbols_per_iteration)
     full = reconstruct(net, codes, rows, cols, cap)
     rgb = np.ascontiguousarray(full[y0 : y0 + h, x0 : x0 + w])
     alpha = None

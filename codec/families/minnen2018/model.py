@@ -31,6 +31,7 @@ class Minnen2018Config:
     enc_channels: tuple[int, int, int, int] = (16, 32, 64, 64)  # conv, then the three encoder conv-LSTMs
     dec_channels: tuple[int, int, int, int] = (64, 64, 32, 16)  # the four decoder conv-LSTMs
     code_channels: int = 32  # binary code channels per 2×2 position
+    residual_gain: bool = False  # @2 on: each iteration codes the residual × a signalled gain (see gain_index)
 
     def __post_init__(self):
         object.__setattr__(self, "enc_channels", tuple(self.enc_channels))
@@ -40,8 +41,40 @@ class Minnen2018Config:
     def bits_per_iteration(self) -> int:
         return self.code_channels * (TILE // 16) ** 2
 
+    @property
+    def symbols_per_iteration(self) -> int:
+        """Binary symbols coded per iteration: the gain index's bits, then the code bits."""
+        return (GAIN_BITS if self.residual_gain else 0) + self.bits_per_iteration
+
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+# --- residual gain (Toderici et al. 2017's residual scaling, signalled per iteration) ----------------
+
+GAIN_BITS = 4  # the gain index of an iteration, coded as 4 binary symbols ahead of its 128 code bits
+GAIN_RMS = 0.2  # the RMS (pixels in [0, 1]) the gain brings each iteration's residual to
+
+
+def gain_index(rms: torch.Tensor) -> torch.Tensor:
+    """The index k in [0, 16) of the gain 2^((k-2)/2) that brings a residual of RMS ``rms`` nearest to
+    :data:`GAIN_RMS`: gains 0.5 … 128 in 3 dB steps, so an iteration sees a unit-scale residual whether
+    it is the prediction's (RMS ~0.2) or a near-lossless one (RMS ~0.002)."""
+    k = torch.round(2 * torch.log2(GAIN_RMS / rms.clamp_min(1e-6))) + 2
+    return k.clamp(0, 2**GAIN_BITS - 1).long()
+
+
+def gain_of(k: torch.Tensor) -> torch.Tensor:
+    return torch.pow(2.0, (k.double() - 2) / 2).float()
+
+
+def gain_bits(k: torch.Tensor) -> torch.Tensor:
+    """(B,) indices → (B, GAIN_BITS) {0, 1}, most significant first."""
+    return (k[:, None] >> torch.arange(GAIN_BITS - 1, -1, -1, device=k.device)) & 1
+
+
+def gain_from_bits(bits) -> int:
+    return int(sum(int(b) << (GAIN_BITS - 1 - i) for i, b in enumerate(bits)))
 
 
 # --- context prediction -----------------------------------------------------------------
@@ -204,12 +237,16 @@ class Minnen2018Codec(nn.Module):
         self.binarizer = Binarizer(config.enc_channels[-1], config.code_channels)
         self.decoder = ResidualDecoder(config.code_channels, config.dec_channels)
         # P(bit = +1) per (iteration, bit position), counted over training codes; the entropy model
-        self.register_buffer("bit_ones", torch.ones(1, config.bits_per_iteration))
+        self.register_buffer("bit_ones", torch.ones(1, config.symbols_per_iteration))
         self.register_buffer("bit_total", torch.full((1, 1), 2.0))
 
     @property
     def bits_per_iteration(self) -> int:
         return self.config.bits_per_iteration
+
+    @property
+    def symbols_per_iteration(self) -> int:
+        return self.config.symbols_per_iteration
 
     def bit_probabilities(self, iterations: int):
         """(iterations, bits) float64 P(bit = 1); iterations past those counted reuse the last row."""
@@ -222,7 +259,9 @@ class Minnen2018Codec(nn.Module):
     def forward(self, patch: torch.Tensor, target: torch.Tensor, iterations: int, use_context: torch.Tensor):
         """Training pass. ``patch``: (B, 3, 64, 64) context; ``target``: (B, 3, 32, 32); ``use_context``: (B,)
         bool, False rows are coded against a flat mid-grey prediction (independent tiles).
-        Returns (L1 of the prediction, L1 of the residual after each iteration (T,), the codes (T, B, bits))."""
+        Returns (L1 of the prediction, per-iteration losses (T,), the symbols (T, B, symbols_per_iteration)).
+        With ``residual_gain`` an iteration's loss is the L1 of the residual it leaves *at its gain*, so every
+        iteration weighs alike however small its residual (without it, the plain L1, which the first few dominate)."""
         pred = self.predictor(patch)
         ctx_loss = (pred - target).abs().mean()
         base = torch.where(use_context[:, None, None, None], pred.detach(), torch.full_like(pred, BORDER_FILL))
@@ -230,10 +269,15 @@ class Minnen2018Codec(nn.Module):
         enc_s = dec_s = None
         losses, codes = [], []
         for _ in range(iterations):
-            feat, enc_s = self.encoder(r, enc_s)
+            g, k = 1.0, None
+            if self.config.residual_gain:
+                k = gain_index(r.detach().pow(2).mean(dim=(1, 2, 3)).sqrt())
+                g = gain_of(k)[:, None, None, None]
+            feat, enc_s = self.encoder(r * g, enc_s)
             b = self.binarizer(feat)
             d, dec_s = self.decoder(b, dec_s)
-            r = r - d
-            losses.append(r.abs().mean())
-            codes.append(b.detach().flatten(1))
+            r = r - d / g
+            losses.append((r * g).abs().mean())
+            sym = (b.detach().flatten(1) > 0).float()
+            codes.append(sym if k is None else torch.cat([gain_bits(k).float(), sym], 1))
         return ctx_loss, torch.stack(losses), torch.stack(codes)
