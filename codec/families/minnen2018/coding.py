@@ -37,8 +37,7 @@ from codec.images.prep import finish, prepare
 from codec.quality import code_of_fraction
 from codec.options import RateTarget
 from codec.format.tiles import check_tile_size, intersecting, overlap
-from codec.families.minnen2018.model import (BORDER_FILL, GAIN_BITS, TILE, Minnen2018Codec, context_patch, gain_bits,
-                                             gain_from_bits, gain_index, gain_of)
+from codec.families.minnen2018.model import BORDER_FILL, TILE, Minnen2018Codec, context_patch
 
 MAX_ITERATIONS = 16  # 16 × 128 bits = 2 bpp per sub-tile at most
 
@@ -52,7 +51,7 @@ class SubtileCodes:
 
     iterations: np.ndarray  # (rows, cols) int
     bits: dict[tuple[int, int], np.ndarray]  # (r, c) → (iterations, symbols_per_iteration) uint8 in {0, 1}:
-    # with the residual gain (@2) each row is the gain index's GAIN_BITS bits, then the 128 code bits
+    # for @2 each row is the iteration's head (HEAD_BITS: gain, mean colour), then the 128 code bits
 
 
 @dataclass
@@ -93,18 +92,6 @@ class _Canvas:
         """Row ``r - 1`` is no longer anyone's neighbour: memory stays at two rows of sub-tiles."""
         for c in range(self.cols):
             self.tiles.pop((r - 1, c), None)
-
-
-def _gain(k: torch.Tensor) -> torch.Tensor:
-    return gain_of(k).reshape(1, 1, 1, 1)
-
-
-def _accumulate(net: Minnen2018Codec, out: torch.Tensor, d: torch.Tensor, head) -> torch.Tensor:
-    """The reconstruction after an iteration: the decoder's output added at 1 / the iteration's gain
-    (``head``: its gain index bits; the same float operations in the encoder and the decoder)."""
-    if not net.config.residual_gain:
-        return out + d
-    return out + d / _gain(torch.tensor([gain_from_bits(head)]))
 
 
 def _prediction(net: Minnen2018Codec, canvas: _Canvas, r: int, c: int, like: torch.Tensor, use_context: bool):
@@ -167,17 +154,14 @@ def code_subtiles(net: Minnen2018Codec, rgb: np.ndarray, *, target_psnr: float |
             tile_bits = []
             limit = MAX_ITERATIONS if iterations is None else iterations
             while len(tile_bits) < limit and (max_sse is None or err > max_sse):
-                res, head = x - out, []
-                if net.config.residual_gain:
-                    k = gain_index(res.pow(2).mean().sqrt().reshape(1))
-                    res, head = res * _gain(k), gain_bits(k)[0].to(torch.uint8).tolist()
-                feat, enc_s = net.encoder(res, enc_s)
+                head = net.head_of(x - out)  # @2: the gain and mean colour of this iteration (none for @1)
+                feat, enc_s = net.encoder(net.step_input(x - out, head), enc_s)
                 code = net.binarizer.conv(feat) >= 0
                 d, dec_s = net.decoder(code.float() * 2 - 1, dec_s)
-                out = _accumulate(net, out, d, head)
+                out = out + net.step_output(d, head)
                 q = _to_uint8(out)
                 err = float(((q - orig)[..., :vh, :vw].double() ** 2).sum())
-                tile_bits.append(np.concatenate([np.array(head, np.uint8), code.flatten().to(torch.uint8).numpy()]))
+                tile_bits.append(np.concatenate([head[0].to(torch.uint8).numpy(), code.flatten().to(torch.uint8).numpy()]))
                 if trace:
                     trace(r, c, len(tile_bits), q)
             counts[r, c], sse[r, c] = len(tile_bits), err
@@ -205,12 +189,12 @@ def reconstruct(net: Minnen2018Codec, codes: SubtileCodes, rows: int, cols: int,
             dec_s = None
             b = codes.bits[r, c]
             n = len(b) if max_iterations is None else min(len(b), max_iterations)
-            head = GAIN_BITS if net.config.residual_gain else 0
+            nh = net.config.head_bits
             for t in range(n):
-                code = torch.from_numpy(b[t, head:].astype(np.float32)).reshape(1, net.config.code_channels,
-                                                                                TILE // 16, TILE // 16)
+                code = torch.from_numpy(b[t, nh:].astype(np.float32)).reshape(1, net.config.code_channels,
+                                                                              TILE // 16, TILE // 16)
                 d, dec_s = net.decoder(code * 2 - 1, dec_s)
-                out = _accumulate(net, out, d, b[t, :head].tolist())
+                out = out + net.step_output(d, torch.from_numpy(b[t, :nh].astype(np.int64))[None])
             q = _to_uint8(out)
             canvas.tiles[r, c] = q / 255
             out_img[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE] = q[0].permute(1, 2, 0).to(torch.uint8).numpy()
@@ -334,7 +318,7 @@ def read_codes(data: bytes, header: Header, net: Minnen2018Codec, ids: list[int]
 
 
 def prefix_iterations(iterations: np.ndarray, max_bits: float, bits_per_iteration: int) -> int:
-    """The largest per-sub-tile iteration cap k whose bits (Σ min(n, k) · 128, or 132 with the gain) fit ``max_bits``;
+    """The largest per-sub-tile iteration cap k whose bits (Σ min(n, k) · symbols per iteration) fit ``max_bits``;
     ``0 < max_bits < 1`` is a fraction of all the stream's iteration bits."""
     if not max_bits > 0:
         raise ValueError(f"max_bits must be positive (bits, or a fraction below 1), got {max_bits}")

@@ -73,9 +73,12 @@ def train(args) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step = 0
     if args.init and not ckpt.exists():  # a warm start: same networks, e.g. minnen2018@1's, before the gain
-        import codec
+        if Path(args.init).is_file():  # another run's checkpoint.pt
+            init = torch.load(args.init, weights_only=False)["model"]
+        else:
+            import codec
 
-        init = codec.load_model(args.init).model.state_dict()
+            init = codec.load_model(args.init).model.state_dict()
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in init.items() if k in own and own[k].shape == v.shape}, strict=False)
         log(out, {"event": "init", "from": args.init})
@@ -185,7 +188,7 @@ def main(argv=None) -> None:
     ap.add_argument("--curriculum", type=float, nargs=2, default=(0.3, 0.6),
                     help="fractions of --steps after which 4 → 8 → --iterations iterations are unrolled")
     ap.add_argument("--no-gain", action="store_true", help="minnen2018@1's coder: no residual gain")
-    ap.add_argument("--init", help="warm start from a registered model's weights (e.g. minnen2018@1)")
+    ap.add_argument("--init", help="warm start from a registered model (e.g. minnen2018@1) or a checkpoint.pt")
     ap.add_argument("--finalize", action="store_true", help="count the bit statistics and write weights.pt")
     ap.add_argument("--register", help="with --finalize: NAME@VERSION to (re)write in the built-in registry")
     ap.add_argument("--description", default="minnen2018 (ICIP 2018) tiled context-prediction + conv-LSTM codec, "
