@@ -8,3 +8,15 @@ per sub-tile at the target quality. :mod:`.model` holds the networks, :mod:`.cod
 """
 
 FAMILY = "minnen2018"
+
+QUALITY_NOTE = ("{model} is a minnen2018 model, below JPEG quality at equal size (Kodak at 0.5 bpp: {db} dB, JPEG "
+                "30.3 dB; bench/results/minnen2018.log): for archiving use the default model")
+MEASURED_DB = {"minnen2018@1": 21.9}  # Kodak subset mean PSNR at ~0.5 bpp (bench/minnen2018.py), for the warning
+
+
+def chosen_warning(model) -> str | None:
+    """The warning the CLI and the archival job give when a minnen2018 model is chosen, until the family
+    reaches JPEG parity (issue 29); None for any other family. ``model``: a LoadedModel."""
+    if getattr(model.model, "family", None) != FAMILY:
+        return None
+    return "warning: " + QUALITY_NOTE.format(model=model.model_id, db=MEASURED_DB.get(model.model_id, "below 30"))
