@@ -40,6 +40,9 @@ from codec.format.tiles import check_tile_size, intersecting, overlap
 from codec.families.minnen2018.model import BORDER_FILL, TILE, Minnen2018Codec, context_patch
 
 MAX_ITERATIONS = 16  # 16 × 128 bits = 2 bpp per sub-tile at most
+STOP_MIN_GAIN = 0.03  # @2 adaptive: a sub-tile stops once an iteration takes < 3% off its squared error
+# (with the target alone, sub-tiles that cannot reach it took all 16 iterations: 73-88% of @1's bits on
+# 20-35% of the sub-tiles; bench/results/minnen2018_diagnosis.md). @1 streams keep the rule they had.
 
 
 # --- the per-sub-tile iteration ------------------------------------------------------------
@@ -115,12 +118,15 @@ class _one_thread(contextlib.ContextDecorator):
 @torch.no_grad()
 @_one_thread()
 def code_subtiles(net: Minnen2018Codec, rgb: np.ndarray, *, target_psnr: float | None = None,
-                  iterations: int | None = None, use_context: bool = True, trace=None) -> Coded:
+                  iterations: int | None = None, use_context: bool = True, min_gain: float = 0.0,
+                  trace=None) -> Coded:
     """Encode every 32×32 sub-tile of uint8 ``rgb`` (H, W, 3) in raster order.
 
     Adaptive allocation (``target_psnr``): a sub-tile stops at the first iteration (0 = the prediction
     alone) whose 8-bit reconstruction reaches the target over its pixels inside the image. Constant
-    allocation (``iterations``): every sub-tile gets that many. ``use_context=False`` predicts flat
+    allocation (``iterations``): every sub-tile gets that many. ``min_gain`` (adaptive only): a sub-tile also
+    stops once an iteration took less than that fraction off its squared error (it will not reach the target
+    at a price worth paying; marked missed). ``use_context=False`` predicts flat
     mid-grey (independent tiles; for comparisons, not a stream option). ``trace(r, c, t, q)``, if given, sees
     every sub-tile's 8-bit reconstruction (1, 3, 32, 32) after each iteration t (0: the prediction): diagnostics.
     """
@@ -153,7 +159,9 @@ def code_subtiles(net: Minnen2018Codec, rgb: np.ndarray, *, target_psnr: float |
             enc_s = dec_s = None
             tile_bits = []
             limit = MAX_ITERATIONS if iterations is None else iterations
-            while len(tile_bits) < limit and (max_sse is None or err > max_sse):
+            stalled = False
+            while len(tile_bits) < limit and (max_sse is None or err > max_sse) and not stalled:
+                before = err
                 head = net.head_of(x - out)  # @2: the gain and mean colour of this iteration (none for @1)
                 feat, enc_s = net.encoder(net.step_input(x - out, head), enc_s)
                 code = net.binarizer.conv(feat) >= 0
@@ -161,6 +169,7 @@ def code_subtiles(net: Minnen2018Codec, rgb: np.ndarray, *, target_psnr: float |
                 out = out + net.step_output(d, head)
                 q = _to_uint8(out)
                 err = float(((q - orig)[..., :vh, :vw].double() ** 2).sum())
+                stalled = min_gain > 0 and max_sse is not None and err > before * (1 - min_gain)
                 tile_bits.append(np.concatenate([head[0].to(torch.uint8).numpy(), code.flatten().to(torch.uint8).numpy()]))
                 if trace:
                     trace(r, c, len(tile_bits), q)
@@ -274,7 +283,8 @@ def encode(image: np.ndarray, loaded, target: RateTarget, *, tile_size: int = 25
         if mode == "quality":
             coded = code_subtiles(net, rgb, iterations=int(round(value * MAX_ITERATIONS)), use_context=use_context)
         else:
-            coded = code_subtiles(net, rgb, target_psnr=value, use_context=use_context)
+            coded = code_subtiles(net, rgb, target_psnr=value, use_context=use_context,
+                                  min_gain=STOP_MIN_GAIN if net.config.residual_gain else 0.0)
         return coded, *_pack_stream(loaded, img, coded, target, tile_size)
 
     if target.mode == "target_bpp":

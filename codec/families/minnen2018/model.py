@@ -283,7 +283,7 @@ class Minnen2018Codec(nn.Module):
     def head_of(self, r: torch.Tensor) -> torch.Tensor:
         """An iteration's head bits (B, 0) when the config has none (@1)."""
         if not self.config.residual_gain:
-            return torch.zeros(r.shape[0], 0, dtype=torch.long)
+            return torch.zeros(r.shape[0], 0, dtype=torch.long, device=r.device)
         return head_bits(r)
 
     def step_input(self, r: torch.Tensor, head: torch.Tensor) -> torch.Tensor:

@@ -70,7 +70,6 @@ def train(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
     model = Minnen2018Codec(config_of(args))
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     step = 0
     if args.init and not ckpt.exists():  # a warm start: same networks, e.g. minnen2018@1's, before the gain
         if Path(args.init).is_file():  # another run's checkpoint.pt
@@ -82,8 +81,10 @@ def train(args) -> None:
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in init.items() if k in own and own[k].shape == v.shape}, strict=False)
         log(out, {"event": "init", "from": args.init})
+    model.to(args.device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location=args.device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
@@ -98,7 +99,7 @@ def train(args) -> None:
         lr = args.lr * (0.1 if step >= 0.85 * args.steps else 1.0)
         for g in opt.param_groups:
             g["lr"] = lr
-        patch, target, use_ctx = make_batch(pool, args.batch, rng)
+        patch, target, use_ctx = (t.to(args.device) for t in make_batch(pool, args.batch, rng))
         iterations = curriculum(step, args)
         ctx_loss, res_losses, _ = model(patch, target, iterations, use_ctx)
         loss = ctx_loss + res_losses.mean()
@@ -117,7 +118,8 @@ def train(args) -> None:
             t0, acc = time.time(), []
         if step % args.checkpoint_every == 0 or step == args.steps:
             tmp = ckpt.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)
+            torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "opt": opt.state_dict(),
+                        "step": step}, tmp)
             tmp.replace(ckpt)
 
 
@@ -182,6 +184,7 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (training; --finalize runs on the CPU)")
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--checkpoint-every", type=int, default=100)
     ap.add_argument("--calibration-batches", type=int, default=100)
