@@ -175,7 +175,8 @@ def test_shipped_model_reaches_the_target_where_it_can_and_adapts_the_allocation
     img = natural_image(64, 128, 0)
     const = coding.code_subtiles(shipped.model, img, iterations=8)
     target = float(np.percentile(10 * np.log10(3 * TILE * TILE * 255.0**2 / const.sse), 25))  # reachable for most
-    coded = coding.code_subtiles(shipped.model, img, target_psnr=target)
+    rule = coding.STOP_MIN_GAIN if shipped.model.config.residual_gain else 0.0  # what codec.encode uses
+    coded = coding.code_subtiles(shipped.model, img, target_psnr=target, min_gain=rule)
     max_sse = 3 * TILE * TILE * 255.0**2 / 10 ** (target / 10)
     assert ((coded.sse <= max_sse) | coded.missed).all()
     assert not coded.missed.all() and len(np.unique(coded.codes.iterations)) > 1  # spatially adaptive
@@ -274,3 +275,17 @@ def test_cli_warns_when_a_minnen2018_model_is_chosen(tmp_path):
     assert r.returncode == 0 and "warning" in r.stderr and "below JPEG" in r.stderr and "minnen2018@" in r.stderr
     r = run("encode", src, tmp_path / "b.tlic", "--quality", "0.3")
     assert r.returncode == 0 and "warning" not in r.stderr
+
+
+def test_shipped_model_error_keeps_falling_with_the_iterations(shipped):
+    """Issue 29: @1's error stopped shrinking after 2-4 iterations; the shipped model's keeps falling."""
+    img = natural_image(64, 128, 2)
+    scores = [psnr(img, coding.code_subtiles(shipped.model, img, iterations=k).recon[:64, :128]) for k in (1, 2, 4, 8, 16)]
+    assert scores == sorted(scores), scores
+    assert scores[-1] - scores[2] > 1.0, scores  # 4 → 16 iterations still buys more than a dB
+
+
+def test_stalled_subtiles_stop_and_are_marked_missed(shipped):
+    img = natural_image(64, 128, 0)
+    coded = coding.code_subtiles(shipped.model, img, target_psnr=60.0, min_gain=0.5)  # unreachable; stalls at once
+    assert coded.missed.all() and coded.codes.iterations.max() < coding.MAX_ITERATIONS
