@@ -125,6 +125,8 @@ def main(argv=None) -> None:
     ap.add_argument("--bisection-passes", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="a smoke run: fewer rate points (results not written)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--half-only", action="store_true",
+                    help="only the ~0.5 bpp comparisons (constant 4 it, adaptive at equal bytes, JPEG, seams): all of Kodak")
     ap.add_argument("--name", default="minnen2018", help="results file stem (minnen2018_v1.* hold @1's)")
     a = ap.parse_args(argv)
     import torch
@@ -133,6 +135,8 @@ def main(argv=None) -> None:
     global CONSTANT, DEFAULT_QUALITIES
     if a.quick:
         CONSTANT, DEFAULT_QUALITIES, a.bisection_passes = [1, 4], [0.3], 1
+    if a.half_only:
+        CONSTANT, DEFAULT_QUALITIES = [4], []
     if not KODAK.exists():
         print(f"{KODAK} missing: nothing to measure")
         return
@@ -189,7 +193,7 @@ def main(argv=None) -> None:
             res["jpeg"].append({"quality": q, "bpp": n * 8 / npx, "psnr": psnr(img, rec)})
         # adaptive allocation: targets spread over the constant curve's range
         const_db = [c["psnr"] for c in res["constant"]]
-        for target in np.linspace(min(const_db), max(const_db) + 1, 2 if a.quick else 3):
+        for target in np.linspace(min(const_db), max(const_db) + 1, 0 if a.half_only else 2 if a.quick else 3):
             t = time.perf_counter()
             r = codec.encode(img, model, target_psnr=float(target))
             res["adaptive"].append({"target": float(target), "bpp": r.bpp, "psnr": r.psnr, "missed": r.missed_tiles,
@@ -231,6 +235,12 @@ def main(argv=None) -> None:
             a.out.mkdir(parents=True, exist_ok=True)
             (a.out / f"{a.name}.json").write_text(json.dumps(results, indent=1, default=float))
             (a.out / f"{a.name}.log").write_text("\n".join(LOG) + "\n")
+    if a.half_only:
+        summarise(results)
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / f"{a.name}.json").write_text(json.dumps(results, indent=1, default=float))
+        (a.out / f"{a.name}.log").write_text("\n".join(LOG) + "\n")
+        return
     # progressive previews of the first image's 8-iteration stream
     img = np.asarray(Image.open(KODAK / a.images[0]).convert("RGB"))
     data = codec.encode(img, model, quality=0.5).data
@@ -268,6 +278,8 @@ def summarise(results: dict) -> None:
     say("PSNR rises with the iterations (constant " + "/".join(map(str, CONSTANT)) + "): " +
         ", ".join(f"{n} {'yes' if ok else 'NO'}" for n, ok in mono.items()))
     for key in ("constant", "adaptive", "default2", "jpeg"):
+        if not all(per[n][key] for n in per):
+            continue
         b, p = mean_curve(per, key)
         say(f"{key:9s} " + "  ".join(f"{x:.3f} bpp/{y:.2f} dB" for x, y in zip(b, p)))
     halves = [per[n]["half_bpp"] for n in per if "adaptive" in per[n]["half_bpp"]]

@@ -15,7 +15,9 @@ that need the training pass (binariser, LSTM state). Per cause:
   * borders: sub-tiles with missing neighbours (first row / column) vs interior ones;
   * stopping rule: adaptive allocation's iteration histogram and where its bits go.
 
-Writes NAME.md (default minnen2018_diagnosis.md), NAME.json and NAME.png under --out.
+Writes NAME.md, NAME.json and NAME.png under --out. The shipped results: minnen2018_diagnosis.* (@1, the
+diagnosis: ``--model minnen2018@1 --name minnen2018_diagnosis``), minnen2018_diagnosis_v2.* (@2, after the fix:
+``--model minnen2018@2 --name minnen2018_diagnosis_v2``); what they show: minnen2018_findings.md.
 """
 
 from __future__ import annotations
