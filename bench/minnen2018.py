@@ -276,7 +276,7 @@ def summarise(results: dict) -> None:
     mono = {n: all(b["psnr"] >= a["psnr"] for a, b in zip(per[n]["constant"], per[n]["constant"][1:])) for n in per}
     if len(CONSTANT) > 1:  # (one rate point: nothing to check)
         results["constant_monotone"] = mono
-            say("PSNR rises with the iterations (constant " + "/".join(map(str, CONSTANT)) + "): " +
+        say("PSNR rises with the iterations (constant " + "/".join(map(str, CONSTANT)) + "): " +
             ", ".join(f"{n} {'yes' if ok else 'NO'}" for n, ok in mono.items()))
     for key in ("constant", "adaptive", "default2", "jpeg"):
         if not all(per[n][key] for n in per):
