@@ -289,3 +289,17 @@ def test_stalled_subtiles_stop_and_are_marked_missed(shipped):
     img = natural_image(64, 128, 0)
     coded = coding.code_subtiles(shipped.model, img, target_psnr=60.0, min_gain=0.5)  # unreachable; stalls at once
     assert coded.missed.all() and coded.codes.iterations.max() < coding.MAX_ITERATIONS
+
+
+def test_training_pass_codes_the_head_it_will_code_with(tiny_head):
+    """The trainer's forward and the coder agree on the head: the symbols of iteration 1 start with the head
+    of the prediction's residual, and every iteration's loss is measured at its own gain."""
+    net = tiny_head.model
+    torch.manual_seed(0)
+    patch, target = torch.rand(3, 3, 2 * TILE, 2 * TILE), torch.rand(3, 3, TILE, TILE)
+    use = torch.tensor([True, True, False])
+    with torch.no_grad():
+        ctx, losses, codes = net(patch, target, 3, use)
+        pred = torch.where(use[:, None, None, None], net.predictor(patch), torch.full_like(target, 0.5))
+    assert losses.shape == (3,) and codes.shape == (3, 3, HEAD_BITS + 128)
+    assert torch.equal(codes[0, :, :HEAD_BITS].long(), head_bits(target - pred))
