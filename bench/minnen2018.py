@@ -38,7 +38,7 @@ from codec.registry import BUILTIN, parse_spec  # noqa: E402
 from rd import KODAK, psnr  # noqa: E402
 
 IMAGES = ["kodim03.png", "kodim05.png", "kodim23.png"]
-CONSTANT = [1, 2, 4, 8]  # iterations per sub-tile (128 bits each = 0.125 bpp of bits per iteration)
+CONSTANT = [1, 2, 4, 8, 16]  # iterations per sub-tile (128 bits each = 0.125 bpp of bits per iteration)
 DEFAULT_QUALITIES = [0.1, 0.3, 0.5, 0.7]
 JPEG_QUALITIES = [5, 10, 20, 30, 50, 70, 90]
 PAPER = {"adaptive_0.5bpp_db": 30.418, "constant_0.5bpp_db": 28.890, "jpeg_0.5bpp_db": 29.552,
@@ -125,6 +125,9 @@ def main(argv=None) -> None:
     ap.add_argument("--bisection-passes", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="a smoke run: fewer rate points (results not written)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--half-only", action="store_true",
+                    help="only the ~0.5 bpp comparisons (constant 4 it, adaptive at equal bytes, JPEG, seams): all of Kodak")
+    ap.add_argument("--name", default="minnen2018", help="results file stem (minnen2018_v1.* hold @1's)")
     a = ap.parse_args(argv)
     import torch
 
@@ -132,6 +135,8 @@ def main(argv=None) -> None:
     global CONSTANT, DEFAULT_QUALITIES
     if a.quick:
         CONSTANT, DEFAULT_QUALITIES, a.bisection_passes = [1, 4], [0.3], 1
+    if a.half_only:
+        CONSTANT, DEFAULT_QUALITIES = [4], []
     if not KODAK.exists():
         print(f"{KODAK} missing: nothing to measure")
         return
@@ -167,7 +172,7 @@ def main(argv=None) -> None:
                 speed["minnen_pixels"] += npx
                 const4, rec4 = r, rec
                 codes = coding.read_codes(r.data, r.header, net, list(range(len(r.header.tiles))))
-                raw = int(codes.iterations.sum()) * net.bits_per_iteration / 8
+                raw = int(codes.iterations.sum()) * net.symbols_per_iteration / 8
                 payload = sum(tt.length for tt in r.header.tiles)
                 res["entropy"] = {"raw_bit_bytes": raw, "coded_payload_bytes": payload,
                                   "container_bytes": len(r.data), "saving": 1 - payload / raw}
@@ -188,7 +193,7 @@ def main(argv=None) -> None:
             res["jpeg"].append({"quality": q, "bpp": n * 8 / npx, "psnr": psnr(img, rec)})
         # adaptive allocation: targets spread over the constant curve's range
         const_db = [c["psnr"] for c in res["constant"]]
-        for target in np.linspace(min(const_db), max(const_db) + 1, 2 if a.quick else 3):
+        for target in np.linspace(min(const_db), max(const_db) + 1, 0 if a.half_only else 2 if a.quick else 3):
             t = time.perf_counter()
             r = codec.encode(img, model, target_psnr=float(target))
             res["adaptive"].append({"target": float(target), "bpp": r.bpp, "psnr": r.psnr, "missed": r.missed_tiles,
@@ -228,8 +233,14 @@ def main(argv=None) -> None:
         say(f"  load average {load()}")
         if not a.quick:  # partial results survive an interrupted run
             a.out.mkdir(parents=True, exist_ok=True)
-            (a.out / "minnen2018.json").write_text(json.dumps(results, indent=1, default=float))
-            (a.out / "minnen2018.log").write_text("\n".join(LOG) + "\n")
+            (a.out / f"{a.name}.json").write_text(json.dumps(results, indent=1, default=float))
+            (a.out / f"{a.name}.log").write_text("\n".join(LOG) + "\n")
+    if a.half_only:
+        summarise(results)
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / f"{a.name}.json").write_text(json.dumps(results, indent=1, default=float))
+        (a.out / f"{a.name}.log").write_text("\n".join(LOG) + "\n")
+        return
     # progressive previews of the first image's 8-iteration stream
     img = np.asarray(Image.open(KODAK / a.images[0]).convert("RGB"))
     data = codec.encode(img, model, quality=0.5).data
@@ -249,9 +260,9 @@ def main(argv=None) -> None:
     if a.quick:
         return
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "minnen2018.json").write_text(json.dumps(results, indent=1, default=float))
-    (a.out / "minnen2018.log").write_text("\n".join(LOG) + "\n")
-    plot(results, a.out / "minnen2018.png")
+    (a.out / f"{a.name}.json").write_text(json.dumps(results, indent=1, default=float))
+    (a.out / f"{a.name}.log").write_text("\n".join(LOG) + "\n")
+    plot(results, a.out / f"{a.name}.png")
 
 
 def mean_curve(per_image: dict, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -262,7 +273,14 @@ def mean_curve(per_image: dict, key: str) -> tuple[np.ndarray, np.ndarray]:
 def summarise(results: dict) -> None:
     per = results["per_image"]
     say("\n== summary (mean over images) ==")
+    mono = {n: all(b["psnr"] >= a["psnr"] for a, b in zip(per[n]["constant"], per[n]["constant"][1:])) for n in per}
+    if len(CONSTANT) > 1:  # (one rate point: nothing to check)
+        results["constant_monotone"] = mono
+        say("PSNR rises with the iterations (constant " + "/".join(map(str, CONSTANT)) + "): " +
+            ", ".join(f"{n} {'yes' if ok else 'NO'}" for n, ok in mono.items()))
     for key in ("constant", "adaptive", "default2", "jpeg"):
+        if not all(per[n][key] for n in per):
+            continue
         b, p = mean_curve(per, key)
         say(f"{key:9s} " + "  ".join(f"{x:.3f} bpp/{y:.2f} dB" for x, y in zip(b, p)))
     halves = [per[n]["half_bpp"] for n in per if "adaptive" in per[n]["half_bpp"]]
@@ -272,6 +290,10 @@ def summarise(results: dict) -> None:
         for k in ("constant", "adaptive"):
             summary[k]["mean_subtile_psnr"] = m(k, "mean_subtile_psnr")
         results["half_bpp_summary"] = summary
+        gain = summary["adaptive"]["psnr"] - summary["constant"]["psnr"]
+        jpeg_gap = summary["constant"]["psnr"] - summary["jpeg"]["psnr"]
+        say(f"adaptive − constant at equal bytes: {gain:+.2f} dB; constant − JPEG at ≤ those bytes: {jpeg_gap:+.2f} dB "
+            f"({'at or above' if jpeg_gap >= 0 else 'below'} JPEG parity)")
         say(f"~0.5 bpp, equal bytes: adaptive {summary['adaptive']['psnr']:.2f} dB "
             f"(mean sub-tile {summary['adaptive']['mean_subtile_psnr']:.2f}) at {summary['adaptive']['bpp']:.3f} bpp vs "
             f"constant {summary['constant']['psnr']:.2f} dB (mean sub-tile {summary['constant']['mean_subtile_psnr']:.2f}) "

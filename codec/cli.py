@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from codec import api
+from codec.families.minnen2018 import chosen_warning
+from codec.registry import load_model
 from codec.errors import (CodecError, CorruptStreamError, ModelMismatchError, ModelNotFoundError, StreamTooLargeError,
                      UnsupportedImageError)
 from codec.images.imageio import DEFAULT_MAX_PIXELS, load_image, write_image
@@ -126,6 +128,9 @@ def _cmd_encode(a) -> None:
         band_names=loaded.band_names, bit_depth=loaded.bit_depth,
         lossless=a.lossless, lossless_fallback=not a.no_lossless_fallback,
         effort=a.effort, georef=loaded.georef)
+    note = chosen_warning(load_model(a.model)) if a.model else None  # the default is never such a model
+    if note:
+        print(f"codec: {note}", file=sys.stderr)
     t = time.perf_counter()
     r = api.encode(image, a.model, options)
     dt = time.perf_counter() - t

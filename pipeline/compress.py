@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from codec.families.minnen2018 import chosen_warning
 from codec.registry import default_model_name
 
 from . import driver
@@ -55,6 +56,7 @@ class JobSummary:
     cluster_retries: int = 0  # passes run again after the cluster lost a node, an actor or an object
     seconds: float = 0.0
     errors_by_kind: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)  # about the run's choices (a model below JPEG quality)
 
     @property
     def ratio(self) -> float:
@@ -112,6 +114,7 @@ class JobSummary:
             f"  throughput  {self.processed / s:.2f} images/s, {mp / s:.2f} MP/s over {self.seconds:.1f} s",
             f"  commits     {self.segments} segments" + (f", {self.orphans_removed} orphaned files removed" if self.orphans_removed else ""),
         ]
+        lines += [f"  {w}" for w in self.warnings]
         if self.errors_by_kind:
             lines.append("  errors      " + ", ".join(f"{k}: {v}" for k, v in sorted(self.errors_by_kind.items())))
         return "\n".join(lines)
@@ -135,6 +138,10 @@ def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
     resolver = model_resolver(cfg.model_registry, cfg.storage)
     raster_model = cfg.raster_model or default_model_name(raster=True, sources=resolver.sources)
     cfg = cfg.model_copy(update={"model": resolver.resolve(cfg.model), "raster_model": resolver.resolve(raster_model)})
+    note = chosen_warning(resolver.load(cfg.model))
+    if note:
+        summary.warnings.append(note)
+        print(note, file=sys.stderr, flush=True)
     archive = Archive(cfg.output, cfg.storage)
     with archive.acquire_lease(cfg.run_id, cfg.lease_ttl_s, cfg.wait_for_lease_s,
                                progress=lambda m: print(m, file=sys.stderr, flush=True)) as lease:

@@ -16,7 +16,8 @@ import codec
 from codec.errors import CorruptStreamError
 from codec.metrics import psnr
 from codec.families.minnen2018 import coding
-from codec.families.minnen2018.model import TILE, ChannelwiseFC, Minnen2018Codec, Minnen2018Config
+from codec.families.minnen2018.model import (DC_STEP, GAIN_RMS, HEAD_BITS, TILE, ChannelwiseFC, Minnen2018Codec,
+                                             Minnen2018Config, head_bits, head_values)
 from codec.families.minnen2018.weights import weights_bytes
 from codec.registry import LoadedModel, model_from_weights
 from conftest import natural_image
@@ -31,6 +32,23 @@ def tiny() -> LoadedModel:
         net.bit_total[:] = 21
     blob = weights_bytes(net)
     return LoadedModel(model_from_weights(blob), "minnen2018@0", hashlib.sha256(blob).digest())
+
+
+def _loaded(net) -> LoadedModel:
+    blob = weights_bytes(net)
+    return LoadedModel(model_from_weights(blob), "minnen2018@0", hashlib.sha256(blob).digest())
+
+
+@pytest.fixture(scope="module")
+def tiny_head() -> LoadedModel:
+    """A tiny random @2-style model: every iteration codes its head (gain, mean colour) first."""
+    torch.manual_seed(1)
+    cfg = Minnen2018Config(ctx_channels=8, enc_channels=(8, 8, 8, 8), dec_channels=(8, 8, 8, 8), residual_gain=True)
+    net = Minnen2018Codec(cfg)
+    with torch.no_grad():
+        net.bit_ones[:] = torch.linspace(1, 20, net.symbols_per_iteration)
+        net.bit_total[:] = 21
+    return _loaded(net)
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +175,8 @@ def test_shipped_model_reaches_the_target_where_it_can_and_adapts_the_allocation
     img = natural_image(64, 128, 0)
     const = coding.code_subtiles(shipped.model, img, iterations=8)
     target = float(np.percentile(10 * np.log10(3 * TILE * TILE * 255.0**2 / const.sse), 25))  # reachable for most
-    coded = coding.code_subtiles(shipped.model, img, target_psnr=target)
+    rule = coding.STOP_MIN_GAIN if shipped.model.config.residual_gain else 0.0  # what codec.encode uses
+    coded = coding.code_subtiles(shipped.model, img, target_psnr=target, min_gain=rule)
     max_sse = 3 * TILE * TILE * 255.0**2 / 10 ** (target / 10)
     assert ((coded.sse <= max_sse) | coded.missed).all()
     assert not coded.missed.all() and len(np.unique(coded.codes.iterations)) > 1  # spatially adaptive
@@ -194,3 +213,93 @@ def test_cli_encode_info_decode_and_preview(tmp_path):
     assert np.array_equal(np.asarray(Image.open(prev)), codec.decode(out.read_bytes(), max_bits=0.25))
     bad = run("decode", out, prev, "--max-bits", "-1")
     assert bad.returncode == 2 and "max-bits" in bad.stderr
+
+
+# --- @2: the iteration head ----------------------------------------------------------------------------
+
+
+def test_head_round_trips_gain_and_mean_colour():
+    r = torch.randn(5, 3, TILE, TILE) * torch.tensor([0.3, 0.05, 0.01, 0.002, 0.1])[:, None, None, None]
+    r[4] += torch.tensor([0.15, -0.1, 0.0])[:, None, None]  # a colour offset
+    bits = head_bits(r)
+    assert bits.shape == (5, HEAD_BITS) and set(bits.unique().tolist()) <= {0, 1}
+    g, dc = head_values(bits)
+    scaled_rms = (r * g).pow(2).mean(dim=(1, 2, 3)).sqrt()
+    assert ((scaled_rms > GAIN_RMS / 2**0.5 * 0.99) & (scaled_rms < GAIN_RMS * 2**0.5 * 1.01))[:4].all()  # 3 dB steps
+    mean = (r * g).mean(dim=(2, 3))
+    assert ((mean - dc[:, :, 0, 0]).abs() <= DC_STEP / 2 + 1e-6).all()  # the mean colour to half a step
+    assert np.array_equal(head_bits(r), bits)
+
+
+def test_head_model_round_trip_region_and_prefix(tiny_head, image):
+    r = codec.encode(image, tiny_head, quality=0.25, tile_size=64)
+    out = codec.decode(r.data, tiny_head)
+    assert psnr(image, out) == pytest.approx(r.psnr, abs=1e-9)
+    coded = coding.code_subtiles(tiny_head.model, image, iterations=2)
+    assert coded.codes.bits[0, 0].shape == (2, HEAD_BITS + 128)
+    assert np.array_equal(codec.decode_region(r.data, (33, 20, 40, 30), tiny_head), out[20:50, 33:73])
+    preview = codec.decode(r.data, tiny_head, max_bits=0.5)
+    assert np.array_equal(preview, codec.decode(coding.truncate(r.data, tiny_head, 2), tiny_head))
+
+
+def test_head_keeps_the_error_falling_whatever_the_network_adds():
+    """The worst case for a residual coder: a decoder that adds nothing. @1 then stalls at the
+    prediction forever; with the head every iteration still takes the mean colour to half a step of
+    1/g, so a flat-coloured image's error falls with every iteration until it is coded to the 8-bit level."""
+    torch.manual_seed(0)
+    cfg = Minnen2018Config(ctx_channels=8, enc_channels=(8, 8, 8, 8), dec_channels=(8, 8, 8, 8))
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:32] = (250, 240, 10)  # saturated colours (what @1 never corrected)
+    img[32:] = (30, 200, 90)
+    img[:, 32:] //= 2
+    for gain, expect_falls in ((False, False), (True, True)):
+        net = Minnen2018Codec(Minnen2018Config(**{**cfg.to_dict(), "residual_gain": gain})).eval()
+        with torch.no_grad():
+            net.decoder.out.weight.zero_()
+            net.decoder.out.bias.zero_()
+        scores = [psnr(img, coding.code_subtiles(net, img, iterations=k, use_context=False).recon) for k in (0, 2, 4, 8)]
+        if expect_falls:
+            assert scores == sorted(scores) and scores[-1] > 45, scores
+        else:
+            assert max(scores) - min(scores) < 1e-9, scores  # a stall: iterations change nothing
+
+
+def test_cli_warns_when_a_minnen2018_model_is_chosen(tmp_path):
+    src = tmp_path / "in.png"
+    Image.fromarray(natural_image(40, 64, 0)).save(src)
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "codec", *map(str, args)], capture_output=True, text=True)
+
+    r = run("encode", src, tmp_path / "a.tlic", "--model", "minnen2018", "--quality", "0.125")
+    assert r.returncode == 0 and "warning" in r.stderr and "below JPEG" in r.stderr and "minnen2018@" in r.stderr
+    r = run("encode", src, tmp_path / "b.tlic", "--quality", "0.3")
+    assert r.returncode == 0 and "warning" not in r.stderr
+
+
+def test_shipped_model_error_keeps_falling_with_the_iterations(shipped):
+    """Issue 29: @1's error stopped shrinking after 2-4 iterations; the shipped model's keeps falling."""
+    img = natural_image(64, 128, 2)
+    scores = [psnr(img, coding.code_subtiles(shipped.model, img, iterations=k).recon[:64, :128]) for k in (1, 2, 4, 8, 16)]
+    assert scores == sorted(scores), scores
+    assert scores[-1] - scores[2] > 1.0, scores  # 4 → 16 iterations still buys more than a dB
+
+
+def test_stalled_subtiles_stop_and_are_marked_missed(shipped):
+    img = natural_image(64, 128, 0)
+    coded = coding.code_subtiles(shipped.model, img, target_psnr=60.0, min_gain=0.5)  # unreachable; stalls at once
+    assert coded.missed.all() and coded.codes.iterations.max() < coding.MAX_ITERATIONS
+
+
+def test_training_pass_codes_the_head_it_will_code_with(tiny_head):
+    """The trainer's forward and the coder agree on the head: the symbols of iteration 1 start with the head
+    of the prediction's residual, and every iteration's loss is measured at its own gain."""
+    net = tiny_head.model
+    torch.manual_seed(0)
+    patch, target = torch.rand(3, 3, 2 * TILE, 2 * TILE), torch.rand(3, 3, TILE, TILE)
+    use = torch.tensor([True, True, False])
+    with torch.no_grad():
+        ctx, losses, codes = net(patch, target, 3, use)
+        pred = torch.where(use[:, None, None, None], net.predictor(patch), torch.full_like(target, 0.5))
+    assert losses.shape == (3,) and codes.shape == (3, 3, HEAD_BITS + 128)
+    assert torch.equal(codes[0, :, :HEAD_BITS].long(), head_bits(target - pred))

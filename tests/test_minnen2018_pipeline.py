@@ -23,6 +23,7 @@ def test_compress_bucket_and_restore_with_minnen2018(s3_server, s3_env, bucket, 
                             quality=0.25, max_pixels=50_000)
     summary = run_job(cfg, progress=False)
     assert (summary.ok, summary.errors) == (2, 0)
+    assert len(summary.warnings) == 1 and "below JPEG" in summary.warnings[0] and "below JPEG" in summary.table()
     archive = Archive(f"s3://{bucket}/archive/")
     stats = {r["key"]: r for r in archive.committed_table("stats").to_pylist()}
     for rec in archive.committed_table("records").to_pylist():

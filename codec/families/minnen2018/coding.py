@@ -40,6 +40,9 @@ from codec.format.tiles import check_tile_size, intersecting, overlap
 from codec.families.minnen2018.model import BORDER_FILL, TILE, Minnen2018Codec, context_patch
 
 MAX_ITERATIONS = 16  # 16 × 128 bits = 2 bpp per sub-tile at most
+STOP_MIN_GAIN = 0.03  # @2 adaptive: a sub-tile stops once an iteration takes < 3% off its squared error
+# (with the target alone, sub-tiles that cannot reach it took all 16 iterations: 73-88% of @1's bits on
+# 20-35% of the sub-tiles; bench/results/minnen2018_diagnosis.md). @1 streams keep the rule they had.
 
 
 # --- the per-sub-tile iteration ------------------------------------------------------------
@@ -50,7 +53,8 @@ class SubtileCodes:
     """Every sub-tile's iteration count and bits, on the image's 32-px grid."""
 
     iterations: np.ndarray  # (rows, cols) int
-    bits: dict[tuple[int, int], np.ndarray]  # (r, c) → (iterations, bits_per_iteration) uint8 in {0, 1}
+    bits: dict[tuple[int, int], np.ndarray]  # (r, c) → (iterations, symbols_per_iteration) uint8 in {0, 1}:
+    # for @2 each row is the iteration's head (HEAD_BITS: gain, mean colour), then the 128 code bits
 
 
 @dataclass
@@ -114,13 +118,17 @@ class _one_thread(contextlib.ContextDecorator):
 @torch.no_grad()
 @_one_thread()
 def code_subtiles(net: Minnen2018Codec, rgb: np.ndarray, *, target_psnr: float | None = None,
-                  iterations: int | None = None, use_context: bool = True) -> Coded:
+                  iterations: int | None = None, use_context: bool = True, min_gain: float = 0.0,
+                  trace=None) -> Coded:
     """Encode every 32×32 sub-tile of uint8 ``rgb`` (H, W, 3) in raster order.
 
     Adaptive allocation (``target_psnr``): a sub-tile stops at the first iteration (0 = the prediction
     alone) whose 8-bit reconstruction reaches the target over its pixels inside the image. Constant
-    allocation (``iterations``): every sub-tile gets that many. ``use_context=False`` predicts flat
-    mid-grey (independent tiles; for comparisons, not a stream option).
+    allocation (``iterations``): every sub-tile gets that many. ``min_gain`` (adaptive only): a sub-tile also
+    stops once an iteration took less than that fraction off its squared error (it will not reach the target
+    at a price worth paying; marked missed). ``use_context=False`` predicts flat
+    mid-grey (independent tiles; for comparisons, not a stream option). ``trace(r, c, t, q)``, if given, sees
+    every sub-tile's 8-bit reconstruction (1, 3, 32, 32) after each iteration t (0: the prediction): diagnostics.
     """
     if (target_psnr is None) == (iterations is None):
         raise ValueError("give exactly one of target_psnr (adaptive) or iterations (constant allocation)")
@@ -146,20 +154,28 @@ def code_subtiles(net: Minnen2018Codec, rgb: np.ndarray, *, target_psnr: float |
             out = _prediction(net, canvas, r, c, x, use_context)
             q = _to_uint8(out)
             err = float(((q - orig)[..., :vh, :vw].double() ** 2).sum())
+            if trace:
+                trace(r, c, 0, q)
             enc_s = dec_s = None
             tile_bits = []
             limit = MAX_ITERATIONS if iterations is None else iterations
-            while len(tile_bits) < limit and (max_sse is None or err > max_sse):
-                feat, enc_s = net.encoder(x - out, enc_s)
+            stalled = False
+            while len(tile_bits) < limit and (max_sse is None or err > max_sse) and not stalled:
+                before = err
+                head = net.head_of(x - out)  # @2: the gain and mean colour of this iteration (none for @1)
+                feat, enc_s = net.encoder(net.step_input(x - out, head), enc_s)
                 code = net.binarizer.conv(feat) >= 0
                 d, dec_s = net.decoder(code.float() * 2 - 1, dec_s)
-                out = out + d
+                out = out + net.step_output(d, head)
                 q = _to_uint8(out)
                 err = float(((q - orig)[..., :vh, :vw].double() ** 2).sum())
-                tile_bits.append(code.flatten().to(torch.uint8).numpy())
+                stalled = min_gain > 0 and max_sse is not None and err > before * (1 - min_gain)
+                tile_bits.append(np.concatenate([head[0].to(torch.uint8).numpy(), code.flatten().to(torch.uint8).numpy()]))
+                if trace:
+                    trace(r, c, len(tile_bits), q)
             counts[r, c], sse[r, c] = len(tile_bits), err
             missed[r, c] = max_sse is not None and err > max_sse
-            bits[r, c] = np.stack(tile_bits) if tile_bits else np.zeros((0, net.bits_per_iteration), np.uint8)
+            bits[r, c] = np.stack(tile_bits) if tile_bits else np.zeros((0, net.symbols_per_iteration), np.uint8)
             canvas.tiles[r, c] = q / 255
             recon[:, r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE] = q[0]
         canvas.row_done(r)
@@ -182,10 +198,12 @@ def reconstruct(net: Minnen2018Codec, codes: SubtileCodes, rows: int, cols: int,
             dec_s = None
             b = codes.bits[r, c]
             n = len(b) if max_iterations is None else min(len(b), max_iterations)
+            nh = net.config.head_bits
             for t in range(n):
-                code = torch.from_numpy(b[t].astype(np.float32)).reshape(1, net.config.code_channels, TILE // 16, TILE // 16)
+                code = torch.from_numpy(b[t, nh:].astype(np.float32)).reshape(1, net.config.code_channels,
+                                                                              TILE // 16, TILE // 16)
                 d, dec_s = net.decoder(code * 2 - 1, dec_s)
-                out = out + d
+                out = out + net.step_output(d, torch.from_numpy(b[t, :nh].astype(np.int64))[None])
             q = _to_uint8(out)
             canvas.tiles[r, c] = q / 255
             out_img[r * TILE : (r + 1) * TILE, c * TILE : (c + 1) * TILE] = q[0].permute(1, 2, 0).to(torch.uint8).numpy()
@@ -265,7 +283,8 @@ def encode(image: np.ndarray, loaded, target: RateTarget, *, tile_size: int = 25
         if mode == "quality":
             coded = code_subtiles(net, rgb, iterations=int(round(value * MAX_ITERATIONS)), use_context=use_context)
         else:
-            coded = code_subtiles(net, rgb, target_psnr=value, use_context=use_context)
+            coded = code_subtiles(net, rgb, target_psnr=value, use_context=use_context,
+                                  min_gain=STOP_MIN_GAIN if net.config.residual_gain else 0.0)
         return coded, *_pack_stream(loaded, img, coded, target, tile_size)
 
     if target.mode == "target_bpp":
@@ -309,7 +328,7 @@ def read_codes(data: bytes, header: Header, net: Minnen2018Codec, ids: list[int]
 
 
 def prefix_iterations(iterations: np.ndarray, max_bits: float, bits_per_iteration: int) -> int:
-    """The largest per-sub-tile iteration cap k whose bits (Σ min(n, k) · 128) fit ``max_bits``;
+    """The largest per-sub-tile iteration cap k whose bits (Σ min(n, k) · symbols per iteration) fit ``max_bits``;
     ``0 < max_bits < 1`` is a fraction of all the stream's iteration bits."""
     if not max_bits > 0:
         raise ValueError(f"max_bits must be positive (bits, or a fraction below 1), got {max_bits}")
@@ -343,7 +362,7 @@ def decode_region(data: bytes, header: Header, loaded, region, *, max_pixels: in
     boxes = header.boxes()
     ids = intersecting(boxes, causal) if max_bits is None else list(range(len(boxes)))
     codes = read_codes(data, header, net, ids)
-    cap = None if max_bits is None else prefix_iterations(codes.iterations, max_bits, net.bits_per_iteration)
+    cap = None if max_bits is None else prefix_iterations(codes.iterations, max_bits, net.symbols_per_iteration)
     full = reconstruct(net, codes, rows, cols, cap)
     rgb = np.ascontiguousarray(full[y0 : y0 + h, x0 : x0 + w])
     alpha = None

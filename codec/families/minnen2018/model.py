@@ -31,6 +31,7 @@ class Minnen2018Config:
     enc_channels: tuple[int, int, int, int] = (16, 32, 64, 64)  # conv, then the three encoder conv-LSTMs
     dec_channels: tuple[int, int, int, int] = (64, 64, 32, 16)  # the four decoder conv-LSTMs
     code_channels: int = 32  # binary code channels per 2×2 position
+    residual_gain: bool = False  # @2: each iteration codes its head (gain, mean colour) first; see head_bits
 
     def __post_init__(self):
         object.__setattr__(self, "enc_channels", tuple(self.enc_channels))
@@ -40,8 +41,72 @@ class Minnen2018Config:
     def bits_per_iteration(self) -> int:
         return self.code_channels * (TILE // 16) ** 2
 
+    @property
+    def symbols_per_iteration(self) -> int:
+        """Binary symbols coded per iteration: the head's bits (@2), then the code bits."""
+        return self.head_bits + self.bits_per_iteration
+
+    @property
+    def head_bits(self) -> int:
+        return HEAD_BITS if self.residual_gain else 0
+
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+# --- the iteration head (@2): a signalled gain and mean colour for each iteration --------------------
+#
+# minnen2018@1 fed every iteration the raw residual, so its decoder learned one fixed schedule of ever
+# smaller increments (bench/results/minnen2018_diagnosis.md): sub-tiles whose residual stays large stall,
+# and a fresh iteration on a small residual makes it worse. @2 codes ahead of each iteration's 128 bits
+# a head of HEAD_BITS bits: the gain g (3 dB steps) that brings the residual to RMS GAIN_RMS, and the
+# scaled residual's mean colour on a uniform grid. The network codes g·r − mean; the decoder adds
+# (mean + output) / g. Every iteration then sees a unit-scale problem, and the mean colour (what the
+# worst sub-tiles of @1 never corrected) falls below DC_STEP / 2g whatever the network has learned.
+
+GAIN_BITS = 4  # gain index k: g = 2^((k-2)/2), 0.5 … 128
+DC_BITS = 4  # per channel: the scaled residual's mean in steps of DC_STEP, -8 … 7
+HEAD_BITS = GAIN_BITS + 3 * DC_BITS
+GAIN_RMS = 0.2  # the RMS (pixels in [0, 1]) the gain brings each iteration's residual to
+DC_STEP = GAIN_RMS / 2
+
+
+def gain_index(rms: torch.Tensor) -> torch.Tensor:
+    """The index k in [0, 16) of the gain 2^((k-2)/2) that brings a residual of RMS ``rms`` nearest to
+    :data:`GAIN_RMS`: a unit-scale residual whether it is the prediction's (RMS ~0.2) or a near-lossless
+    one (RMS ~0.002)."""
+    k = torch.round(2 * torch.log2(GAIN_RMS / rms.clamp_min(1e-6))) + 2
+    return k.clamp(0, 2**GAIN_BITS - 1).long()
+
+
+def gain_of(k: torch.Tensor) -> torch.Tensor:
+    return torch.pow(2.0, (k.double() - 2) / 2).float()
+
+
+def _to_bits(v: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, m) non-negative ints → (B, m·n) {0, 1}, most significant first."""
+    return ((v[..., None] >> torch.arange(n - 1, -1, -1, device=v.device)) & 1).flatten(1)
+
+
+def _from_bits(b: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of :func:`_to_bits`."""
+    w = 2 ** torch.arange(n - 1, -1, -1, device=b.device)
+    return (b.long().reshape(b.shape[0], -1, n) * w).sum(-1)
+
+
+def head_bits(r: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 32, 32) residuals → (B, HEAD_BITS) {0, 1} long: the gain index, then the mean colour's indices."""
+    k = gain_index(r.pow(2).mean(dim=(1, 2, 3)).sqrt())
+    m = (r * gain_of(k)[:, None, None, None]).mean(dim=(2, 3))
+    j = torch.round(m / DC_STEP).clamp(-(2 ** (DC_BITS - 1)), 2 ** (DC_BITS - 1) - 1).long() + 2 ** (DC_BITS - 1)
+    return torch.cat([_to_bits(k[:, None], GAIN_BITS), _to_bits(j, DC_BITS)], 1)
+
+
+def head_values(bits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, HEAD_BITS) → (gain (B, 1, 1, 1), scaled mean colour (B, 3, 1, 1)): what encoder and decoder both use."""
+    g = gain_of(_from_bits(bits[:, :GAIN_BITS], GAIN_BITS)[:, 0])[:, None, None, None]
+    j = _from_bits(bits[:, GAIN_BITS:], DC_BITS) - 2 ** (DC_BITS - 1)
+    return g, (j.float() * DC_STEP)[:, :, None, None]
 
 
 # --- context prediction -----------------------------------------------------------------
@@ -204,12 +269,36 @@ class Minnen2018Codec(nn.Module):
         self.binarizer = Binarizer(config.enc_channels[-1], config.code_channels)
         self.decoder = ResidualDecoder(config.code_channels, config.dec_channels)
         # P(bit = +1) per (iteration, bit position), counted over training codes; the entropy model
-        self.register_buffer("bit_ones", torch.ones(1, config.bits_per_iteration))
+        self.register_buffer("bit_ones", torch.ones(1, config.symbols_per_iteration))
         self.register_buffer("bit_total", torch.full((1, 1), 2.0))
 
     @property
     def bits_per_iteration(self) -> int:
         return self.config.bits_per_iteration
+
+    @property
+    def symbols_per_iteration(self) -> int:
+        return self.config.symbols_per_iteration
+
+    def head_of(self, r: torch.Tensor) -> torch.Tensor:
+        """An iteration's head bits (B, 0) when the config has none (@1)."""
+        if not self.config.residual_gain:
+            return torch.zeros(r.shape[0], 0, dtype=torch.long, device=r.device)
+        return head_bits(r)
+
+    def step_input(self, r: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        """What the encoder codes this iteration: g·r − mean colour (@2), r itself (@1)."""
+        if not self.config.residual_gain:
+            return r
+        g, dc = head_values(head)
+        return r * g - dc
+
+    def step_output(self, d: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        """What this iteration adds to the reconstruction: (mean colour + d) / g (@2), d (@1)."""
+        if not self.config.residual_gain:
+            return d
+        g, dc = head_values(head)
+        return (d + dc) / g
 
     def bit_probabilities(self, iterations: int):
         """(iterations, bits) float64 P(bit = 1); iterations past those counted reuse the last row."""
@@ -222,7 +311,9 @@ class Minnen2018Codec(nn.Module):
     def forward(self, patch: torch.Tensor, target: torch.Tensor, iterations: int, use_context: torch.Tensor):
         """Training pass. ``patch``: (B, 3, 64, 64) context; ``target``: (B, 3, 32, 32); ``use_context``: (B,)
         bool, False rows are coded against a flat mid-grey prediction (independent tiles).
-        Returns (L1 of the prediction, L1 of the residual after each iteration (T,), the codes (T, B, bits))."""
+        Returns (L1 of the prediction, per-iteration losses (T,), the symbols (T, B, symbols_per_iteration)).
+        With ``residual_gain`` an iteration's loss is the L1 of the residual it leaves *at its gain*, so every
+        iteration weighs alike however small its residual (without it, the plain L1, which the first few dominate)."""
         pred = self.predictor(patch)
         ctx_loss = (pred - target).abs().mean()
         base = torch.where(use_context[:, None, None, None], pred.detach(), torch.full_like(pred, BORDER_FILL))
@@ -230,10 +321,12 @@ class Minnen2018Codec(nn.Module):
         enc_s = dec_s = None
         losses, codes = [], []
         for _ in range(iterations):
-            feat, enc_s = self.encoder(r, enc_s)
+            head = self.head_of(r.detach())
+            feat, enc_s = self.encoder(self.step_input(r, head), enc_s)
             b = self.binarizer(feat)
             d, dec_s = self.decoder(b, dec_s)
-            r = r - d
-            losses.append(r.abs().mean())
-            codes.append(b.detach().flatten(1))
+            r = r - self.step_output(d, head)
+            g = head_values(head)[0] if self.config.residual_gain else 1.0
+            losses.append((r * g).abs().mean())
+            codes.append(torch.cat([head.float(), (b.detach().flatten(1) > 0).float()], 1))
         return ctx_loss, torch.stack(losses), torch.stack(codes)

@@ -69,11 +69,22 @@ def train(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.pt"
-    model = Minnen2018Codec(Minnen2018Config())
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    model = Minnen2018Codec(config_of(args))
     step = 0
+    if args.init and not ckpt.exists():  # a warm start: same networks, e.g. minnen2018@1's, before the gain
+        if Path(args.init).is_file():  # another run's checkpoint.pt
+            init = torch.load(args.init, weights_only=False)["model"]
+        else:
+            import codec
+
+            init = codec.load_model(args.init).model.state_dict()
+        own = model.state_dict()
+        model.load_state_dict({k: v for k, v in init.items() if k in own and own[k].shape == v.shape}, strict=False)
+        log(out, {"event": "init", "from": args.init})
+    model.to(args.device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=False, map_location=args.device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
@@ -88,25 +99,43 @@ def train(args) -> None:
         lr = args.lr * (0.1 if step >= 0.85 * args.steps else 1.0)
         for g in opt.param_groups:
             g["lr"] = lr
-        patch, target, use_ctx = make_batch(pool, args.batch, rng)
-        ctx_loss, res_losses, _ = model(patch, target, args.iterations, use_ctx)
+        patch, target, use_ctx = (t.to(args.device) for t in make_batch(pool, args.batch, rng))
+        iterations = curriculum(step, args)
+        ctx_loss, res_losses, _ = model(patch, target, iterations, use_ctx)
         loss = ctx_loss + res_losses.mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        acc.append([ctx_loss.item(), *res_losses[[0, 3, 7, -1]].tolist()])
+        picks = [min(t, iterations) - 1 for t in (1, 4, 8, args.iterations)]
+        acc.append([ctx_loss.item(), *res_losses[picks].tolist()])
         if step % args.log_every == 0:
             m = np.mean(acc, 0)
             log(out, {"step": step, "ctx_l1": round(m[0], 4), "res_l1_it1": round(m[1], 4), "it4": round(m[2], 4),
-                      "it8": round(m[3], 4), f"it{args.iterations}": round(m[4], 4), "lr": lr,
-                      "s_per_step": round((time.time() - t0) / len(acc), 3)})
+                      "it8": round(m[3], 4), f"it{args.iterations}": round(m[4], 4), "iterations": iterations,
+                      "lr": lr, "s_per_step": round((time.time() - t0) / len(acc), 3)})
             t0, acc = time.time(), []
         if step % args.checkpoint_every == 0 or step == args.steps:
             tmp = ckpt.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)
+            torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "opt": opt.state_dict(),
+                        "step": step}, tmp)
             tmp.replace(ckpt)
+
+
+def config_of(args) -> Minnen2018Config:
+    return Minnen2018Config(residual_gain=not args.no_gain)
+
+
+def curriculum(step: int, args) -> int:
+    """Iterations unrolled at ``step``: ``--curriculum`` fractions of the run at 4, then 8, then all
+    ``--iterations`` (short unrolls are cheap on a CPU; with the gain every iteration is the same problem)."""
+    a, b = args.curriculum
+    if step < a * args.steps:
+        return min(4, args.iterations)
+    if step < b * args.steps:
+        return min(8, args.iterations)
+    return args.iterations
 
 
 @torch.no_grad()
@@ -114,12 +143,12 @@ def finalize(args) -> None:
     """Count P(bit = 1) per (iteration, position) over deterministic codes of fresh crops; write weights.pt."""
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    model = Minnen2018Codec(Minnen2018Config())
+    model = Minnen2018Codec(config_of(args))
     model.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=False)["model"])
     model.eval()
     rng = np.random.default_rng(args.seed + 10_000)
     pool = load_pool(args.data, seed=1)
-    ones = torch.zeros(args.iterations, model.bits_per_iteration, dtype=torch.float64)
+    ones = torch.zeros(args.iterations, model.symbols_per_iteration, dtype=torch.float64)
     total = 0
     for _ in range(args.calibration_batches):
         patch, target, use_ctx = make_batch(pool, args.batch, rng)
@@ -130,6 +159,7 @@ def finalize(args) -> None:
     model.bit_total = torch.full((args.iterations, 1), float(total + 2))
     step = torch.load(out / "checkpoint.pt", weights_only=False)["step"]
     meta = {k: v for k, v in vars(args).items() if k not in ("finalize", "register")}
+    meta["curriculum"] = list(args.curriculum)
     save_weights(model, out / "weights.pt", training={**meta, "steps_done": step})
     if args.register:  # into the built-in registry (codec/weights), so the CLI and the pipeline find it by name
         from codec.registry import BUILTIN
@@ -154,9 +184,14 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (training; --finalize runs on the CPU)")
     ap.add_argument("--log-every", type=int, default=25)
     ap.add_argument("--checkpoint-every", type=int, default=100)
     ap.add_argument("--calibration-batches", type=int, default=100)
+    ap.add_argument("--curriculum", type=float, nargs=2, default=(0.3, 0.6),
+                    help="fractions of --steps after which 4 → 8 → --iterations iterations are unrolled")
+    ap.add_argument("--no-gain", action="store_true", help="minnen2018@1's coder: no residual gain")
+    ap.add_argument("--init", help="warm start from a registered model (e.g. minnen2018@1) or a checkpoint.pt")
     ap.add_argument("--finalize", action="store_true", help="count the bit statistics and write weights.pt")
     ap.add_argument("--register", help="with --finalize: NAME@VERSION to (re)write in the built-in registry")
     ap.add_argument("--description", default="minnen2018 (ICIP 2018) tiled context-prediction + conv-LSTM codec, "
