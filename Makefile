@@ -23,7 +23,7 @@ demo: setup  ## local S3 + sample images + the archival job end to end
 	$(PY) jobs/demo.py
 
 test: setup  ## the test suite (CI runs this)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile  # pytest-xdist: two workers, each test file on one (its fixtures stay per file)
 
 bench: setup  ## Kodak RD curves, BD-rates, speed, seams, 100 MP memory
 	$(PY) bench/kodak_rd.py

@@ -117,6 +117,33 @@ class _one_thread(contextlib.ContextDecorator):
 
 @torch.no_grad()
 @_one_thread()
+def _iterate(net: Minnen2018Codec, x, orig, out, valid_hw, limit: int, max_sse, min_gain: float, trace):
+    """One sub-tile's iterations from the prediction ``out`` until it reaches ``max_sse``, the ``limit``, or
+    stalls (an iteration took less than ``min_gain`` off its error): (bits per iteration, error, 8-bit recon)."""
+    vh, vw = valid_hw
+    q = _to_uint8(out)
+    err = float(((q - orig)[..., :vh, :vw].double() ** 2).sum())
+    if trace:
+        trace(0, q)
+    enc_s = dec_s = None
+    tile_bits = []
+    stalled = False
+    while len(tile_bits) < limit and (max_sse is None or err > max_sse) and not stalled:
+        before = err
+        head = net.head_of(x - out)  # @2: the gain and mean colour of this iteration (none for @1)
+        feat, enc_s = net.encoder(net.step_input(x - out, head), enc_s)
+        code = net.binarizer.conv(feat) >= 0
+        d, dec_s = net.decoder(code.float() * 2 - 1, dec_s)
+        out = out + net.step_output(d, head)
+        q = _to_uint8(out)
+        err = float(((q - orig)[..., :vh, :vw].double() ** 2).sum())
+        stalled = min_gain > 0 and max_sse is not None and err > before * (1 - min_gain)
+        tile_bits.append(np.concatenate([head[0].to(torch.uint8).numpy(), code.flatten().to(torch.uint8).numpy()]))
+        if trace:
+            trace(len(tile_bits), q)
+    return tile_bits, err, q
+
+
 def code_subtiles(net: Minnen2018Codec, rgb: np.ndarray, *, target_psnr: float | None = None,
                   iterations: int | None = None, use_context: bool = True, min_gain: float = 0.0,
                   trace=None) -> Coded:
@@ -152,27 +179,9 @@ def code_subtiles(net: Minnen2018Codec, rgb: np.ndarray, *, target_psnr: float |
                 max_sse = 3 * vh * vw * 255.0**2 / 10 ** (target_psnr / 10)
             x = orig / 255
             out = _prediction(net, canvas, r, c, x, use_context)
-            q = _to_uint8(out)
-            err = float(((q - orig)[..., :vh, :vw].double() ** 2).sum())
-            if trace:
-                trace(r, c, 0, q)
-            enc_s = dec_s = None
-            tile_bits = []
             limit = MAX_ITERATIONS if iterations is None else iterations
-            stalled = False
-            while len(tile_bits) < limit and (max_sse is None or err > max_sse) and not stalled:
-                before = err
-                head = net.head_of(x - out)  # @2: the gain and mean colour of this iteration (none for @1)
-                feat, enc_s = net.encoder(net.step_input(x - out, head), enc_s)
-                code = net.binarizer.conv(feat) >= 0
-                d, dec_s = net.decoder(code.float() * 2 - 1, dec_s)
-                out = out + net.step_output(d, head)
-                q = _to_uint8(out)
-                err = float(((q - orig)[..., :vh, :vw].double() ** 2).sum())
-                stalled = min_gain > 0 and max_sse is not None and err > before * (1 - min_gain)
-                tile_bits.append(np.concatenate([head[0].to(torch.uint8).numpy(), code.flatten().to(torch.uint8).numpy()]))
-                if trace:
-                    trace(r, c, len(tile_bits), q)
+            step_trace = (lambda t, q, r=r, c=c: trace(r, c, t, q)) if trace else None
+            tile_bits, err, q = _iterate(net, x, orig, out, (vh, vw), limit, max_sse, min_gain, step_trace)
             counts[r, c], sse[r, c] = len(tile_bits), err
             missed[r, c] = max_sse is not None and err > max_sse
             bits[r, c] = np.stack(tile_bits) if tile_bits else np.zeros((0, net.symbols_per_iteration), np.uint8)
