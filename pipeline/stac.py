@@ -173,7 +173,7 @@ def _outline(crs, t, width: int, height: int, per_side: int = 8):
     steps = [i / per_side for i in range(per_side)]
     px = ([(s * width, 0) for s in steps] + [(width, s * height) for s in steps]
           + [((1 - s) * width, height) for s in steps] + [(0, (1 - s) * height) for s in steps])
-    ring = [t * p for p in px]
+    ring = [t @ p for p in px]
     ring.append(ring[0])
     xs, ys = [p[0] for p in ring], [p[1] for p in ring]
     native = [min(xs), min(ys), max(xs), max(ys)]
