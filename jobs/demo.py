@@ -5,8 +5,9 @@
 Starts SeaweedFS on 127.0.0.1 (free port, fresh access keys), uploads sample
 images to s3://raw/samples/ (aerial scenes from ../shared/data/aerial when present,
 else scikit-image's samples), runs jobs/compress_bucket.py's job on local Ray,
-then queries the stats with DuckDB, writes the HTML report (.demo/report.html) and restores
-one image and one region of it from its record.
+then queries the stats with DuckDB, writes the HTML report (.demo/report.html), restores
+one image and one region of it from its record, and opens the archive's STAC catalogue
+(s3://archive/demo/stac/collection.json) with pystac, printing its path last.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def main(argv=None) -> int:
         report_job.main(["--stats", folder_url(OUTPUT, STATS), "--html", str(a.dir / "report.html"), "--group-by", "product"]
                         + (["--model-registry", registry] if registry else []))
         restore_sample(a.dir, registry)
+        show_catalogue(a.dir, registry)
     return 0
 
 
@@ -176,6 +178,26 @@ def restore_sample(out_dir: Path, registry: str | None) -> None:
         out = restore_one(OUTPUT, raster["key"], str(out_dir / "restored-raster.tif"), model_registry=registry)
         print(f"restored {raster['key']} → {out['output']} ({out['width']}×{out['height']}×{raster['bands']} "
               f"{raster['dtype']}, {out['seconds']:.2f} s)")
+
+
+def show_catalogue(out_dir: Path, registry: str | None) -> None:
+    """The archive's STAC catalogue, opened with pystac as a team would; one item restored from its record asset."""
+    import pystac
+
+    from pipeline.restore import restore_ref
+    from pipeline.stac import FsspecStacIO
+
+    url = f"{OUTPUT}stac/collection.json"
+    col = pystac.read_file(url, stac_io=FsspecStacIO())
+    items = list(col.get_items())
+    geo = next((i for i in items if i.geometry), None)
+    if geo is not None:
+        out = restore_ref(geo.assets["record"].href, str(out_dir / "restored-from-stac.tif"), model_registry=registry)
+        print(f"\nrestored STAC item {geo.id} ({geo.properties['tlic:datetime_source']} {geo.datetime:%Y-%m-%d}, "
+              f"bbox {', '.join(f'{v:.4f}' for v in geo.bbox)}) from its record asset → {out['output'] or out['error']}")
+    print(f"\nSTAC catalogue: {url} ({len(items)} items, {sum(bool(i.geometry) for i in items)} georeferenced; "
+          f"server {os.environ.get('AWS_ENDPOINT_URL', '')}); open it with "
+          "pystac.read_file(URL, stac_io=pipeline.stac.FsspecStacIO())")
 
 
 if __name__ == "__main__":
