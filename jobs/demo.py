@@ -36,12 +36,11 @@ SEED_MODELS = ROOT / "models"  # a model registry in the object-storage layout (
 
 def satellite_scenes(n: int) -> dict[str, bytes]:
     """16-bit multi-band scenes to archive beside the 8-bit photos: a few of ../shared's satellite
-    rasters when present (the smaller ones, several sensors), else one synthetic georeferenced
-    4-band uint16 scene with nodata corners."""
+    rasters when present (the smaller ones, several sensors), and one synthetic georeferenced
+    4-band uint16 scene with nodata corners (../shared's scenes carry no georeferencing: this one
+    gives the STAC catalogue a footprint and an acquisition time)."""
     pick = [SATELLITE / name for name in DEMO_SCENES if (SATELLITE / name).exists()][:n]
-    if pick:
-        return {f"satellite/{p.name}": p.read_bytes() for p in pick}
-    return {"satellite/synthetic_4band.tif": synthetic_scene()}
+    return {**{f"satellite/{p.name}": p.read_bytes() for p in pick}, "satellite/synthetic_4band.tif": synthetic_scene()}
 
 
 def synthetic_scene(size: int = 512, bands: int = 4) -> bytes:
@@ -56,7 +55,7 @@ def synthetic_scene(size: int = 512, bands: int = 4) -> bytes:
     arr[(xx + yy) < 0.3] = 0
     geo = [(33550, 12, 3, (10.0, 10.0, 0.0), True), (33922, 12, 6, (0, 0, 0, 500000.0, 5000000.0, 0), True),
            (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True),
-           (42113, 2, 0, "0", True)]
+           (42113, 2, 0, "0", True), (306, 2, 0, "2026:11:22 10:30:00", True)]  # TIFF DateTime: the STAC datetime
     buf = io.BytesIO()
     tifffile.imwrite(buf, arr, photometric="minisblack", planarconfig="contig", extratags=geo, compression="zlib")
     return buf.getvalue()

@@ -326,7 +326,8 @@ class Catalogue:
                 records = archive.segment_table(m, RECORDS).to_pylist()
                 stats = archive.segment_table(m, STATS).to_pylist()
                 cat._write_items(m, records, stats)
-            cat.seq = m.commit_seq if m.commit_seq is not None else cat.seq
+            # legacy manifests (no sequence) come first in commit order: once caught up, -1 covers them
+            cat.seq = m.commit_seq if m.commit_seq is not None else (-1 if cat.seq is None else cat.seq)
         if pending or cat.seq is None or not archive.fs.exists(archive.stac_collection()):
             cat._write_collection()
         return cat
@@ -371,6 +372,7 @@ class Catalogue:
             "the quality reached); the record asset restores it (python jobs/restore.py --record HREF).",
             extent, title=f"TLIC archive {self.archive.url}", license="other",
             extra_fields={"tlic:commit_seq": self.seq, "tlic:archive": self.archive.url,
+                          "tlic:georeferenced_items": self.bbox is not None,
                           **({"tlic:item_errors": dict(sorted(self.failed.items())[:MAX_ERRORS])} if self.failed else {})})
         col.clear_links()
         col.add_link(pystac.Link("root", "./collection.json", pystac.MediaType.JSON))
@@ -389,8 +391,7 @@ class Catalogue:
         self.failed = dict(body.get("tlic:item_errors", {}))
         self.items = {link["href"].rsplit("/", 1)[-1][: -len(".json")] for link in body.get("links", [])
                       if link.get("rel") == "item"}
-        bbox = body["extent"]["spatial"]["bbox"][0]
-        self.bbox = None if bbox == WORLD and not self.items else bbox
+        self.bbox = body["extent"]["spatial"]["bbox"][0] if body.get("tlic:georeferenced_items") else None
         start, end = body["extent"]["temporal"]["interval"][0]
         if start and end:
             self.interval = [pystac.utils.str_to_datetime(start), pystac.utils.str_to_datetime(end)]

@@ -197,6 +197,19 @@ def test_bad_record_hrefs_are_refused_naming_the_href(archived, tmp_path):
     assert row["status"] == "error" and "holds no record of s3://none" in row["error"]
 
 
+def test_records_of_older_archives_give_items_without_the_missing_fields(archived):
+    """A record from before source_sha256 / band_stats (and a stats row without the issue 23 columns): no such fields."""
+    from pipeline.stac import build_item
+
+    cfg, bucket = archived
+    record = Archive(cfg.output).find_record(f"s3://{bucket}/raw/sat/ms4.tif")
+    item = build_item({**record, "source_sha256": None}, {}, "x#key=y", "c").to_dict()
+    source = item["assets"]["source"]
+    assert "file:checksum" not in source and all("statistics" not in b for b in source["raster:bands"])
+    assert "tlic:band_psnr" not in item["properties"] and item["properties"]["tlic:tile_size"] == 256
+    assert item["assets"]["record"]["file:checksum"].startswith("1220")
+
+
 def test_acquisition_time_rules():
     archived_at = parse_time("2026-01-01T00:00:00Z")
     assert acquired({"TIFFTAG_DATETIME": "2020:05:06 07:08:09"}, None, None, archived_at) == \
@@ -258,3 +271,4 @@ def test_a_crash_leaves_only_committed_items_and_a_rerun_catches_up(s3_server, s
     check(3)
     col = json.loads(s3_server.filesystem().cat_file(f"{name}/out/stac/collection.json"))
     assert col["tlic:commit_seq"] == max(m.commit_seq for m in Archive(cfg.output).committed())
+    assert col["tlic:georeferenced_items"] is False and col["extent"]["spatial"]["bbox"] == [[-180, -90, 180, 90]]
