@@ -387,6 +387,10 @@ class Catalogue:
             body = json.loads(self.archive.fs.cat_file(self.archive.stac_collection()))
         except FileNotFoundError:
             return
+        if body.get("tlic:archive") != self.archive.url:  # a copy of an archive: its hrefs name the original
+            print(f"stac: {self.archive.stac_collection()} was written for {body.get('tlic:archive')}; "
+                  "rebuilding the catalogue for this archive", file=sys.stderr, flush=True)
+            return
         self.seq = body.get("tlic:commit_seq")
         self.failed = dict(body.get("tlic:item_errors", {}))
         self.items = {link["href"].rsplit("/", 1)[-1][: -len(".json")] for link in body.get("links", [])

@@ -272,3 +272,10 @@ def test_a_crash_leaves_only_committed_items_and_a_rerun_catches_up(s3_server, s
     col = json.loads(s3_server.filesystem().cat_file(f"{name}/out/stac/collection.json"))
     assert col["tlic:commit_seq"] == max(m.commit_seq for m in Archive(cfg.output).committed())
     assert col["tlic:georeferenced_items"] is False and col["extent"]["spatial"]["bbox"] == [[-180, -90, 180, 90]]
+    # a copy of the archive rebuilds its catalogue on its next run: its items' hrefs name the copy
+    fs = s3_server.filesystem()
+    fs.copy(f"{name}/out", f"{name}/copy", recursive=True)
+    copy = cfg.model_copy(update={"output": f"s3://{name}/copy/", "run_id": "on-the-copy"})
+    assert run_job(copy, progress=False).skipped_committed == 3
+    hrefs = [i.assets["record"].href for i in items_by_key(copy.output).values()]
+    assert len(hrefs) == 3 and all(h.startswith(f"s3://{name}/copy/records/") for h in hrefs)
