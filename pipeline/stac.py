@@ -20,6 +20,7 @@ accepts) and ``source`` (the source's URL, which may be gone once originals are 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -235,13 +236,18 @@ def _tlic_fields(record: dict, stats: dict, header, footprint_note: str, when_so
     return {f"tlic:{k}": v for k, v in fields.items() if v is not None}
 
 
-def _processing_fields(record: dict, stats: dict, header, archived: datetime) -> dict:
+@functools.lru_cache(maxsize=1)
+def _our_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        ours = version("tlic")
+        return version("tlic")
     except PackageNotFoundError:
-        ours = "unknown"
+        return "unknown"
+
+
+def _processing_fields(record: dict, stats: dict, header, archived: datetime) -> dict:
+    ours = _our_version()
     target = "" if header.mode == "lossless" else f" {stats.get('target') or header.target:g}"
     return {"processing:lineage": f"archived by TLIC (mode {header.mode}{target}, model {header.model_id}) in run "
                                   f"{record.get('run_id')}; the source's pixels are restored by decoding the record",
