@@ -279,3 +279,23 @@ def test_a_crash_leaves_only_committed_items_and_a_rerun_catches_up(s3_server, s
     assert run_job(copy, progress=False).skipped_committed == 3
     hrefs = [i.assets["record"].href for i in items_by_key(copy.output).values()]
     assert len(hrefs) == 3 and all(h.startswith(f"s3://{name}/copy/records/") for h in hrefs)
+
+
+def test_a_record_whose_item_cannot_be_built_is_named_in_the_collection(tmp_path, capsys):
+    """One odd record must not stop the archive (or every rerun's catch-up): its key and the cause are kept."""
+    from pipeline.archive import Manifest
+    from pipeline.stac import Catalogue
+
+    class Lease:
+        def check(self):
+            pass
+
+    archive = Archive(str(tmp_path / "out"))
+    cat = Catalogue(archive, Lease())
+    bad = {"key": "s3://raw/broken.tif", "bitstream": b"not a stream", "status": "ok"}
+    m = Manifest("0.json", "r", 0, 0, "", 1, 1, archive.segment_files("r", 0), None, None)
+    cat.add_segment(m, [bad], [bad])
+    col = json.loads((tmp_path / "out" / "stac" / "collection.json").read_text())
+    assert "s3://raw/broken.tif" in col["tlic:item_errors"] and col["tlic:commit_seq"] == 0
+    assert [link for link in col["links"] if link["rel"] == "item"] == []
+    assert "no item for s3://raw/broken.tif" in capsys.readouterr().err
