@@ -5,8 +5,9 @@
 Starts SeaweedFS on 127.0.0.1 (free port, fresh access keys), uploads sample
 images to s3://raw/samples/ (aerial scenes from ../shared/data/aerial when present,
 else scikit-image's samples), runs jobs/compress_bucket.py's job on local Ray,
-then queries the stats with DuckDB, writes the HTML report (.demo/report.html) and restores
-one image and one region of it from its record.
+then queries the stats with DuckDB, writes the HTML report (.demo/report.html), restores
+one image and one region of it from its record, and opens the archive's STAC catalogue
+(s3://archive/demo/stac/collection.json) with pystac, printing its path last.
 """
 
 from __future__ import annotations
@@ -35,12 +36,11 @@ SEED_MODELS = ROOT / "models"  # a model registry in the object-storage layout (
 
 def satellite_scenes(n: int) -> dict[str, bytes]:
     """16-bit multi-band scenes to archive beside the 8-bit photos: a few of ../shared's satellite
-    rasters when present (the smaller ones, several sensors), else one synthetic georeferenced
-    4-band uint16 scene with nodata corners."""
+    rasters when present (the smaller ones, several sensors), and one synthetic georeferenced
+    4-band uint16 scene with nodata corners (../shared's scenes carry no georeferencing: this one
+    gives the STAC catalogue a footprint and an acquisition time)."""
     pick = [SATELLITE / name for name in DEMO_SCENES if (SATELLITE / name).exists()][:n]
-    if pick:
-        return {f"satellite/{p.name}": p.read_bytes() for p in pick}
-    return {"satellite/synthetic_4band.tif": synthetic_scene()}
+    return {**{f"satellite/{p.name}": p.read_bytes() for p in pick}, "satellite/synthetic_4band.tif": synthetic_scene()}
 
 
 def synthetic_scene(size: int = 512, bands: int = 4) -> bytes:
@@ -55,7 +55,7 @@ def synthetic_scene(size: int = 512, bands: int = 4) -> bytes:
     arr[(xx + yy) < 0.3] = 0
     geo = [(33550, 12, 3, (10.0, 10.0, 0.0), True), (33922, 12, 6, (0, 0, 0, 500000.0, 5000000.0, 0), True),
            (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True),
-           (42113, 2, 0, "0", True)]
+           (42113, 2, 0, "0", True), (306, 2, 0, "2026:11:22 10:30:00", True)]  # TIFF DateTime: the STAC datetime
     buf = io.BytesIO()
     tifffile.imwrite(buf, arr, photometric="minisblack", planarconfig="contig", extratags=geo, compression="zlib")
     return buf.getvalue()
@@ -106,6 +106,7 @@ def main(argv=None) -> int:
         report_job.main(["--stats", folder_url(OUTPUT, STATS), "--html", str(a.dir / "report.html"), "--group-by", "product"]
                         + (["--model-registry", registry] if registry else []))
         restore_sample(a.dir, registry)
+        show_catalogue(a.dir, registry)
     return 0
 
 
@@ -176,6 +177,26 @@ def restore_sample(out_dir: Path, registry: str | None) -> None:
         out = restore_one(OUTPUT, raster["key"], str(out_dir / "restored-raster.tif"), model_registry=registry)
         print(f"restored {raster['key']} → {out['output']} ({out['width']}×{out['height']}×{raster['bands']} "
               f"{raster['dtype']}, {out['seconds']:.2f} s)")
+
+
+def show_catalogue(out_dir: Path, registry: str | None) -> None:
+    """The archive's STAC catalogue, opened with pystac as a team would; one item restored from its record asset."""
+    import pystac
+
+    from pipeline.restore import restore_ref
+    from pipeline.stac import FsspecStacIO
+
+    url = f"{OUTPUT}stac/collection.json"
+    col = pystac.read_file(url, stac_io=FsspecStacIO())
+    items = list(col.get_items())
+    geo = next((i for i in items if i.geometry), None)
+    if geo is not None:
+        out = restore_ref(geo.assets["record"].href, str(out_dir / "restored-from-stac.tif"), model_registry=registry)
+        print(f"\nrestored STAC item {geo.id} ({geo.properties['tlic:datetime_source']} {geo.datetime:%Y-%m-%d}, "
+              f"bbox {', '.join(f'{v:.4f}' for v in geo.bbox)}) from its record asset → {out['output'] or out['error']}")
+    print(f"\nSTAC catalogue: {url} ({len(items)} items, {sum(bool(i.geometry) for i in items)} georeferenced; "
+          f"server {os.environ.get('AWS_ENDPOINT_URL', '')}); open it with "
+          "pystac.read_file(URL, stac_io=pipeline.stac.FsspecStacIO())")
 
 
 if __name__ == "__main__":

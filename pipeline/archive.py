@@ -10,6 +10,8 @@
     OUTPUT/_runs/RUN/replicas/HOST-PID.json     each codec replica: host, GPUs, device, model
     OUTPUT/_runs/RUN/inflight/ID.json           keys a replica is coding now (left behind if it dies)
     OUTPUT/_runs/RUN/summary.json               the run's JobSummary
+    OUTPUT/stac/collection.json                 the STAC catalogue of the committed records (pipeline.stac)
+    OUTPUT/stac/items/ITEM.json                 one item per archived key; written after each commit
     RESTORED/_restore_log/ID.parquet            a restore's result per key (under the restore's output)
 
 :class:`Archive` names every one of these paths; nothing else in the pipeline builds them.
@@ -62,7 +64,7 @@ from .storage import filesystem, put_atomic, put_if_absent, to_url
 from .storage_errors import StorageAccessError
 
 RECORDS, STATS, MANIFESTS, LEASES, QUARANTINE, RUNS = "records", "stats", "_manifests", "_lease", "_quarantine", "_runs"
-RESTORE_LOG, CHECKPOINTS = "_restore_log", "_checkpoints"
+RESTORE_LOG, CHECKPOINTS, STAC = "_restore_log", "_checkpoints", "stac"
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 DEFAULT_LEASE_TTL_S = 120.0
 #: the longest one archive PUT can stay in flight: botocore's connect (60 s) plus read (60 s) timeout
@@ -329,6 +331,17 @@ class Archive:
         """:meth:`restore_log` as the URL a person is shown."""
         return f"{self.url}/{RESTORE_LOG}/{restore_id}.parquet"
 
+    def stac_collection(self) -> str:
+        """The STAC collection of the archive (pipeline.stac writes it last, after the items)."""
+        return self.path(STAC, "collection.json")
+
+    def stac_item(self, item_id: str) -> str:
+        return self.path(STAC, "items", f"{item_id}.json")
+
+    def url_of(self, path: str) -> str:
+        """A path of this archive's filesystem as the URL a person (or a STAC href) uses."""
+        return to_url(self.fs, path)
+
     # --- reading -------------------------------------------------------------------------
     def manifests(self, refresh: bool = False) -> list[Manifest]:
         """Every readable manifest, in commit order (cached; ``refresh`` re-lists)."""
@@ -444,6 +457,14 @@ class Archive:
         import pyarrow.dataset as ds
 
         return ds.dataset(files, schema=schema, format="parquet", filesystem=self.fs).to_table(columns=columns, filter=filter)
+
+    def segment_table(self, manifest: Manifest, kind: str) -> pa.Table:
+        """One committed segment's ``records`` or ``stats`` file, whole (at most a segment's bytes)."""
+        import pyarrow.dataset as ds
+
+        schema = RECORD_SCHEMA if kind == RECORDS else STATS_SCHEMA
+        return ds.dataset(self.path(manifest.files[kind]), schema=schema, format="parquet",
+                          filesystem=self.fs).to_table()
 
     def committed_dataset(self, kind: str):
         """A lazy ``pyarrow.dataset`` over the committed files (what DuckDB can scan without a copy)."""

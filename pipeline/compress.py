@@ -6,6 +6,7 @@
                                    ─▶ driver.actor_map(stages.encode.CodecReplica)  one per GPU, or CPU replicas
                                    ─▶ driver.results: dedupe by key ─▶ SegmentWriter
                                    ─▶ Archive.commit_segment (records + stats, then the manifest)
+                                   ─▶ stac.Catalogue.add_segment (the segment's items, then the collection)
     JobSummary ─▶ _runs/RUN/summary.json
 """
 
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 from codec.families.minnen2018 import chosen_warning
 from codec.registry import default_model_name
 
-from . import driver
+from . import driver, stac
 from .archive import Archive, Lease
 from .config import CompressJobConfig
 from .numbers_display import size
@@ -147,9 +148,10 @@ def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
                                progress=lambda m: print(m, file=sys.stderr, flush=True)) as lease:
         archive.check_new_run(cfg.run_id)
         summary.orphans_removed = len(archive.recover(lease))
+        catalogue = stac.Catalogue.open(archive, lease)  # catches up with commits it lacks (a crash after one)
         shards = write_listing(cfg, archive, summary)
         if shards:
-            _archive_listed(cfg, archive, lease, summary, shards, progress)
+            _archive_listed(cfg, archive, lease, summary, shards, progress, catalogue)
         summary.seconds = time.time() - t0
         lease.check()
         archive.put(archive.run_summary(cfg.run_id), json.dumps(summary.to_dict(), indent=1).encode())
@@ -157,12 +159,12 @@ def run_job(cfg: CompressJobConfig, progress: bool = True) -> JobSummary:
 
 
 def _archive_listed(cfg: CompressJobConfig, archive: Archive, lease: Lease, summary: JobSummary,
-                    shards: list[str], progress: bool) -> None:
+                    shards: list[str], progress: bool, catalogue=None) -> None:
     """The listed keys through the replicas into committed segments. When the cluster fails under the
     run (a node or its raylet lost with a replica or the blocks it held: :func:`driver.lost_to_the_cluster`),
     what arrived is committed, what is left is listed again and run again, up to ``cfg.cluster_retries``
     times: a lost node costs a retry, not the run. Keys already received are never listed twice."""
-    writer = SegmentWriter(cfg, archive, lease, summary)
+    writer = SegmentWriter(cfg, archive, lease, summary, catalogue)
     received: set[str] = set()
     todo, written = summary.listed - summary.skipped_committed, len(shards)
     while shards:
@@ -258,8 +260,10 @@ def _dataset(cfg: CompressJobConfig, archive: Archive, shards: list[str]):
 class SegmentWriter:
     """Replica rows in, committed segments out: a segment every ``segment_rows`` rows or ``segment_bytes`` of bitstreams."""
 
-    def __init__(self, cfg: CompressJobConfig, archive: Archive, lease: Lease, summary: JobSummary):
+    def __init__(self, cfg: CompressJobConfig, archive: Archive, lease: Lease, summary: JobSummary,
+                 catalogue: "stac.Catalogue | None" = None):
         self.cfg, self.archive, self.lease, self.summary = cfg, archive, lease, summary
+        self.catalogue = catalogue
         self.pending: list[dict] = []
         self.pending_bytes = 0
 
@@ -271,15 +275,17 @@ class SegmentWriter:
             self.commit()
 
     def commit(self) -> None:
-        """Commit what is pending as the run's next segment (its records are the ``ok`` rows)."""
+        """Commit what is pending as the run's next segment (its records are the ``ok`` rows), then its STAC items."""
         if not self.pending:
             return
         records = [r for r in self.pending if r["status"] == "ok"]
-        self.archive.commit_segment(
+        manifest = self.archive.commit_segment(
             self.lease, self.summary.segments,
             pa.Table.from_pylist(records, schema=RECORD_SCHEMA),
             pa.Table.from_pylist(self.pending, schema=STATS_SCHEMA),
         )
+        if self.catalogue is not None:
+            self.catalogue.add_segment(manifest, records, self.pending)
         self.summary.segments += 1
         self.pending.clear()
         self.pending_bytes = 0

@@ -6,7 +6,8 @@
                                                       of its keys, verifies, decodes, writes the images
         ─▶ driver.results: progress, RestoreSummary, OUTPUT/_restore_log/ID.parquet (one row per key)
 
-``restore_one`` is the same for one key without Ray: the record is found without scanning the archive.
+``restore_one`` is the same for one key without Ray: the record is found without scanning the archive;
+``restore_ref`` for one record named by its href (a STAC item's record asset, pipeline.record_ref).
 """
 
 from __future__ import annotations
@@ -135,6 +136,20 @@ def restore_one(archive_url: str, key: str, out: str, region=None, fmt: str = "a
     return restore_record(record, fs, path, region, fmt, model_resolver(model_registry, storage), cog=cog)
 
 
+def restore_ref(href: str, out: str, region=None, fmt: str = "auto", storage: StorageOptions | None = None,
+                model_registry: str | None = None, cog: bool = True) -> dict:
+    """Exactly the record a STAC item's record asset names (:mod:`pipeline.record_ref`), no Ray, no scan."""
+    from .record_ref import RecordNotFoundError, RecordRef, read_record
+
+    try:
+        ref = RecordRef.parse(href)
+        record = read_record(ref, storage)
+    except (ValueError, RecordNotFoundError) as exc:
+        return restore_row(href, str(exc), seconds=0.0)
+    fs, path = filesystem(out, storage)
+    return restore_record(record, fs, path, region, fmt, model_resolver(model_registry, storage), cog=cog)
+
+
 def run_restore(cfg: RestoreJobConfig, progress: bool = True) -> RestoreSummary:
     """Restore the selected keys (``cfg.keys``, ``cfg.prefix`` or all) below ``cfg.output``; every key gets a result row."""
     t0 = time.time()
@@ -203,4 +218,4 @@ def _write_log(cfg: RestoreJobConfig, results: list[dict], summary: RestoreSumma
     out.put(out.restore_log(cfg.restore_id), buf.getvalue())
 
 
-__all__ = ["run_restore", "restore_one", "output_name", "output_names", "UnsafeKeyError", "RestoreSummary"]
+__all__ = ["run_restore", "restore_one", "restore_ref", "output_name", "output_names", "UnsafeKeyError", "RestoreSummary"]

@@ -30,7 +30,13 @@ RECORD_SCHEMA = pa.schema([
     ("icc_profile", pa.binary()), ("exif", pa.binary()),
     # rasters (codec.images.imageio): sample type, band count, the nodata value and band descriptions of the source
     ("bands", pa.int16()), ("dtype", pa.string()), ("nodata", pa.float64()), ("band_names", pa.list_(pa.string())),
+    # issue 27: the sha256 (hex) of the source bytes as fetched, for the STAC item's file:checksum (older records: null)
+    ("source_sha256", pa.string()),
 ])
+
+# per band of the source, over its valid samples (nodata left out): the STAC raster extension's statistics
+BAND_STATS_TYPE = pa.struct([("minimum", pa.float64()), ("maximum", pa.float64()), ("mean", pa.float64()),
+                             ("stddev", pa.float64()), ("valid_percent", pa.float64())])
 
 STATS_SCHEMA = pa.schema([
     ("key", pa.string()), ("version", pa.string()), ("status", pa.string()), ("error_kind", pa.string()),
@@ -50,6 +56,7 @@ STATS_SCHEMA = pa.schema([
     ("effort", pa.int8()),  # issue 24: the encode effort (latent refinement level) the job ran at
     # issue 23 item 4: the largest |decoded − source| over every valid sample (mode max_error: target is the bound E)
     ("max_abs_error", pa.int64()),
+    ("band_stats", pa.list_(BAND_STATS_TYPE)),  # issue 27: per band of the source (older stats: null)
 ])
 
 # what a replica emits per input: every stats column plus the record-only ones
@@ -123,6 +130,7 @@ def ok_row(row: dict, result, image, seconds: float, measured: Verified | None) 
     """``row`` filled in from a codec ``EncodeResult`` of ``image`` (a ``codec.images.imageio`` image)."""
     q = np.array([tile.quality for tile in result.header.tiles])
     h, w = image.pixels.shape[:2]
+    valid = valid_of(image)
     row.update(
         status="ok", bitstream=result.data, compressed_bytes=len(result.data), bpp=result.bpp,
         tile_quality_min=float(q.min()), tile_quality_mean=float(q.mean()), tile_quality_max=float(q.max()),
@@ -131,7 +139,7 @@ def ok_row(row: dict, result, image, seconds: float, measured: Verified | None) 
         format_version=result.header.version, encode_seconds=seconds, psnr=result.psnr,
         model_id=result.header.model_id,  # what the stream says decodes it
         bands=result.header.bands, dtype=result.header.dtype, bits_per_sample=result.bits_per_sample,
-        nodata_fraction=nodata_fraction(image), lossless_tiles=sum(t.lossless for t in result.header.tiles),
+        nodata_fraction=nodata_fraction(valid), lossless_tiles=sum(t.lossless for t in result.header.tiles),
         nodata=image.nodata, band_names=list(image.band_names) if image.band_names else None,
     )
     row.update(tile_coders=tile_coder_counts(result.header),
@@ -143,7 +151,7 @@ def ok_row(row: dict, result, image, seconds: float, measured: Verified | None) 
         if measured.band_psnr is not None:
             row.update(band_psnr=measured.band_psnr, band_max_error=measured.band_max_error,
                        max_abs_error=max(measured.band_max_error, default=0))
-    row.update(geo=image.geo, icc_profile=image.icc_profile, exif=image.exif)
+    row.update(geo=image.geo, icc_profile=image.icc_profile, exif=image.exif, band_stats=band_statistics(image, valid))
     row["ratio"] = row["original_bytes"] / row["compressed_bytes"]
     return row
 
@@ -156,13 +164,51 @@ def tile_coder_counts(header) -> list[tuple[str, int]]:
     return [(tilecoders.coder(i).name, ids.count(i)) for i in sorted(set(ids))]
 
 
-def nodata_fraction(image) -> float:
-    """Share of the image's samples that are nodata (GDAL's per-band rule, as the codec codes it:
-    codec.format.raster.valid_mask)."""
+def nodata_fraction(valid: np.ndarray | None) -> float:
+    """Share of the image's samples that are nodata (``valid``: :func:`valid_of`; an (h, w) mask is the same
+    in every band, so its pixel share is the sample share)."""
+    return 0.0 if valid is None else float(1 - valid.mean())
+
+
+def valid_of(image) -> np.ndarray | None:
+    """Where the image holds data, by the rule the codec codes it with (codec.format.raster.valid_mask: GDAL's
+    per-band rule unless the file asks for the per-pixel one): (h, w), (h, w, B) or None (all valid)."""
     from codec.format.raster import image_bands, sample_rule, valid_mask
 
-    valid = valid_mask(image.pixels, sample_rule(image.nodata, image_bands(image.pixels)))
-    return 0.0 if valid is None else float(1 - valid.mean())
+    mode = getattr(image, "nodata_mode", "band")
+    return valid_mask(image.pixels, sample_rule(image.nodata, image_bands(image.pixels), mode))
+
+
+def band_statistics(image, valid: np.ndarray | None) -> list[dict]:
+    """Per band of the source: min, max, mean, standard deviation and share (%) of valid samples
+    (``valid``: codec.format.raster.valid_mask, None = all). Rows are taken a block at a time and
+    combined (Chan et al.), so memory stays at one block whatever the scene's size."""
+    px = image.pixels if image.pixels.ndim == 3 else image.pixels[..., None]
+    h, w, bands = px.shape
+    acc = [[0, 0.0, 0.0, np.inf, -np.inf] for _ in range(bands)]  # n, mean, M2, min, max
+    step = max(1, (1 << 20) // max(w, 1))
+    for r in range(0, h, step):
+        m = None if valid is None else valid[r:r + step]
+        for b in range(bands):
+            x = px[r:r + step, :, b]
+            mb = m if m is None or m.ndim == 2 else m[..., b]  # a band-rule mask: this band's samples
+            x = (x if mb is None else x[mb]).astype(np.float64).ravel()
+            if x.size:
+                _combine(acc[b], x)
+    return [{"minimum": float(lo) if n else None, "maximum": float(hi) if n else None,
+             "mean": mean if n else None, "stddev": float(np.sqrt(m2 / n)) if n else None,
+             "valid_percent": 100.0 * n / (h * w) if h * w else 0.0} for n, mean, m2, lo, hi in acc]
+
+
+def _combine(acc: list, x: np.ndarray) -> None:
+    """Fold a block of samples into [n, mean, M2, min, max] (parallel variance: exact enough for any range)."""
+    n, mean, m2 = acc[0], acc[1], acc[2]
+    k, bm = x.size, float(x.mean())
+    bm2 = float(((x - bm) ** 2).sum())
+    tot = n + k
+    delta = bm - mean
+    acc[0], acc[1], acc[2] = tot, mean + delta * k / tot, m2 + bm2 + delta * delta * n * k / tot
+    acc[3], acc[4] = min(acc[3], float(x.min())), max(acc[4], float(x.max()))
 
 
 # --- restores -----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ output row, even when an image kills the replica: see ``crashes.py``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -111,6 +112,7 @@ class CodecReplica:
         if listed.get("fetch_error"):
             return error_row(row, listed.get("fetch_error_kind") or "fetch", f"cannot read {key}: {listed['fetch_error']}")
         row["original_bytes"] = len(listed["data"])
+        row["source_sha256"] = hashlib.sha256(listed["data"]).hexdigest()  # the STAC item's file:checksum
         try:
             maybe_fault(key, self.done)
             image = with_nodata(decode_image(listed["data"], key, self.cfg.max_pixels, self.cfg.max_image_memory),
