@@ -329,15 +329,22 @@ def gdal_metadata(band_names=None, bit_depth: int | None = None, existing: str |
     return ET.tostring(root, encoding="unicode")
 
 
-def _gdal_band_names(xml: str | None, bands: int) -> tuple[str, ...] | None:
-    """Band descriptions from GDAL_METADATA, when every band has one."""
+def _gdal_metadata(xml: str | None):
+    """The GDAL_METADATA tag's XML root; None when absent or unparsable (the tag is advisory)."""
     if not xml:
         return None
     import xml.etree.ElementTree as ET
 
     try:
-        root = ET.fromstring(str(xml).strip("\x00 "))
+        return ET.fromstring(str(xml).strip("\x00 "))
     except ET.ParseError:
+        return None
+
+
+def _gdal_band_names(xml: str | None, bands: int) -> tuple[str, ...] | None:
+    """Band descriptions from GDAL_METADATA, when every band has one."""
+    root = _gdal_metadata(xml)
+    if root is None:
         return None
     names = {}
     for item in root.iter("Item"):
@@ -349,13 +356,8 @@ def _gdal_band_names(xml: str | None, bands: int) -> tuple[str, ...] | None:
 def _pixel_nodata(xml: str | None, bands: int, dtype, name: str) -> int | None:
     """GDAL's per-dataset nodata (GDAL_METADATA item NODATA_VALUES, one value per band: a pixel is nodata when
     every band equals its value) as the codec's pixel rule; one value for every band, else not supported."""
-    if not xml:
-        return None
-    import xml.etree.ElementTree as ET
-
-    try:
-        root = ET.fromstring(str(xml).strip("\x00 "))
-    except ET.ParseError:
+    root = _gdal_metadata(xml)
+    if root is None:
         return None
     text = next((i.text for i in root.iter("Item") if i.get("name") == "NODATA_VALUES" and not i.get("sample")), None)
     if not text:
