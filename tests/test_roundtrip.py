@@ -112,7 +112,7 @@ def test_alpha_is_kept_losslessly(model, image):
 @pytest.mark.parametrize(
     "bad,match",
     [
-        (np.zeros((10, 10, 3), dtype=np.int16), "int16"),  # uint16 and any band count are rasters (test_rasters.py)
+        (np.zeros((10, 10, 3), dtype=np.int32), "int32"),  # uint16, int16 and any band count are rasters (test_rasters.py, test_int16.py)
         (np.zeros((10, 10, 3), dtype=np.float32), "float32"),
         (np.zeros((10, 10, 2, 2), dtype=np.uint8), "shape"),
         (np.zeros((0, 10, 3), dtype=np.uint8), "empty"),
