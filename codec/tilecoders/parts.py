@@ -54,15 +54,21 @@ def _encode_part(part: np.ndarray, code: Callable[[np.ndarray, int], bytes]) -> 
     return head + _LEN.pack(len(data)) + data
 
 
-def encode_shifted(block: np.ndarray, ctx, kind: int, code: Callable[[np.ndarray, int], bytes]) -> bytes:
-    """The shifted payload of a (h, w, B) tile; ``code(image, bits)`` codes one part ((h, w) or (h, w, 3))."""
+def encode_parts(block: np.ndarray, ctx, kind: int, encode_part: Callable[[np.ndarray], bytes]) -> bytes:
+    """A (h, w, B) tile as its coder's payload: the (kind, parts) head, each part of the nodata-filled tile as
+    ``encode_part`` writes it, then the nodata mask (when there is nodata): the layout every part coder shares."""
     valid = raster.valid_mask(block, ctx.nodata)
     filled = fill_nodata(block, valid)
     groups = parts_of(block.shape[2])
-    out = [_HEAD.pack(kind, len(groups))] + [_encode_part(filled[..., g], code) for g in groups]
+    out = [_HEAD.pack(kind, len(groups))] + [encode_part(filled[..., g]) for g in groups]
     if valid is not None:
         out.append(raster.pack_mask(valid, ctx.mask_bands))
     return b"".join(out)
+
+
+def encode_shifted(block: np.ndarray, ctx, kind: int, code: Callable[[np.ndarray, int], bytes]) -> bytes:
+    """The shifted payload of a (h, w, B) tile; ``code(image, bits)`` codes one part ((h, w) or (h, w, 3))."""
+    return encode_parts(block, ctx, kind, lambda part: _encode_part(part, code))
 
 
 def decode_shifted(payload: bytes, ctx, kind: int, label: str, decode: Callable[[bytes], np.ndarray]) -> np.ndarray:
