@@ -20,7 +20,6 @@ from typing import Callable
 import numpy as np
 
 from codec.errors import CorruptStreamError
-from codec.format import raster
 from codec.tilecoders.jxl_lossy import Trial
 from codec.tilecoders.parts import encode_parts, parts_of, restore_mask
 
