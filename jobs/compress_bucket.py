@@ -30,7 +30,7 @@ FLAGS = {  # flag → config field; every field is settable from the command lin
     "tile_size": int, "replicas": int, "gpus_per_replica": float, "batch_size": int, "max_error_fraction": float,
     "max_pixels": int, "max_image_memory": int, "segment_rows": int, "segment_bytes": int, "run_id": str,
     "fetch_attempts": int, "max_replica_restarts": int, "cluster_retries": int, "lease_ttl_s": float, "write_retry_s": float,
-    "wait_for_lease_s": float,
+    "wait_for_lease_s": float, "window_over_bytes": int, "scratch_dir": str,
 }
 
 

@@ -248,7 +248,8 @@ def _dataset(cfg: CompressJobConfig, archive: Archive, shards: list[str]):
     # one listing shard is one block of up to 50k keys: split it (streaming) so that every
     # replica gets work and each fetch holds only a batch of objects in memory
     ds = ds.repartition(target_num_rows_per_block=cfg.batch_size)
-    ds = ds.map_batches(fetch_objects, fn_kwargs={"storage": cfg.storage, "attempts": cfg.fetch_attempts},
+    ds = ds.map_batches(fetch_objects, fn_kwargs={"storage": cfg.storage, "attempts": cfg.fetch_attempts,
+                                                  "defer_over_bytes": cfg.window_over_bytes},
                         batch_size=cfg.batch_size, batch_format="pyarrow", num_cpus=0.5,
                         max_retries=FETCH_TASK_RETRIES)  # fetch_objects never raises: only a dead worker retries
     # a batch whose image kills its replica is retried; CodecReplica turns a key that killed it

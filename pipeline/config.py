@@ -112,6 +112,11 @@ class CompressJobConfig(JobConfig):
     max_pixels: int = Field(default=1 << 31, ge=1, description="decompression-bomb limit per image")
     max_image_memory: int = Field(default=24 << 30, ge=1 << 20, description="refuse (too_large) an image whose "
                                   "estimated working set (codec.images.imageio.working_set_bytes) is larger")
+    window_over_bytes: int = Field(default=512 << 20, ge=0, description="a source larger than this is not fetched "
+                                   "into memory: its replica copies it to --scratch-dir and codes it window by window "
+                                   "(TIFF rasters; codec.images.windowed), so a scene larger than memory is archived")
+    scratch_dir: str | None = Field(default=None, description="local folder for those copies (default: the system's "
+                                    "temporary folder); needs room for the largest source")
     retry_errors: bool = Field(default=False, description="also retry keys whose last row is a permanent error "
                                "(transient fetch errors and changed sources are retried anyway)")
     fetch_attempts: int = Field(default=4, ge=1, description="GETs per object on transient storage errors (the only "

@@ -126,11 +126,11 @@ def error_row(row: dict, kind: str, message: str) -> dict:
     return row
 
 
-def ok_row(row: dict, result, image, seconds: float, measured: Verified | None) -> dict:
-    """``row`` filled in from a codec ``EncodeResult`` of ``image`` (a ``codec.images.imageio`` image)."""
+def ok_row(row: dict, result, image, seconds: float, measured: Verified | None, source) -> dict:
+    """``row`` filled in from a codec ``EncodeResult`` of ``image`` (a ``codec.images.imageio`` image) and
+    ``source``, the pass over its samples (pipeline.stages.measure.SourcePass: band statistics, nodata share)."""
     q = np.array([tile.quality for tile in result.header.tiles])
     h, w = image.pixels.shape[:2]
-    valid = valid_of(image)
     row.update(
         status="ok", bitstream=result.data, compressed_bytes=len(result.data), bpp=result.bpp,
         tile_quality_min=float(q.min()), tile_quality_mean=float(q.mean()), tile_quality_max=float(q.max()),
@@ -139,7 +139,7 @@ def ok_row(row: dict, result, image, seconds: float, measured: Verified | None) 
         format_version=result.header.version, encode_seconds=seconds, psnr=result.psnr,
         model_id=result.header.model_id,  # what the stream says decodes it
         bands=result.header.bands, dtype=result.header.dtype, bits_per_sample=result.bits_per_sample,
-        nodata_fraction=nodata_fraction(valid), lossless_tiles=sum(t.lossless for t in result.header.tiles),
+        nodata_fraction=source.nodata_fraction, lossless_tiles=sum(t.lossless for t in result.header.tiles),
         nodata=image.nodata, band_names=list(image.band_names) if image.band_names else None,
     )
     row.update(tile_coders=tile_coder_counts(result.header),
@@ -151,7 +151,7 @@ def ok_row(row: dict, result, image, seconds: float, measured: Verified | None) 
         if measured.band_psnr is not None:
             row.update(band_psnr=measured.band_psnr, band_max_error=measured.band_max_error,
                        max_abs_error=max(measured.band_max_error, default=0))
-    row.update(geo=image.geo, icc_profile=image.icc_profile, exif=image.exif, band_stats=band_statistics(image, valid))
+    row.update(geo=image.geo, icc_profile=image.icc_profile, exif=image.exif, band_stats=source.band_statistics())
     row["ratio"] = row["original_bytes"] / row["compressed_bytes"]
     return row
 
@@ -164,51 +164,12 @@ def tile_coder_counts(header) -> list[tuple[str, int]]:
     return [(tilecoders.coder(i).name, ids.count(i)) for i in sorted(set(ids))]
 
 
-def nodata_fraction(valid: np.ndarray | None) -> float:
-    """Share of the image's samples that are nodata (``valid``: :func:`valid_of`; an (h, w) mask is the same
-    in every band, so its pixel share is the sample share)."""
-    return 0.0 if valid is None else float(1 - valid.mean())
+def nodata_rule(image):
+    """The nodata rule the codec codes ``image`` with (codec.format.raster.sample_rule: GDAL's per-band rule
+    unless the file asks for the per-pixel one), in sample values; None when it has no nodata."""
+    from codec.format.raster import image_bands, sample_rule
 
-
-def valid_of(image) -> np.ndarray | None:
-    """Where the image holds data, by the rule the codec codes it with (codec.format.raster.valid_mask: GDAL's
-    per-band rule unless the file asks for the per-pixel one): (h, w), (h, w, B) or None (all valid)."""
-    from codec.format.raster import image_bands, sample_rule, valid_mask
-
-    mode = getattr(image, "nodata_mode", "band")
-    return valid_mask(image.pixels, sample_rule(image.nodata, image_bands(image.pixels), mode))
-
-
-def band_statistics(image, valid: np.ndarray | None) -> list[dict]:
-    """Per band of the source: min, max, mean, standard deviation and share (%) of valid samples
-    (``valid``: codec.format.raster.valid_mask, None = all). Rows are taken a block at a time and
-    combined (Chan et al.), so memory stays at one block whatever the scene's size."""
-    px = image.pixels if image.pixels.ndim == 3 else image.pixels[..., None]
-    h, w, bands = px.shape
-    acc = [[0, 0.0, 0.0, np.inf, -np.inf] for _ in range(bands)]  # n, mean, M2, min, max
-    step = max(1, (1 << 20) // max(w, 1))
-    for r in range(0, h, step):
-        m = None if valid is None else valid[r:r + step]
-        for b in range(bands):
-            x = px[r:r + step, :, b]
-            mb = m if m is None or m.ndim == 2 else m[..., b]  # a band-rule mask: this band's samples
-            x = (x if mb is None else x[mb]).astype(np.float64).ravel()
-            if x.size:
-                _combine(acc[b], x)
-    return [{"minimum": float(lo) if n else None, "maximum": float(hi) if n else None,
-             "mean": mean if n else None, "stddev": float(np.sqrt(m2 / n)) if n else None,
-             "valid_percent": 100.0 * n / (h * w) if h * w else 0.0} for n, mean, m2, lo, hi in acc]
-
-
-def _combine(acc: list, x: np.ndarray) -> None:
-    """Fold a block of samples into [n, mean, M2, min, max] (parallel variance: exact enough for any range)."""
-    n, mean, m2 = acc[0], acc[1], acc[2]
-    k, bm = x.size, float(x.mean())
-    bm2 = float(((x - bm) ** 2).sum())
-    tot = n + k
-    delta = bm - mean
-    acc[0], acc[1], acc[2] = tot, mean + delta * k / tot, m2 + bm2 + delta * delta * n * k / tot
-    acc[3], acc[4] = min(acc[3], float(x.min())), max(acc[4], float(x.max()))
+    return sample_rule(image.nodata, image_bands(image.pixels), getattr(image, "nodata_mode", "band"))
 
 
 # --- restores -----------------------------------------------------------------------------------

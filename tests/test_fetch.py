@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnec
 from fsspec.implementations.memory import MemoryFileSystem
 
 from pipeline.config import StorageOptions
-from pipeline.stages.fetch import fetch_objects, is_transient
+from pipeline.stages.fetch import STAGE_CHUNK, fetch_objects, is_transient, stage_one
 from pipeline.storage import iter_objects
 
 LISTING_SCHEMA = pa.schema([("key", pa.string()), ("version", pa.string()), ("size", pa.int64()),
@@ -145,7 +145,9 @@ def test_permanent_errors_are_not_retried(flaky):
 
 def test_output_columns_and_types(flaky):
     out = fetch_objects(listing("flakytest:///data"), None)
-    assert out.column_names == ["key", "version", "size", "etag", "mtime", "data", "fetch_error", "fetch_error_kind"]
+    assert out.column_names == ["key", "version", "size", "etag", "mtime", "data", "fetch_error", "fetch_error_kind",
+                                "deferred"]
+    assert out.schema.field("deferred").type == pa.bool_() and not any(out.column("deferred").to_pylist())
     assert out.schema.field("data").type == pa.large_binary()
     assert out.schema.field("fetch_error").type == pa.string()
     assert out.schema.field("fetch_error_kind").type == pa.string()
@@ -232,3 +234,55 @@ def test_local_missing_and_directory_are_fetch_errors(tmp_path):
     a, b = fetch_objects(batch, None, attempts=3, backoff_s=0.001).to_pylist()
     assert a["fetch_error_kind"] == "fetch" and "FileNotFoundError" in a["fetch_error"]
     assert b["fetch_error_kind"] == "fetch"
+
+
+# ---- sources over --window-over-bytes: deferred, then staged by the replica -----------------------
+
+
+def test_large_objects_are_deferred_not_read(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "small.tif").write_bytes(b"s" * 10)
+    (d / "large.tif").write_bytes(b"L" * 100)
+    rows = {r["key"].rsplit("/", 1)[-1]: r for r in fetch_objects(listing(str(d)), None, defer_over_bytes=50).to_pylist()}
+    small, large = rows["small.tif"], rows["large.tif"]
+    assert (large["deferred"], large["data"], large["fetch_error"]) == (True, b"", "")
+    assert (small["deferred"], small["data"]) == (False, b"s" * 10)
+
+
+def test_s3_stage_copies_the_listed_version_in_chunks(s3_server, s3_env, bucket, tmp_path):
+    import hashlib
+
+    fs = s3_server.filesystem()
+    body = os.urandom(2 * STAGE_CHUNK + 123)  # three chunks
+    fs.pipe(f"{bucket}/in/a.tif", body)
+    (row,) = listing(f"s3://{bucket}/in/", StorageOptions()).to_pylist()
+    staged, error, kind = stage_one(row, StorageOptions(), str(tmp_path / "a.tif"), attempts=2, backoff_s=0.01)
+    assert (error, kind) == ("", "")
+    assert staged.size == len(body) and staged.sha256 == hashlib.sha256(body).hexdigest()
+    assert (tmp_path / "a.tif").read_bytes() == body
+
+
+def test_s3_stage_of_an_overwritten_object_is_changed(s3_server, s3_env, bucket, tmp_path):
+    fs = s3_server.filesystem()
+    fs.pipe(f"{bucket}/in/a.tif", b"version one")
+    (row,) = listing(f"s3://{bucket}/in/", StorageOptions()).to_pylist()
+    fs.pipe(f"{bucket}/in/a.tif", b"version two!")
+    staged, error, kind = stage_one(row, StorageOptions(), str(tmp_path / "a.tif"), attempts=2, backoff_s=0.01)
+    assert staged is None and kind == "changed", error
+
+
+def test_local_stage_checks_the_version_and_missing_is_permanent(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "a.tif").write_bytes(b"aaaa")
+    (d / "b.tif").write_bytes(b"bbbb")
+    a, b = listing(str(d)).to_pylist()
+    staged, error, kind = stage_one(a, None, str(tmp_path / "a.copy"))
+    assert staged.size == 4 and (tmp_path / "a.copy").read_bytes() == b"aaaa" and kind == ""
+    (d / "b.tif").write_bytes(b"a longer file")
+    staged, error, kind = stage_one(b, None, str(tmp_path / "b.copy"))
+    assert staged is None and kind == "changed"
+    (d / "a.tif").unlink()
+    staged, error, kind = stage_one(a, None, str(tmp_path / "a.copy"), attempts=2, backoff_s=0.001)
+    assert staged is None and kind == "fetch" and "FileNotFoundError" in error

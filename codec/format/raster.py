@@ -165,8 +165,10 @@ def real_bands(group: list[int]) -> list[int]:
 
 
 def as_bands(image: np.ndarray) -> np.ndarray:
-    """(H, W) → (H, W, 1) view; (H, W, B) unchanged."""
-    return image[..., None] if image.ndim == 2 else image
+    """(H, W) → (H, W, 1) view; (H, W, B) unchanged (a lazily read raster: a lazy view, see :func:`to_coded`)."""
+    if image.ndim != 2:
+        return image
+    return image.mapped(band_axis=True) if hasattr(image, "mapped") else image[..., None]
 
 
 def check_raster(image, name: str = "image") -> np.ndarray:
@@ -188,10 +190,17 @@ def check_raster(image, name: str = "image") -> np.ndarray:
 
 
 def to_coded(image: np.ndarray) -> np.ndarray:
-    """The coded samples of a checked raster: int16 as uint16 ``value + 32768`` (a copy), others as they are."""
+    """The coded samples of a checked raster: int16 as uint16 ``value + 32768`` (a copy; a lazily read raster,
+    one with ``mapped`` like codec.images.windowed.WindowedRaster, converts each window it reads), others as they are."""
     if image.dtype == np.int16:
-        return np.bitwise_xor(image.view(np.uint16), np.uint16(SIGNED_OFFSET))
+        if hasattr(image, "mapped"):
+            return image.mapped(_coded_block, np.uint16)
+        return _coded_block(image)
     return image
+
+
+def _coded_block(block: np.ndarray) -> np.ndarray:
+    return np.bitwise_xor(block.view(np.uint16), np.uint16(SIGNED_OFFSET))
 
 
 def from_coded(block: np.ndarray, info: RasterInfo) -> np.ndarray:

@@ -164,7 +164,16 @@ class LoadedImage:
         return 1 if self.pixels.ndim == 2 else self.pixels.shape[2]
 
 
-def working_set_bytes(width: int, height: int, channels: int, bytes_per_sample: int = 1, raster: bool = False) -> int:
+# A windowed raster (load_image(..., windowed=True)): what does not grow with the scene (the model and runtime,
+# GDAL's block cache, a strip of source and decoded samples) plus, per sample, the record's bytes twice (the
+# tiles' payloads and the packed stream, at most the samples' own size: an exact tile that does not shrink is
+# stored as is) and a byte of nodata mask. Checked against measured peak RSS in bench/pipeline_throughput.py --scene.
+WINDOWED_FIXED_BYTES = 1 << 30
+WINDOWED_BYTES_PER_SAMPLE = {1: 3, 2: 5}  # by bytes per sample: 2 × the sample (stream) + 1 (mask)
+
+
+def working_set_bytes(width: int, height: int, channels: int, bytes_per_sample: int = 1, raster: bool = False,
+                      windowed: bool = False) -> int:
     """Estimated peak memory (bytes) to decode a ``width``×``height`` image and code it.
 
     ``channels``: of the decoded image (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA; gray+alpha is
@@ -175,8 +184,12 @@ def working_set_bytes(width: int, height: int, channels: int, bytes_per_sample: 
     Rasters (``raster=True``, or more than 4 channels): the codec
     works a tile batch and a band group at a time, so it holds the raster three times at most (the
     file decoder's array, the array as loaded, the decoded copy) plus a byte per pixel of nodata
-    mask: ``(3·bands·bytes + 1)`` per pixel.
+    mask: ``(3·bands·bytes + 1)`` per pixel. ``windowed``: the source is read a window at a time
+    (:data:`WINDOWED_FIXED_BYTES`, :data:`WINDOWED_BYTES_PER_SAMPLE`).
     """
+    if windowed:
+        per_sample = WINDOWED_BYTES_PER_SAMPLE[1 if int(bytes_per_sample) == 1 else 2]
+        return WINDOWED_FIXED_BYTES + int(width) * int(height) * int(channels) * per_sample
     if raster or channels > 4:
         if channels < 1:
             raise ValueError(f"channels must be positive, got {channels}")
@@ -189,8 +202,12 @@ def working_set_bytes(width: int, height: int, channels: int, bytes_per_sample: 
 
 
 def load_image(source: bytes | str | Path, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
-               max_bytes: int | None = None) -> LoadedImage:
+               max_bytes: int | None = None, windowed: bool = False) -> LoadedImage:
     """Decode an image file (bytes or a path) to 8-bit pixels, with its ICC profile, EXIF and georeferencing.
+
+    ``windowed`` (a path only): a TIFF raster is not decoded but opened window by window
+    (:class:`codec.images.windowed.WindowedRaster`), so a scene larger than memory can be coded; its
+    working set is then :func:`working_set_bytes` with ``windowed=True``. Photos decode as always.
 
     Raises :class:`ImageTooLargeError` (from the header, nothing decoded) over ``max_pixels``
     or when :func:`working_set_bytes` is over ``max_bytes``; :class:`UnsupportedImageError`
@@ -212,7 +229,8 @@ def load_image(source: bytes | str | Path, name: str, max_pixels: int = DEFAULT_
             raise UnsupportedImageError(f"{name}: empty file (0 bytes)")
         fp.seek(0)
         if head[:4] in TIFF_MAGIC:
-            loaded = _load_tiff(fp, name, max_pixels, max_bytes)
+            path = None if isinstance(source, (bytes, bytearray, memoryview)) or not windowed else str(source)
+            loaded = _load_tiff(fp, name, max_pixels, max_bytes, path)
             if loaded is not None:
                 return _with_georef(loaded, source)
             fp.seek(0)  # tifffile cannot parse it: Pillow tries (and names the error if it fails too)
@@ -392,13 +410,13 @@ def _nodata_value(text, dtype) -> int | None:
 
 # --- limits ------------------------------------------------------------------------------------
 def _check_size(name: str, width: int, height: int, channels: int, bytes_per_sample: int,
-                max_pixels: int, max_bytes: int | None, raster: bool = False) -> None:
+                max_pixels: int, max_bytes: int | None, raster: bool = False, windowed: bool = False) -> None:
     if width <= 0 or height <= 0:
         raise UnsupportedImageError(f"{name}: empty image ({width}×{height})")
     if width * height > max_pixels:
         raise ImageTooLargeError(f"{name}: {width}×{height} = {width * height} pixels exceeds the limit of {max_pixels}")
     if max_bytes is not None:
-        need = working_set_bytes(width, height, channels, bytes_per_sample, raster)
+        need = working_set_bytes(width, height, channels, bytes_per_sample, raster, windowed)
         if need > max_bytes:
             raise ImageTooLargeError(f"{name}: {width}×{height}×{channels} needs an estimated working set of {need} bytes, "
                                      f"over the memory limit of {max_bytes} bytes")
@@ -586,7 +604,7 @@ def _load_pillow(fp, name: str, head: bytes, max_pixels: int, max_bytes: int | N
 
 
 # --- TIFF (GeoTIFF included): tifffile reads the tags, and the pixels where it has the codec ----
-def _load_tiff(fp, name: str, max_pixels: int, max_bytes: int | None) -> LoadedImage | None:
+def _load_tiff(fp, name: str, max_pixels: int, max_bytes: int | None, path: str | None = None) -> LoadedImage | None:
     import tifffile
 
     try:
@@ -603,7 +621,7 @@ def _load_tiff(fp, name: str, max_pixels: int, max_bytes: int | None) -> LoadedI
         if count > 1 and any(not int(pages[i].subfiletype) & 1 for i in range(1, count)):
             raise _refuse_multi(name, count, "pages", "multi-page TIFF")
         if _is_tiff_raster(page):
-            return _load_tiff_raster(page, name, max_pixels, max_bytes)
+            return _load_tiff_raster(page, name, max_pixels, max_bytes, path)
         plan = _tiff_plan(page, name)
         _check_size(name, page.imagewidth, page.imagelength, plan["channels"], 1, max_pixels, max_bytes)
         geo, icc = _geo(page), page.tags.valueof(34675)
@@ -656,20 +674,24 @@ def _is_tiff_raster(page) -> bool:
     return bits == 8 and spp > (2 if photometric == P.MINISBLACK else 4) and len(extras) > 1
 
 
-def _load_tiff_raster(page, name: str, max_pixels: int, max_bytes: int | None) -> LoadedImage:
-    """(H, W, bands) uint8/uint16/int16 samples in file band order, with nodata, band names, bit depth and geo."""
+def _load_tiff_raster(page, name: str, max_pixels: int, max_bytes: int | None, path: str | None = None) -> LoadedImage:
+    """(H, W, bands) uint8/uint16/int16 samples in file band order, with nodata, band names, bit depth and geo;
+    with ``path``, a :class:`~codec.images.windowed.WindowedRaster` of that file instead of decoded samples."""
     bits, spp, signed = int(page.bitspersample), int(page.samplesperpixel), int(page.sampleformat) == 2
     bps = 1 if bits <= 8 else 2
-    _check_size(name, page.imagewidth, page.imagelength, spp, bps, max_pixels, max_bytes, raster=True)
-    try:
-        arr = page.asarray()
-    except Exception as exc:
-        raise UnsupportedImageError(f"{name}: cannot decode TIFF ({type(exc).__name__}: {exc})") from exc
+    _check_size(name, page.imagewidth, page.imagelength, spp, bps, max_pixels, max_bytes, raster=True,
+                windowed=path is not None)
     h, w = page.imagelength, page.imagewidth
-    if arr.ndim == 3 and spp > 1 and arr.shape == (spp, h, w):  # one plane per band
-        arr = np.moveaxis(arr, 0, -1)
     want = (h, w) + ((spp,) if spp > 1 else ())
     dtype = np.int16 if signed else np.uint8 if bps == 1 else np.uint16
+    try:
+        arr = _windowed(path, name) if path is not None else page.asarray()
+    except UnsupportedImageError:
+        raise
+    except Exception as exc:
+        raise UnsupportedImageError(f"{name}: cannot decode TIFF ({type(exc).__name__}: {exc})") from exc
+    if arr.ndim == 3 and spp > 1 and arr.shape == (spp, h, w):  # one plane per band
+        arr = np.moveaxis(arr, 0, -1)
     if arr.shape != want or arr.dtype != dtype:
         raise _not_supported(name, f"this TIFF layout (decoded as {arr.dtype} {arr.shape}, expected {np.dtype(dtype)} {want})")
     xml = page.tags.valueof(42112)
@@ -678,8 +700,19 @@ def _load_tiff_raster(page, name: str, max_pixels: int, max_bytes: int | None) -
     nodata, mode = _nodata_value(page.tags.valueof(42113), dtype), "band"
     if nodata is None:
         nodata, mode = _pixel_nodata(xml, spp, dtype, name), "pixel"
-    return LoadedImage(np.ascontiguousarray(arr), _geo(page), bytes(icc) if icc else None, None, "TIFF",
+    pixels = arr if path is not None else np.ascontiguousarray(arr)
+    return LoadedImage(pixels, _geo(page), bytes(icc) if icc else None, None, "TIFF",
                        nodata, _gdal_band_names(xml, spp), depth, nodata_mode="band" if nodata is None else mode)
+
+
+def _windowed(path: str, name: str):
+    """The raster of ``path`` as GDAL reads it, window by window; refused where GDAL cannot open it."""
+    from codec.images.windowed import WindowedRaster
+
+    try:
+        return WindowedRaster(path)
+    except Exception as exc:  # rasterio.errors.RasterioIOError and kin: GDAL cannot read this TIFF
+        raise UnsupportedImageError(f"{name}: GDAL cannot open it for windowed reading ({type(exc).__name__}: {exc})") from exc
 
 
 def _pillow_decode_tiff(fp, name: str, plan: dict, tiff_error: Exception | None) -> np.ndarray:

@@ -18,13 +18,14 @@ class Rejected(Exception):
         self.kind = kind
 
 
-def decode_image(data: bytes, key: str, max_pixels: int, max_bytes: int):
-    """The image in ``data`` (a ``codec.images.imageio`` image: pixels, geo, ICC profile, EXIF), or :class:`Rejected`."""
+def decode_image(data: bytes | str, key: str, max_pixels: int, max_bytes: int, windowed: bool = False):
+    """The image in ``data`` (bytes, or the path of a staged copy) as a ``codec.images.imageio`` image (pixels,
+    geo, ICC profile, EXIF), or :class:`Rejected`. ``windowed``: a TIFF raster's pixels are read window by window."""
     from codec.errors import ImageTooLargeError, UnsupportedContentError, UnsupportedImageError
     from codec.images.imageio import load_image
 
     try:
-        return load_image(data, key, max_pixels=max_pixels, max_bytes=max_bytes)
+        return load_image(data, key, max_pixels=max_pixels, max_bytes=max_bytes, windowed=windowed)
     except ImageTooLargeError as exc:
         raise Rejected("too_large", str(exc)) from None
     except UnsupportedContentError as exc:

@@ -1,6 +1,7 @@
 """The codec replica: one Ray actor that holds the model and turns fetched images into rows.
 
-    fetched row ─▶ decode_image ─▶ codec.encode ─▶ codec.decode + measure (--verify) ─▶ ok row
+    fetched row ─▶ decode_image ─▶ codec.encode ─▶ measure (+ codec.decode_region strips, --verify) ─▶ ok row
+    deferred row (over --window-over-bytes) ─▶ staged to local disk ─▶ read window by window ─▶ the same
                    any failure on the way ─▶ error row naming the key and its error_kind
 
 The model loads once per replica (on its GPU in float16, or on the CPU), which is why this is
@@ -23,6 +24,8 @@ from ..config import CompressJobConfig
 from ..schema import ROW_SCHEMA, Verified, RowContext, base_row, error_row, ok_row
 from .crashes import CRASH_LIMIT, CrashLedger
 from .decode import Rejected, decode_image
+from .measure import Mismatch, SourcePass, measure_source
+from .stage import staged_source
 
 FAULT_ENV = "TLIC_FAULT_KILL_REPLICA_AFTER"  # "N:/path/marker": die once after N images (resilience tests)
 FAULT_KEY_ENV = "TLIC_FAULT_KILL_ON_KEY"  # die whenever a key containing this text is processed (tests)
@@ -106,30 +109,41 @@ class CodecReplica:
             return self._one(listed)
 
     def _one(self, listed: dict) -> dict:
-        """Decode, encode and verify one fetched image; any failure is an error row naming the key."""
+        """Decode, encode and verify one fetched image; any failure is an error row naming the key. A deferred
+        row (a source over --window-over-bytes) is staged to local disk first and read window by window."""
         row = base_row(listed, self.ctx)
         key = row["key"]
         if listed.get("fetch_error"):
             return error_row(row, listed.get("fetch_error_kind") or "fetch", f"cannot read {key}: {listed['fetch_error']}")
-        row["original_bytes"] = len(listed["data"])
-        row["source_sha256"] = hashlib.sha256(listed["data"]).hexdigest()  # the STAC item's file:checksum
-        try:
-            maybe_fault(key, self.done)
-            image = with_nodata(decode_image(listed["data"], key, self.cfg.max_pixels, self.cfg.max_image_memory),
-                                self.cfg.nodata)
-        except Rejected as exc:
-            return error_row(row, exc.kind, str(exc))
+        with staged_source(listed, self.cfg) as (source, error):
+            if error is not None:
+                return error_row(row, error[1], f"cannot read {key}: {error[0]}")
+            row["original_bytes"] = source.size
+            row["source_sha256"] = source.sha256  # the STAC item's file:checksum
+            try:
+                maybe_fault(key, self.done)
+                image = with_nodata(decode_image(source.content, key, self.cfg.max_pixels, self.cfg.max_image_memory,
+                                                 windowed=source.path is not None), self.cfg.nodata)
+            except Rejected as exc:
+                return error_row(row, exc.kind, str(exc))
+            try:
+                return self._code(row, image)
+            finally:
+                getattr(image.pixels, "close", lambda: None)()  # a window reader's open file
+
+    def _code(self, row: dict, image) -> dict:
+        key = row["key"]
         try:
             t = time.perf_counter()
             result = self._encode(image, key)
             seconds = time.perf_counter() - t
-            measured = self._verify(result, image) if self.cfg.verify else None
+            measured, source = self._measure(result, image)
         except BaseException as exc:  # noqa: BLE001 — CUDA OOM, MemoryError, native panics, asserts
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             self._free_memory()
             return error_row(row, "encode", f"{key}: {type(exc).__name__}: {exc}")
-        ok_row(row, result, image, seconds, measured)
+        ok_row(row, result, image, seconds, measured, source)
         self.models_used[result.header.model_id] = self.models_used.get(result.header.model_id, 0) + 1
         self.done += 1
         maybe_fault(key, self.done)
@@ -159,13 +173,43 @@ class CodecReplica:
                                      bit_depth=image.bit_depth, band_names=image.band_names, georef=image.georef)
         return codec.encode(image.pixels, self.model_for(image), options)
 
-    def _verify(self, r, image) -> Verified:
-        """Decode the record as a restore would; measure it; refuse it if it is not what was encoded.
+    def _measure(self, r, image) -> tuple[Verified | None, SourcePass]:
+        """(the record as measured on decoding it, or None without --verify; the pass over the source's samples).
 
-        8-bit images: PSNR and MS-SSIM over the colour channels (an alpha plane is checked to be
-        exact). Rasters: codec.metrics.raster_psnr over valid pixels, nodata checked to come back
-        exactly where it was and nowhere else; lossless records checked to be bit-exact.
+        Rasters: one strip-by-strip pass (stages.measure) over the source and, with --verify, the record decoded
+        region by region as a restore would: nodata must come back exactly where it was, lossless records
+        bit-exactly, a max_error record within its bound (:func:`_check_bound`); PSNR per band against the
+        stream's band peaks. 8-bit images: decoded whole, PSNR and MS-SSIM over the colour channels (an alpha
+        plane checked to be exact). A record that fails is refused (CodecError).
         """
+        import codec
+        from codec.metrics import band_psnr, psnr_from_band_sse
+
+        raster = r.header.raster
+        if raster is None:
+            source = measure_source(image.pixels, None, r.header.tile_size)
+            return (self._verify_photo(r, image) if self.cfg.verify else None), source
+        decode_rows = None
+        if self.cfg.verify:
+            def decode_rows(y0: int, y1: int) -> np.ndarray:
+                return codec.decode_region(r.data, (0, y0, r.header.width, y1 - y0), self.model_for(image),
+                                           header=r.header, device=self.device, half=self.device == "cuda",
+                                           max_pixels=self.cfg.max_pixels)
+        try:
+            source = measure_source(image.pixels, raster.real_rule, r.header.tile_size, decode_rows, r.header.lossless)
+        except Mismatch as exc:
+            raise codec.CodecError(f"verification failed: {exc}") from None
+        if decode_rows is None:
+            return None, source
+        measured = psnr_from_band_sse(source.sse, source.count, raster.band_peaks)
+        if r.psnr is not None and np.isfinite(r.psnr) and abs(measured - r.psnr) > 0.05:
+            raise codec.CodecError(f"verification failed: decoded PSNR {measured:.3f} dB, encoder measured {r.psnr:.3f} dB")
+        # MS-SSIM is defined for 8-bit colour here, not for rasters
+        verified = Verified(measured, None, [float(v) for v in band_psnr(source.sse, source.count, raster.band_peaks)],
+                            [int(v) for v in source.max_error])
+        return _check_bound(r.header, verified), source
+
+    def _verify_photo(self, r, image) -> Verified:
         import codec
         from codec.metrics import ms_ssim, psnr
 
@@ -175,8 +219,6 @@ class CodecReplica:
         if decoded.shape != pixels.shape or decoded.dtype != pixels.dtype:
             raise codec.CodecError(f"verification failed: decoded {decoded.dtype}{decoded.shape} != "
                                    f"{pixels.dtype}{pixels.shape}")
-        if r.header.raster is not None:
-            return _check_bound(r.header, self._verify_raster(r, image, decoded))
         colour, decoded_colour = (pixels[..., :3], decoded[..., :3]) if pixels.ndim == 3 else (pixels, decoded)
         if pixels.ndim == 3 and pixels.shape[2] == 4 and not np.array_equal(pixels[..., 3], decoded[..., 3]):
             raise codec.CodecError("verification failed: the alpha plane did not come back exactly")
@@ -185,24 +227,6 @@ class CodecReplica:
             raise codec.CodecError(f"verification failed: decoded PSNR {measured:.3f} dB, encoder measured {r.psnr:.3f} dB")
         return _check_bound(r.header, Verified(measured, ms_ssim(colour, decoded_colour),
                                                *_per_band(colour, decoded_colour, None, 255.0)))
-
-    def _verify_raster(self, r, image, decoded: np.ndarray) -> Verified:
-        import codec
-        from codec.format.raster import valid_mask
-        from codec.metrics import raster_psnr
-
-        pixels = image.pixels
-        rule = r.header.raster.real_rule  # the stream's rule (per band by default: GDAL's), in sample values
-        valid = valid_mask(pixels, rule)
-        if not _same_mask(valid, valid_mask(decoded, rule)):
-            raise codec.CodecError("verification failed: nodata did not come back exactly where it was")
-        if r.header.lossless and not np.array_equal(decoded, pixels):
-            raise codec.CodecError("verification failed: a lossless record did not decode bit-exactly")
-        measured = raster_psnr(pixels, decoded, valid)
-        if r.psnr is not None and np.isfinite(r.psnr) and abs(measured - r.psnr) > 0.05:
-            raise codec.CodecError(f"verification failed: decoded PSNR {measured:.3f} dB, encoder measured {r.psnr:.3f} dB")
-        # MS-SSIM is defined for 8-bit colour here, not for rasters
-        return Verified(measured, None, *_per_band(pixels, decoded, valid, r.header.raster.band_peaks))
 
     def _free_memory(self) -> None:
         import gc
@@ -248,11 +272,6 @@ def _check_bound(header, measured: Verified) -> Verified:
         if err > bound:
             raise codec.CodecError(f"verification failed: band {b} is off by up to {err}, the bound is max_error {bound}")
     return measured
-
-
-def _same_mask(a: np.ndarray | None, b: np.ndarray | None) -> bool:
-    """Two codec.format.raster.valid_mask results (None: every pixel holds data) are the same mask."""
-    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
 
 
 def maybe_fault(key: str, done: int) -> None:
