@@ -1,6 +1,12 @@
 """Pipeline overhead and memory: the archival job vs the bare codec, on the same images, in one run.
 
     python bench/pipeline_throughput.py [--gb 2.0] [--side 1024] [--quality 0.5 | --target-psnr 38] [--out PATH]
+    python bench/pipeline_throughput.py --scene 100 --bands 10 [--lossless | --max-error 16 | --target-psnr 38]
+
+``--scene MP``: one MP-megapixel × ``--bands`` uint16 GeoTIFF (tiled, DEFLATE) through the job, as a whole
+scene: the replica stages it and reads it window by window (``--window-over-bytes``), verifies strip by
+strip, and its peak RSS is compared with the admission estimate (``working_set_bytes(..., windowed=True)``);
+writes bench/results/pipeline_scene.json (and a .log).
 
 Generates uncompressed TIFF scenes until --gb of input, uploads them to a local
 SeaweedFS, times the bare codec (decode → encode → verify, as a replica does) on a
@@ -178,7 +184,7 @@ def run_pipeline(input_url: str, output_url: str, mode: dict, **job) -> dict:
     ray.init(include_dashboard=False, log_to_driver=False)
     sampler = RssSampler()
     sampler.start()
-    if "raster_model" in CompressJobConfig.model_fields:  # these benches code 8-bit RGB: no raster model needed
+    if "raster_model" in CompressJobConfig.model_fields:  # 8-bit RGB benches: no raster model needed
         job.setdefault("raster_model", job.get("model", "default"))
     cfg = CompressJobConfig(input=input_url, output=output_url, **mode, **job)
     try:
@@ -197,7 +203,7 @@ def run_pipeline(input_url: str, output_url: str, mode: dict, **job) -> dict:
             "mp_s": summary.pixels / 1e6 / wall, "wall_s": wall, "first_row_s": first_row_s,
             "steady": clock.steady(), "encode_s_per_mp": sum(clock.encode_s) / mp if mp else float("nan"),
             "workers_peak_rss_mb_sum": sampler.peak_sum / 2**20, "worker_peak_rss_mb_max": sampler.peak_one / 2**20,
-            "object_store_spilled_bytes": spilled}
+            "object_store_spilled_bytes": spilled, "window_over_bytes": cfg.window_over_bytes}
 
 
 def overheads(bare: dict, pipe: dict) -> dict:
@@ -223,6 +229,82 @@ def report(res: dict) -> str:
     ]) + "\n"
 
 
+def run_scene(a) -> None:
+    """One whole scene through the job (see the module docstring): replica peak RSS vs the admission estimate."""
+    from bench.scene_source import write_scene
+    from codec.images.imageio import working_set_bytes
+    from devtools.localstack import LocalS3
+
+    side = int(round((a.scene * 1e6) ** 0.5))
+    mode = {"lossless": True} if a.lossless else {"max_error": a.max_error} if a.max_error is not None else \
+        {"quality": a.quality} if a.quality is not None else {"target_psnr": a.target_psnr or 38.0}
+    load_start = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp, LocalS3(Path(tmp) / "s3", buckets=["raw", "archive"]) as s3:
+        os.environ.update(s3.env)
+        src = Path(tmp) / "scene.tif"
+        t = time.perf_counter()
+        write_scene(src, side, side, a.bands)
+        make_s = time.perf_counter() - t
+        fs = s3.filesystem()
+        fs.put_file(str(src), "raw/scene/scene.tif")
+        source_bytes = src.stat().st_size
+        src.unlink()
+        print(f"scene {side}×{side}×{a.bands} uint16 ({side * side * a.bands * 2 / 1e9:.2f} GB of samples, "
+              f"{source_bytes / 1e9:.2f} GB as DEFLATE GeoTIFF) written in {make_s:.0f} s and uploaded", flush=True)
+        pipe = run_pipeline("s3://raw/scene/", "s3://archive/scene/", mode, raster_model="satellite",
+                            scratch_dir=str(Path(tmp) / "scratch"), batch_size=1,
+                            **({} if a.window_over_mb is None else {"window_over_bytes": int(a.window_over_mb * 2**20)}))
+        stats = archived_stats("s3://archive/scene/")
+    estimate = working_set_bytes(side, side, a.bands, 2, raster=True, windowed=True)
+    res = {"window_over_bytes": pipe.get("window_over_bytes"), "scene_mp": side * side / 1e6, "side": side, "bands": a.bands, "mode": mode, "source_bytes": source_bytes,
+           "pipeline": pipe, "stats": stats, "admission_estimate_mb": estimate / 2**20,
+           "in_memory_estimate_mb": working_set_bytes(side, side, a.bands, 2, raster=True) / 2**20,
+           "mp_bands_s": side * side * a.bands / 1e6 / pipe["wall_s"],
+           "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "cpu_count": os.cpu_count(), "load_avg_start": load_start, "load_avg_end": os.getloadavg()}
+    out = a.out if a.out != DEFAULT_OUT else ROOT / "bench" / "results" / f"pipeline_scene_{_mode_tag(mode)}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1, default=str))
+    text = scene_report(res)
+    out.with_suffix(".log").write_text(text)
+    print(text + f"wrote {out}")
+
+
+def _mode_tag(mode: dict) -> str:
+    (name, value), = mode.items()
+    return "lossless" if name == "lossless" else f"{name}{value:g}"
+
+
+def archived_stats(output: str) -> dict:
+    """The scene's stats row (what the archive says it measured)."""
+    from pipeline.archive import Archive
+
+    (row,) = Archive(output).committed_table("stats").to_pylist()
+    return {k: row.get(k) for k in ("status", "error", "error_kind", "compressed_bytes", "bits_per_sample", "psnr",
+                                    "band_psnr", "band_max_error", "max_abs_error", "encode_seconds", "tiles",
+                                    "tile_coders", "nodata_fraction")}
+
+
+def scene_report(res: dict) -> str:
+    pipe, st = res["pipeline"], res["stats"]
+    lines = [
+        f"whole scene through the job: {res['side']}×{res['side']} ({res['scene_mp']:.0f} MP) × {res['bands']} bands uint16, "
+        f"mode {res['mode']}, window reads over {res['window_over_bytes'] / 2**20:.0f} MiB, {res['cpu_count']} CPUs, load average {res['load_avg_start'][0]:.2f} → {res['load_avg_end'][0]:.2f}",
+        f"  record: {st['status']} {st.get('error') or ''} {st['compressed_bytes'] or 0:,} bytes, "
+        f"{st['bits_per_sample'] or float('nan'):.3f} bits/sample, max |error| {st['max_abs_error']}, "
+        f"coders {dict(st['tile_coders'] or [])}",
+        f"  wall {pipe['wall_s']:.0f} s (encode inside the replica {st['encode_seconds'] or float('nan'):.0f} s): "
+        f"{res['mp_bands_s']:.2f} MP·bands/s end to end",
+        f"  peak RSS: replica (largest Ray worker) {pipe['worker_peak_rss_mb_max']:.0f} MB; admission estimate "
+        f"{res['admission_estimate_mb']:.0f} MB (in memory it would be {res['in_memory_estimate_mb']:.0f} MB); "
+        f"driver {res['driver_peak_rss_mb']:.0f} MB; object store spilled {pipe['object_store_spilled_bytes'] / 1e6:.1f} MB",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+DEFAULT_OUT = ROOT / "bench" / "results" / "pipeline.json"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--gb", type=float, default=2.0)
@@ -230,8 +312,15 @@ def main() -> None:
     ap.add_argument("--quality", type=float)
     ap.add_argument("--target-psnr", type=float)
     ap.add_argument("--bare-sample", type=int, default=12)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline.json")
+    ap.add_argument("--scene", type=float, help="one scene of this many megapixels through the job instead")
+    ap.add_argument("--bands", type=int, default=10)
+    ap.add_argument("--lossless", action="store_true")
+    ap.add_argument("--max-error", type=int)
+    ap.add_argument("--window-over-mb", type=float, help="the job's --window-over-bytes, in MiB (default: the job's)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     a = ap.parse_args()
+    if a.scene:
+        return run_scene(a)
     mode = {"quality": a.quality} if a.quality is not None else {"target_psnr": a.target_psnr or 38.0}
 
     import codec

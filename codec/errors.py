@@ -36,6 +36,11 @@ class StreamTooLargeError(CorruptStreamError):
     streams refuses it too."""
 
 
+class SourceReadError(UnsupportedImageError):
+    """A window of a raster read lazily (codec.images.windowed) could not be read: a damaged or truncated file
+    found only once coding reached it. The pipeline's ``decode`` error kind, like any unreadable image."""
+
+
 class UnsupportedContentError(UnsupportedImageError):
     """A readable image the archive cannot keep faithfully (yet): CMYK, multi-page, float samples… The
     pipeline's ``unsupported`` error kind (a plain UnsupportedImageError is ``decode``: not an image)."""

@@ -198,3 +198,21 @@ def test_sources_over_the_window_size_are_staged_and_coded_window_by_window(s3_s
         for column in ("psnr", "band_psnr", "band_max_error", "nodata_fraction", "band_stats", "original_bytes", "tile_coders", "width", "height", "bands"):
             assert other[column] == row[column], (key, column)
     assert not list(scratch.iterdir())
+
+
+def test_a_staged_scene_that_cannot_be_read_is_a_decode_error_row_naming_it(s3_server, s3_env, bucket, tmp_path):
+    """A damaged block is found only once coding reaches it: the row says ``decode`` and names the object and
+    the rows it could not read; the rest of the batch is archived."""
+    fs = s3_server.filesystem()
+    good = geotiff(raster(64, 64, 3, seed=4))
+    whole = geotiff(raster(256, 256, 3, seed=5))
+    bad = whole[: len(whole) // 2]  # truncated: tifffile and GDAL open it (the tags come first), reading fails
+    upload(fs, bucket, "damaged", {"ok.tif": good, "bad.tif": bad})
+    cfg = CompressJobConfig(input=f"s3://{bucket}/damaged/", output=f"s3://{bucket}/damaged-out/", lossless=True,
+                            window_over_bytes=0, scratch_dir=str(tmp_path))
+    summary = run_job(cfg, progress=False)
+    stats = {r["key"].rsplit("/", 1)[1]: r for r in Archive(cfg.output).committed_table("stats").to_pylist()}
+    assert (summary.ok, summary.errors) == (1, 1)
+    assert (stats["bad.tif"]["status"], stats["bad.tif"]["error_kind"]) == ("error", "decode")
+    assert "bad.tif" in stats["bad.tif"]["error"] and "cannot read rows" in stats["bad.tif"]["error"]
+    assert stats["ok.tif"]["status"] == "ok" and not list(tmp_path.iterdir())

@@ -272,7 +272,8 @@ def with_georef(data: bytes, georef: GeoInfo | None) -> tuple[bytes, Header]:
     """``data`` re-packed with ``georef`` as its metadata block (v4), or without one (its v1/v2/v3 bytes) when
     ``georef`` is None or empty; the tile payloads are copied as they are, checksums verified first."""
     header = read_header(data)
-    blobs = [tile_payload(data, header, i) for i in range(len(header.tiles))]
+    view = memoryview(data)  # payloads as views: re-packing a 1 GB record costs one copy, not two
+    blobs = [tile_payload(view, header, i) for i in range(len(header.tiles))]
     header.georef = None if georef is None or georef.empty else georef
     return pack(header, blobs), header
 

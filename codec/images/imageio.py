@@ -165,11 +165,12 @@ class LoadedImage:
 
 
 # A windowed raster (load_image(..., windowed=True)): what does not grow with the scene (the model and runtime,
-# GDAL's block cache, a strip of source and decoded samples) plus, per sample, the record's bytes twice (the
-# tiles' payloads and the packed stream, at most the samples' own size: an exact tile that does not shrink is
-# stored as is) and a byte of nodata mask. Checked against measured peak RSS in bench/pipeline_throughput.py --scene.
+# GDAL's block cache, a strip of source and decoded samples), a byte per pixel of nodata mask, and the record
+# twice (the tiles' payloads and the packed stream; later the row and its Arrow copy). The record is taken as
+# WINDOWED_RECORD_SHARE of the samples' bytes: lossless coding of a noisy 12-bit scene, the largest measured
+# (bench/pipeline_throughput.py --scene, bench/results/pipeline_scene_*.log); lossy modes need less.
 WINDOWED_FIXED_BYTES = 1 << 30
-WINDOWED_BYTES_PER_SAMPLE = {1: 3, 2: 5}  # by bytes per sample: 2 × the sample (stream) + 1 (mask)
+WINDOWED_RECORD_SHARE = 0.6
 
 
 def working_set_bytes(width: int, height: int, channels: int, bytes_per_sample: int = 1, raster: bool = False,
@@ -185,11 +186,11 @@ def working_set_bytes(width: int, height: int, channels: int, bytes_per_sample: 
     works a tile batch and a band group at a time, so it holds the raster three times at most (the
     file decoder's array, the array as loaded, the decoded copy) plus a byte per pixel of nodata
     mask: ``(3·bands·bytes + 1)`` per pixel. ``windowed``: the source is read a window at a time
-    (:data:`WINDOWED_FIXED_BYTES`, :data:`WINDOWED_BYTES_PER_SAMPLE`).
+    (:data:`WINDOWED_FIXED_BYTES` + per pixel 1 + 2 · :data:`WINDOWED_RECORD_SHARE` · bands · bytes).
     """
     if windowed:
-        per_sample = WINDOWED_BYTES_PER_SAMPLE[1 if int(bytes_per_sample) == 1 else 2]
-        return WINDOWED_FIXED_BYTES + int(width) * int(height) * int(channels) * per_sample
+        record = WINDOWED_RECORD_SHARE * int(channels) * int(bytes_per_sample)
+        return WINDOWED_FIXED_BYTES + int(int(width) * int(height) * (1 + 2 * record))
     if raster or channels > 4:
         if channels < 1:
             raise ValueError(f"channels must be positive, got {channels}")
@@ -710,7 +711,7 @@ def _windowed(path: str, name: str):
     from codec.images.windowed import WindowedRaster
 
     try:
-        return WindowedRaster(path)
+        return WindowedRaster(path, name)
     except Exception as exc:  # rasterio.errors.RasterioIOError and kin: GDAL cannot read this TIFF
         raise UnsupportedImageError(f"{name}: GDAL cannot open it for windowed reading ({type(exc).__name__}: {exc})") from exc
 

@@ -10,7 +10,11 @@ follows the tile batch, not the scene.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+from codec.errors import SourceReadError
 
 GDAL_CACHE_MB = 256  # one strip of 256² tiles of a 10-band 16-bit 10k-wide scene is 51 MB
 
@@ -20,12 +24,15 @@ class WindowedRaster:
     reads; ``raster[y0:y1, x0:x1]`` reads that window. :meth:`mapped` gives lazy views (int16's coded samples,
     the (H, W, 1) band axis) of the same open file."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, name: str | None = None):
         import rasterio
+        import rasterio.errors
 
         self.path = str(path)
+        self.name = name or self.path
         self._env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20)
-        with self._env:
+        with self._env, warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)  # georeferencing is read elsewhere
             self._ds = rasterio.open(self.path)
         self._transform = None
         self.dtype = np.dtype(self._ds.dtypes[0])
@@ -50,8 +57,12 @@ class WindowedRaster:
 
         rows, cols = _two_slices(key, self.shape)
         window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
-        with self._env:
-            block = self._ds.read(window=window)  # (B, h, w)
+        try:
+            with self._env:
+                block = self._ds.read(window=window)  # (B, h, w)
+        except Exception as exc:  # rasterio.errors.RasterioIOError and kin: a damaged block
+            raise SourceReadError(f"{self.name}: cannot read rows {rows.start}–{rows.stop}, columns "
+                                  f"{cols.start}–{cols.stop} ({type(exc).__name__}: {exc})") from exc
         block = block[0] if self.ndim == 2 else np.ascontiguousarray(np.moveaxis(block, 0, -1))
         return self._transform(block) if self._transform is not None else block
 

@@ -18,6 +18,7 @@ import socket
 import time
 
 import numpy as np
+from codec.errors import SourceReadError
 
 from ..archive import Archive
 from ..config import CompressJobConfig
@@ -138,6 +139,8 @@ class CodecReplica:
             result = self._encode(image, key)
             seconds = time.perf_counter() - t
             measured, source = self._measure(result, image)
+        except SourceReadError as exc:  # a window of a staged scene that cannot be read: the file, not the codec
+            return error_row(row, "decode", str(exc))
         except BaseException as exc:  # noqa: BLE001 — CUDA OOM, MemoryError, native panics, asserts
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
