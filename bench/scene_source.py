@@ -34,7 +34,7 @@ def write_scene(path: Path, height: int, width: int, bands: int, seed: int = 0) 
     profile = dict(driver="GTiff", width=width, height=height, count=bands, dtype="uint16", tiled=True,
                    blockxsize=512, blockysize=512, compress="deflate", predictor=2, nodata=0,
                    crs="EPSG:32633", transform=from_origin(300000, 5000000, 10, 10), BIGTIFF="IF_SAFER")
-    with rasterio.open(path, "w", **profile) as ds:
+    with rasterio.Env(GDAL_CACHEMAX=128 * 2**20), rasterio.open(path, "w", **profile) as ds:
         ds.descriptions = tuple(f"B{b + 1:02d}" for b in range(bands))
         for y0 in range(0, height, STRIP):
             rows = min(STRIP, height - y0)

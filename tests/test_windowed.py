@@ -102,3 +102,18 @@ def test_windowed_working_set_grows_with_the_record_not_three_copies_of_the_scen
     assert working_set_bytes(w, h, 10, 1, raster=True, windowed=True) < windowed
     # the part that does not grow with the scene dominates a small one
     assert working_set_bytes(100, 100, 10, 2, windowed=True) < 1.01 * working_set_bytes(1, 1, 10, 2, windowed=True)
+
+
+def test_copies_left_by_dead_replicas_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+
+    from pipeline.stages.stage import PREFIX, remove_orphans
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / f"{PREFIX}{dead.pid}-abc.tif").write_bytes(b"x")
+    (tmp_path / f"{PREFIX}{os.getpid()}-def.tif").write_bytes(b"y")
+    (tmp_path / "other.tif").write_bytes(b"z")
+    assert remove_orphans(str(tmp_path)) == [f"{PREFIX}{dead.pid}-abc.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{PREFIX}{os.getpid()}-def.tif", "other.tif"])

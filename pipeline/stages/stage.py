@@ -13,6 +13,8 @@ import os
 import tempfile
 from dataclasses import dataclass
 
+from ..lease_holder import pid_alive
+
 
 @dataclass
 class Source:
@@ -36,7 +38,8 @@ def staged_source(listed: dict, cfg):
 
     folder = cfg.scratch_dir or tempfile.gettempdir()
     os.makedirs(folder, exist_ok=True)
-    fd, path = tempfile.mkstemp(prefix="tlic-stage-", suffix=os.path.splitext(str(listed["key"]))[1], dir=folder)
+    remove_orphans(folder)
+    fd, path = tempfile.mkstemp(prefix=f"{PREFIX}{os.getpid()}-", suffix=os.path.splitext(str(listed["key"]))[1], dir=folder)
     os.close(fd)
     try:
         staged, error, kind = stage_one(listed, cfg.storage, path, cfg.fetch_attempts)
@@ -44,3 +47,19 @@ def staged_source(listed: dict, cfg):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
+
+
+PREFIX = "tlic-stage-"
+
+
+def remove_orphans(folder: str) -> list[str]:
+    """Remove the copies of replicas on this host that died before deleting them (killed for memory, say):
+    those named after a process that no longer exists. Returns what was removed."""
+    removed = []
+    for name in os.listdir(folder):
+        pid = name[len(PREFIX):].split("-", 1)[0] if name.startswith(PREFIX) else ""
+        if pid.isdigit() and not pid_alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, name))
+                removed.append(name)
+    return removed
