@@ -41,6 +41,17 @@ def pids_of(state: Path) -> list[int]:
     return [int((state / f).read_text()) for f in ("ray.pid", "s3.pid") if (state / f).exists()]
 
 
+def assert_loopback_only(state: Path) -> None:
+    """Every socket the stack listens on (SeaweedFS; Ray's GCS, raylet, agents, dashboard, workers) is on loopback."""
+    from proc_net import listeners, service_processes
+
+    found = listeners([p for pgid in pids_of(state) for p in service_processes(pgid)])
+    names = {x.process for x in found}
+    assert {"gcs_server", "raylet", "weed"} <= names, f"the stack's servers were not found listening: {sorted(names)}"
+    exposed = [f"{x.process} (pid {x.pid}) on {x.shown}:{x.port}" for x in found if not x.loopback]
+    assert not exposed, "listening beyond loopback: " + "; ".join(exposed)
+
+
 def test_up_submit_down(stack, tmp_path):
     state, env = stack
     assert (state / "env.sh").stat().st_mode & 0o077 == 0  # keys readable by the owner only
@@ -61,6 +72,7 @@ def test_up_submit_down(stack, tmp_path):
     assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
     assert "2 processed (2 ok, 0 errors)" in submit.stdout
     assert len(fs.glob("archive/t/_manifests/*.json")) == 1
+    assert_loopback_only(state)
 
     pids = pids_of(state)
     down = subprocess.run([str(ROOT / "infra/local/down.sh"), str(state)], env=env, capture_output=True, text=True, timeout=120)

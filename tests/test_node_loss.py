@@ -7,6 +7,7 @@ lost worker pod). The job must finish with exit 0 and every input archived exact
 """
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -45,15 +46,26 @@ def pids_with(*parts: str) -> list[int]:
     return out
 
 
+def private_ray_env(base: dict) -> dict:
+    """``base`` with Ray settings of this cluster's own: its own auth token (token mode), no inherited address.
+
+    With RAY_AUTH_MODE unset, Ray turns token auth on whenever it finds a token (``~/.ray/auth_token``, left
+    by any local ``ray.init()``, or RAY_AUTH_TOKEN[_PATH] exported by another stack), so what another stack
+    left decided whether our nodes could join their head (InvalidAuthToken). RAY_AUTH_TOKEN comes first in
+    Ray's token lookup, so a fresh one here wins over every file; the driver gets the same environment.
+    """
+    env = {k: v for k, v in base.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+    return {**env, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+
+
 class LocalCluster:
-    """``ray start`` head + workers on loopback, with their own temp dir; stopped (and only ours) at exit."""
+    """``ray start`` head + workers on loopback, with their own temp dir and auth token; stopped (and only ours) at exit."""
 
     def __init__(self, tmp: Path):
         self.temp = Path("/tmp") / f"rnl-{uuid.uuid4().hex[:6]}"  # short: Ray's socket paths have a length limit
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-        self.env.pop("RAY_ADDRESS", None)
+        self.env = private_ray_env(os.environ)
 
     def _start(self, *args: str) -> None:
         r = subprocess.run([str(RAY), "start", "--node-ip-address=127.0.0.1", *args], env=self.env,
@@ -64,18 +76,10 @@ class LocalCluster:
         self._start("--head", f"--port={self.port}", "--num-cpus=0", "--include-dashboard=false",
                     f"--temp-dir={self.temp}", "--disable-usage-stats")
 
-    def try_start(self, *args: str) -> None:
-        """Like _start, but a cluster this machine cannot form (e.g. a Ray auth token left in the environment
-        by another stack) skips the test, naming the cause: node loss is what is tested, not `ray start`."""
-        r = subprocess.run([str(RAY), "start", "--node-ip-address=127.0.0.1", *args], env=self.env,
-                           capture_output=True, text=True, timeout=180)
-        if r.returncode != 0:
-            pytest.skip("a local Ray cluster could not be formed here: " + (r.stderr or r.stdout)[-300:])
-
     def worker(self, cpus: int) -> int:
         """A worker node; returns its raylet's node-manager port (how it is told apart from the others)."""
         nm_port = free_port()
-        self.try_start(f"--address={self.address}", f"--num-cpus={cpus}", f"--node-manager-port={nm_port}",
+        self._start(f"--address={self.address}", f"--num-cpus={cpus}", f"--node-manager-port={nm_port}",
                     f"--object-manager-port={free_port()}", "--min-worker-port=0", "--max-worker-port=0")
         return nm_port
 
@@ -98,7 +102,12 @@ class LocalCluster:
 
 
 @pytest.fixture()
-def cluster(tmp_path):
+def cluster(tmp_path, monkeypatch):
+    # what another stack may leave in the environment: token mode with a token of its own
+    (tmp_path / "foreign_token").write_text(secrets.token_hex(32))
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "foreign_token"))
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
     c = LocalCluster(tmp_path)
     try:
         c.head()
@@ -111,7 +120,7 @@ def test_losing_the_node_of_the_codec_replica_costs_a_retry_not_the_run(s3_serve
     objects = many_objects(3)
     upload(s3_server.filesystem(), bucket, "raw", objects)
     node2 = cluster.worker(cpus=2)
-    env = {**os.environ, **s3_server.env, "RAY_ADDRESS": cluster.address}
+    env = {**cluster.env, **s3_server.env, "RAY_ADDRESS": cluster.address}  # the cluster's token too
     proc = subprocess.Popen(job_args(bucket, "--segment-rows", "2"), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:

@@ -33,6 +33,11 @@ source "$STATE/s3.env"  # the Ray head (and so every submitted job) gets the S3 
 
 export PATH="$BIN:$PATH"  # the jobs' drivers run this environment's python
 export RAY_AUTH_MODE=token  # Ray's token auth (clients need the same mode and token)
+# loopback only: `ray start` swaps --node-ip-address=127.0.0.1 for the machine's reachable IP
+# (ray._private.services.resolve_ip_for_localhost), and the GCS, raylet and workers listen on every
+# interface unless their node IP is 127.0.0.1. Ray keeps 127.0.0.1 only as a single-machine Ray
+# (ray_constants.ENABLE_RAY_CLUSTER off, the macOS/Windows default); no other node can join this head.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 # the stack's own token, so a fresh machine (no ~/.ray/auth_token) works and other clusters keep theirs
 export RAY_AUTH_TOKEN_PATH="$STATE/auth_token"
 [[ -s "$RAY_AUTH_TOKEN_PATH" ]] || (umask 077 && "$PY" -c 'import secrets; print(secrets.token_hex(32), end="")' >"$RAY_AUTH_TOKEN_PATH")
@@ -63,6 +68,7 @@ wait_for 180 "Ray job submission" bash -c \
   "\"$BIN/ray\" job submit --submission-id \"up-probe-\$RANDOM\$RANDOM\" -- python -c pass >>\"$STATE/ray.log\" 2>&1"
 
 { cat "$STATE/s3.env"; echo "export RAY_API_SERVER_ADDRESS=http://127.0.0.1:${PORTS[1]}"; echo "export RAY_AUTH_MODE=token"
+  echo "export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0"
   echo "export RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH"; echo "export PATH=$BIN:\$PATH"; } >"$STATE/env.sh"
 chmod 600 "$STATE/env.sh"
 echo "S3 at $AWS_ENDPOINT_URL, Ray dashboard at http://127.0.0.1:${PORTS[1]}"
