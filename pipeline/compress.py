@@ -237,6 +237,7 @@ def write_listing(cfg: CompressJobConfig, archive: Archive, summary: JobSummary,
 
 def _dataset(cfg: CompressJobConfig, archive: Archive, shards: list[str]):
     """The listed keys through fetch tasks and the codec replicas, as a (lazy, streaming) Ray dataset."""
+    driver.local_ray_on_loopback()
     import ray
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 

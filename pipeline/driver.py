@@ -14,6 +14,8 @@ is started before work is dispatched, so a cluster that cannot host them fails t
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Iterator, NamedTuple
 
 
@@ -23,8 +25,17 @@ class ReplicaPlan(NamedTuple):
     threads: int  # torch CPU threads per replica
 
 
+def local_ray_on_loopback() -> None:
+    """Make a Ray that this process starts itself (a job run without a cluster) listen on loopback only: Ray's
+    single-machine mode, which Ray reads when it is first imported, so call this before ``import ray``. Under
+    ``ray job submit`` (RAY_ADDRESS names the cluster) nothing changes (README "Network exposure")."""
+    if not os.environ.get("RAY_ADDRESS") and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def start(replica_start_timeout_s: float) -> None:
     """Ray up, with Ray Data's own progress bars off (the jobs draw theirs) and a wait for every replica."""
+    local_ray_on_loopback()
     import ray
 
     if not ray.is_initialized():

@@ -157,6 +157,7 @@ def run_restore(cfg: RestoreJobConfig, progress: bool = True) -> RestoreSummary:
     index, results = _selection(cfg)
     summary.selected = index.num_rows + len(results)
     if index.num_rows:
+        driver.local_ray_on_loopback()
         import ray
 
         from .stages.restore import RestoreReplica

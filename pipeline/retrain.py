@@ -305,6 +305,9 @@ def _split_data(cfg: TrainJobConfig) -> tuple[list[str], list[str]]:
 
 def _fit(cfg: TrainJobConfig, train_keys: list[str], progress: bool) -> dict:
     """Run the TorchTrainer (resuming ``cfg.run_name`` if it has checkpoints); the last checkpoint's state."""
+    from .driver import local_ray_on_loopback
+
+    local_ray_on_loopback()
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

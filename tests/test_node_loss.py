@@ -54,7 +54,9 @@ def private_ray_env(base: dict) -> dict:
     left decided whether our nodes could join their head (InvalidAuthToken). RAY_AUTH_TOKEN comes first in
     Ray's token lookup, so a fresh one here wins over every file; the driver gets the same environment.
     """
-    env = {k: v for k, v in base.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+    # and a two-node cluster needs Ray's cluster mode, whatever a local job run set (driver.local_ray_on_loopback)
+    env = {k: v for k, v in base.items()
+           if not k.startswith(("RAY_AUTH", "RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"))}
     return {**env, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
