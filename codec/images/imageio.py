@@ -166,9 +166,10 @@ class LoadedImage:
 
 # A windowed raster (load_image(..., windowed=True)): what does not grow with the scene (the model and runtime,
 # GDAL's block cache, a strip of source and decoded samples), a byte per pixel of nodata mask, and the record
-# twice (the tiles' payloads and the packed stream; later the row and its Arrow copy). The record is taken as
-# WINDOWED_RECORD_SHARE of the samples' bytes: lossless coding of a noisy 12-bit scene, the largest measured
-# (bench/pipeline_throughput.py --scene, bench/results/pipeline_scene_*.log); lossy modes need less.
+# three times (the tiles' payloads and the packed stream; then the row, its Arrow table and the block Ray
+# stores). The record is taken as WINDOWED_RECORD_SHARE of the samples' bytes, above the largest share
+# measured (lossless coding of a noisy 12-bit scene: 0.52); lossy modes need far less. Measured against
+# peak RSS in bench/pipeline_throughput.py --scene (bench/results/pipeline_scene_*.log).
 WINDOWED_FIXED_BYTES = 1 << 30
 WINDOWED_RECORD_SHARE = 0.6
 
@@ -186,11 +187,11 @@ def working_set_bytes(width: int, height: int, channels: int, bytes_per_sample: 
     works a tile batch and a band group at a time, so it holds the raster three times at most (the
     file decoder's array, the array as loaded, the decoded copy) plus a byte per pixel of nodata
     mask: ``(3·bands·bytes + 1)`` per pixel. ``windowed``: the source is read a window at a time
-    (:data:`WINDOWED_FIXED_BYTES` + per pixel 1 + 2 · :data:`WINDOWED_RECORD_SHARE` · bands · bytes).
+    (:data:`WINDOWED_FIXED_BYTES` + per pixel 1 + 3 · :data:`WINDOWED_RECORD_SHARE` · bands · bytes).
     """
     if windowed:
         record = WINDOWED_RECORD_SHARE * int(channels) * int(bytes_per_sample)
-        return WINDOWED_FIXED_BYTES + int(int(width) * int(height) * (1 + 2 * record))
+        return WINDOWED_FIXED_BYTES + int(int(width) * int(height) * (1 + 3 * record))
     if raster or channels > 4:
         if channels < 1:
             raise ValueError(f"channels must be positive, got {channels}")
