@@ -169,7 +169,7 @@ def main(argv=None) -> None:
     ap.add_argument("--gains", type=float, nargs="+", default=GAINS)
     ap.add_argument("--targets", type=float, nargs="+", default=TARGETS)
     ap.add_argument("--model", default="minnen2018@2")
-    ap.add_argument("--quick", action="store_true", help="4 crops, 2 targets, results not written")
+    ap.add_argument("--quick", action="store_true", help="4 crops, 2 targets (22, 31 dB), results not written")
     ap.add_argument("--resume", action="store_true",
                     help="reuse the cells of the written json (same crops, seed and model), compute only new ones")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -181,7 +181,7 @@ def main(argv=None) -> None:
         print(f"{TRAIN} missing: nothing to measure")
         return
     if a.quick:
-        a.crops, a.targets = 4, [24.0, 30.0]
+        a.crops, a.targets = 4, [22.0, 31.0]
     gains = sorted(set([0.0] + a.gains))
     model = codec.load_model(a.model)
     if not model.model.config.residual_gain:
@@ -208,8 +208,12 @@ def main(argv=None) -> None:
     result.bd_rate_vs_constant = bd_rates(result.points, gains, ([p.bpp for p in result.constant],
                                                                  [p.psnr for p in result.constant]), result.span_db)
     scored = {g: result.bd_rate_vs_0[f"{g:g}"] for g in gains}
-    result.chosen = min((g for g in gains if scored[g] is not None), key=lambda g: scored[g])
+    covering = [g for g in gains if scored[g] is not None]
     table(result, gains, a.targets)
+    if not covering:
+        say(f"no value's curve covers {result.span_db[0]:.2f}-{result.span_db[1]:.2f} dB: add a higher target")
+        return
+    result.chosen = min(covering, key=lambda g: scored[g])
     say(f"chosen min_gain (lowest BD-rate over {result.span_db[0]:.2f}-{result.span_db[1]:.2f} dB on the training crops): "
         f"{result.chosen:g} "
         f"({scored[result.chosen]:+.2f}% vs no stall rule); total {time.perf_counter() - start:.0f} s")
