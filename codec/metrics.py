@@ -101,11 +101,13 @@ def _ssim_cs(x, y, g, c1, c2):
     return float(ssim.mean(dtype=np.float64)), float(cs.mean(dtype=np.float64))
 
 
-def bd_rate(ref_bpp, ref_psnr, test_bpp, test_psnr, bpp_range=(0.1, 1.5)) -> float | None:
+def bd_rate(ref_bpp, ref_psnr, test_bpp, test_psnr, bpp_range=(0.1, 1.5), psnr_range=None) -> float | None:
     """Bjøntegaard delta rate (%) of test vs ref; negative = fewer bits at equal PSNR.
 
     Both curves are restricted to ``bpp_range``, interpolated as log-rate over PSNR
-    with monotone cubic (PCHIP) pieces and integrated over their common PSNR span.
+    with monotone cubic (PCHIP) pieces and integrated over their common PSNR span, or over
+    ``psnr_range`` (lo, hi) when given: then several tests compare over one span, and a curve that
+    does not cover it gives None (it never reaches that PSNR: no equal-PSNR comparison exists).
     """
     from scipy.interpolate import PchipInterpolator
 
@@ -123,6 +125,10 @@ def bd_rate(ref_bpp, ref_psnr, test_bpp, test_psnr, bpp_range=(0.1, 1.5)) -> flo
     if len(p1) < 2 or len(p2) < 2:
         return None
     lo, hi = max(p1.min(), p2.min()), min(p1.max(), p2.max())
+    if psnr_range is not None:
+        if lo > psnr_range[0] or hi < psnr_range[1]:
+            return None
+        lo, hi = psnr_range
     if hi <= lo:
         return None
     grid = np.linspace(lo, hi, 200)

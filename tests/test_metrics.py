@@ -43,3 +43,15 @@ def test_ms_ssim_insensitive_to_offset_precision():
     b = a.copy()
     b[:, 32:] = 251
     assert 0.99 < ms_ssim(a, b) < 1.0
+
+
+def test_bd_rate_over_a_fixed_psnr_span():
+    from codec.metrics import bd_rate
+
+    ref_bpp, ref_psnr = [0.25, 0.5, 1.0, 2.0], [24.0, 27.0, 30.0, 33.0]
+    half = [b / 2 for b in ref_bpp]  # the same PSNR at half the bits everywhere
+    assert bd_rate(ref_bpp, ref_psnr, half, ref_psnr, bpp_range=(0, 10)) == pytest.approx(-50, abs=1e-6)
+    assert bd_rate(ref_bpp, ref_psnr, half, ref_psnr, bpp_range=(0, 10), psnr_range=(25, 28)) == pytest.approx(-50)
+    short = ([0.1, 0.2, 0.3], [22.0, 24.0, 26.0])  # never reaches 28 dB
+    assert bd_rate(ref_bpp, ref_psnr, *short, bpp_range=(0, 10)) is not None  # its own common span: 24-26 dB
+    assert bd_rate(ref_bpp, ref_psnr, *short, bpp_range=(0, 10), psnr_range=(25, 28)) is None
