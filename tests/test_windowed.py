@@ -117,3 +117,15 @@ def test_copies_left_by_dead_replicas_are_removed_and_live_ones_kept(tmp_path):
     (tmp_path / "other.tif").write_bytes(b"z")
     assert remove_orphans(str(tmp_path)) == [f"{PREFIX}{dead.pid}-abc.tif"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"{PREFIX}{os.getpid()}-def.tif", "other.tif"])
+
+
+def test_a_scratch_folder_that_cannot_be_used_is_a_transient_row_error(tmp_path):
+    from types import SimpleNamespace
+
+    from pipeline.stages.stage import staged_source
+
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    cfg = SimpleNamespace(scratch_dir=str(blocker / "sub"), storage=None, fetch_attempts=1)
+    with staged_source({"key": "s3://b/scene.tif", "deferred": True}, cfg) as (source, error):
+        assert source is None and error[1] == "transient" and "scratch folder" in error[0]

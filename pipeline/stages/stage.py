@@ -37,10 +37,15 @@ def staged_source(listed: dict, cfg):
     from .fetch import stage_one
 
     folder = cfg.scratch_dir or tempfile.gettempdir()
-    os.makedirs(folder, exist_ok=True)
-    remove_orphans(folder)
-    fd, path = tempfile.mkstemp(prefix=f"{PREFIX}{os.getpid()}-", suffix=os.path.splitext(str(listed["key"]))[1], dir=folder)
-    os.close(fd)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        remove_orphans(folder)
+        fd, path = tempfile.mkstemp(prefix=f"{PREFIX}{os.getpid()}-", suffix=os.path.splitext(str(listed["key"]))[1],
+                                    dir=folder)
+        os.close(fd)
+    except OSError as exc:  # the replica's own disk, not the source: worth trying again on the next run
+        yield None, (f"cannot stage it to the scratch folder {folder!r} ({type(exc).__name__}: {exc})", "transient")
+        return
     try:
         staged, error, kind = stage_one(listed, cfg.storage, path, cfg.fetch_attempts)
         yield (Source(path, staged.size, staged.sha256, path), None) if staged else (None, (error, kind))
