@@ -11,7 +11,6 @@ output row, even when an image kills the replica: see ``crashes.py``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
