@@ -687,10 +687,13 @@ def _load_tiff_raster(page, name: str, max_pixels: int, max_bytes: int | None, p
     want = (h, w) + ((spp,) if spp > 1 else ())
     dtype = np.int16 if signed else np.uint8 if bps == 1 else np.uint16
     try:
-        arr = _windowed(path, name) if path is not None else page.asarray()
-    except UnsupportedImageError:
-        raise
-    except Exception as exc:
+        if path is not None:
+            from codec.images.windowed import WindowedRaster
+
+            arr = WindowedRaster(path, name)
+        else:
+            arr = page.asarray()
+    except Exception as exc:  # no codec for it, damage, or (windowed) GDAL cannot open it
         raise UnsupportedImageError(f"{name}: cannot decode TIFF ({type(exc).__name__}: {exc})") from exc
     if arr.ndim == 3 and spp > 1 and arr.shape == (spp, h, w):  # one plane per band
         arr = np.moveaxis(arr, 0, -1)
@@ -706,15 +709,6 @@ def _load_tiff_raster(page, name: str, max_pixels: int, max_bytes: int | None, p
     return LoadedImage(pixels, _geo(page), bytes(icc) if icc else None, None, "TIFF",
                        nodata, _gdal_band_names(xml, spp), depth, nodata_mode="band" if nodata is None else mode)
 
-
-def _windowed(path: str, name: str):
-    """The raster of ``path`` as GDAL reads it, window by window; refused where GDAL cannot open it."""
-    from codec.images.windowed import WindowedRaster
-
-    try:
-        return WindowedRaster(path, name)
-    except Exception as exc:  # rasterio.errors.RasterioIOError and kin: GDAL cannot read this TIFF
-        raise UnsupportedImageError(f"{name}: GDAL cannot open it for windowed reading ({type(exc).__name__}: {exc})") from exc
 
 
 def _pillow_decode_tiff(fp, name: str, plan: dict, tiff_error: Exception | None) -> np.ndarray:
