@@ -23,7 +23,11 @@ class Source:
     content: bytes | str
     size: int
     sha256: str
-    path: str | None = None
+
+    @property
+    def path(self) -> str | None:
+        """The staged copy's local path; None for fetched bytes."""
+        return self.content if isinstance(self.content, str) else None
 
 
 @contextlib.contextmanager
@@ -48,7 +52,7 @@ def staged_source(listed: dict, cfg):
         return
     try:
         staged, error, kind = stage_one(listed, cfg.storage, path, cfg.fetch_attempts)
-        yield (Source(path, staged.size, staged.sha256, path), None) if staged else (None, (error, kind))
+        yield (Source(path, staged.size, staged.sha256), None) if staged else (None, (error, kind))
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
