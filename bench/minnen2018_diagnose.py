@@ -239,6 +239,16 @@ def worst_steps(tr: Trajectory, img: np.ndarray, worst) -> tuple[list[float], li
     return inc.tolist(), left.tolist()
 
 
+def _label(ax, xlabel: str, ylabel: str, title: str, legend: int = 6, grid: bool = True) -> None:
+    """Axis labels, title, a legend in ``legend``-point type and (``grid``) a light grid: every line panel's finish."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend)
+    if grid:
+        ax.grid(alpha=0.3)
+
+
 def plot(reports: list[ImageReport], trs: list[Trajectory], images: list[np.ndarray], path: Path, title: str) -> None:
     import matplotlib
 
@@ -252,29 +262,17 @@ def plot(reports: list[ImageReport], trs: list[Trajectory], images: list[np.ndar
         ax.plot(its, rep.image_db, "o-", ms=3, label=f"{rep.name} image")
         ax.plot(its, rep.mean_subtile_db, "--", lw=1, label=f"{rep.name} mean sub-tile")
         ax.plot(its, rep.p10_subtile_db, ":", lw=1, label=f"{rep.name} 10th pct sub-tile")
-    ax.set_xlabel("iterations (128 bits each)")
-    ax.set_ylabel("PSNR dB")
-    ax.set_title("PSNR per iteration")
-    ax.legend(fontsize=5)
-    ax.grid(alpha=0.3)
+    _label(ax, "iterations (128 bits each)", "PSNR dB", "PSNR per iteration", legend=5)
     ax = fig.add_subplot(2, 3, 2)
     for rep in reports:
         ax.semilogy(its, rep.rms, "o-", ms=3, label=rep.name)
-    ax.set_xlabel("iterations")
-    ax.set_ylabel("residual RMS (8-bit levels)")
-    ax.set_title("residual energy per iteration")
-    ax.legend(fontsize=6)
-    ax.grid(alpha=0.3)
+    _label(ax, "iterations", "residual RMS (8-bit levels)", "residual energy per iteration")
     ax = fig.add_subplot(2, 3, 3)
     for rep in reports:
         s = sorted(rep.scale, key=float)
         ax.semilogx([float(k) for k in s], [rep.scale[k] for k in s], "o-", label=rep.name)
     ax.axhline(1, color="k", lw=0.5)
-    ax.set_xlabel("residual scaled by s")
-    ax.set_ylabel("energy left after one fresh iteration")
-    ax.set_title("does the coder work at every scale?")
-    ax.legend(fontsize=6)
-    ax.grid(alpha=0.3)
+    _label(ax, "residual scaled by s", "energy left after one fresh iteration", "does the coder work at every scale?")
     # worst sub-tiles of the first image: original, 4 and 16 iterations, |error| at 16
     rep, tr, img = reports[0], trs[0], images[0]
     for j, (r, c) in enumerate(rep.worst[:3]):
@@ -291,19 +289,12 @@ def plot(reports: list[ImageReport], trs: list[Trajectory], images: list[np.ndar
     for rep in reports:
         ax.plot(its, rep.border_db, "-", label=f"{rep.name} border")
         ax.plot(its, rep.interior_db, "--", label=f"{rep.name} interior")
-    ax.set_xlabel("iterations")
-    ax.set_ylabel("PSNR dB")
-    ax.set_title("sub-tiles with missing neighbours vs interior")
-    ax.legend(fontsize=5)
-    ax.grid(alpha=0.3)
+    _label(ax, "iterations", "PSNR dB", "sub-tiles with missing neighbours vs interior", legend=5)
     ax = fig.add_subplot(2, 3, 6)
     for rep in reports:
         if rep.adaptive:
             ax.bar(its + 0.25 * reports.index(rep), rep.adaptive["histogram"], width=0.25, label=rep.name)
-    ax.set_xlabel("iterations a sub-tile got (adaptive)")
-    ax.set_ylabel("sub-tiles")
-    ax.set_title("stopping rule: where the bits go")
-    ax.legend(fontsize=6)
+    _label(ax, "iterations a sub-tile got (adaptive)", "sub-tiles", "stopping rule: where the bits go", grid=False)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
