@@ -27,6 +27,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -107,12 +108,14 @@ def classical_file(name: str, img: np.ndarray, k: int) -> tuple[int, np.ndarray]
     return n, out[..., : img.shape[2]]
 
 
-LINES: list[str] = []  # what the run printed: the .log file
+LOG: list[Path] = []  # the run's .log file, appended line by line (a long run interrupted keeps its lines)
 
 
 def say(line: str) -> None:
     print(line, flush=True)
-    LINES.append(line)
+    for log in LOG:
+        with open(log, "a") as f:
+            f.write(line + "\n")
 
 
 LADDER = {"avif420": 100, "avif444": 100, "jxl": 60, "j2k": 100}  # the top step of each ladder
@@ -148,7 +151,9 @@ def ours(img: np.ndarray, target: float, nodata: int | None) -> dict:
             "encode_s": t2 - t1, "encode_s_learned_only": t1 - t0, "decode_s": t3 - t2}
 
 
-def evaluate_set(name: str, images: list[tuple[str, np.ndarray, int | None]], targets, codecs) -> dict:
+def evaluate_set(name: str, images: list[tuple[str, np.ndarray, int | None]], targets, codecs,
+                 save: Callable[[dict], None] = lambda _: None) -> dict:
+    """Per target, the set's totals; ``save`` gets the rows so far after each target (a long run keeps them)."""
     out = {}
     for target in targets:
         row = {"images": len(images), "bytes": 0, "bytes_learned_only": 0, "tiles": 0, "missed_before": 0,
@@ -173,6 +178,7 @@ def evaluate_set(name: str, images: list[tuple[str, np.ndarray, int | None]], ta
         row["encode_mp_s"] = row["megapixels"] / max(row["encode_s"], 1e-9)
         row["decode_mp_s"] = row["megapixels"] / max(row["decode_s"], 1e-9)
         out[f"{target:g}"] = row
+        save(out)
         say(f"{name:9} {target:4g} dB  ours/best {row['vs_best_classical']:.3f}  missed {row['missed_before']}"
               f"→{row['missed_after']}/{row['tiles']}  below {row['below_target']}  learned {row['learned_share']:.0%}"
               f"  coders {row['coders']}  enc {row['encode_mp_s']:.2f} MP/s  dec {row['decode_mp_s']:.2f} MP/s"
@@ -269,6 +275,9 @@ def main() -> None:
         return
     a.out.mkdir(parents=True, exist_ok=True)
     path = a.out / "tile_tools.json"
+    LOG.append(a.out / "tile_tools.log")
+    with open(LOG[0], "a") as log:  # one block per run
+        log.write(f"# {time.strftime('%Y-%m-%d %H:%M')} {' '.join(sys.argv[1:])}\n")
     result = json.loads(path.read_text()) if path.exists() else {}
     if a.per_tile:
         result["per_tile_tools"] = per_tile_tools(a.quick)
@@ -277,21 +286,28 @@ def main() -> None:
     else:
         from PIL import Image
 
-        evaluation = {"quick": a.quick, "targets": a.targets, "sets": {}}
+        # a run of some sets keeps the other sets' rows of an earlier run of the same kind (quick or full)
+        earlier = result.get("evaluation", {})
+        keep = earlier.get("sets", {}) if earlier.get("quick") == a.quick else {}
+        evaluation = result["evaluation"] = {"quick": a.quick, "sets": {k: v for k, v in keep.items() if k not in a.sets}}
+
+        def saver(name: str) -> Callable[[dict], None]:
+            def save(rows: dict) -> None:
+                evaluation["sets"][name] = {**rows, "date": time.strftime("%Y-%m-%d %H:%M")}
+                path.write_text(json.dumps(result, indent=1) + "\n")
+            return save
+
         for name, files in photo_sets(a.quick).items():
             if name in a.sets:
                 images = [(p.name, np.asarray(Image.open(p).convert("RGB")), None) for p in files]
-                evaluation["sets"][name] = evaluate_set(name, images, a.targets, PHOTO_CODECS)
+                evaluate_set(name, images, a.targets, PHOTO_CODECS, saver(name))
         sat = satellite_files(a.quick) if "satellite" in a.sets else []
         if sat:
             images = [(p.name, *load_raster(p)) for p in sat]
-            evaluation["sets"]["satellite"] = evaluate_set("satellite", images, a.targets, RASTER_CODECS)
+            evaluate_set("satellite", images, a.targets, RASTER_CODECS, saver("satellite"))
         elif "satellite" in a.sets:
             say("satellite: no rasters under ../shared/data/satellite/train, skipped")
-        result["evaluation"] = evaluation
     path.write_text(json.dumps(result, indent=1) + "\n")
-    with open(a.out / "tile_tools.log", "a") as log:  # one block per run
-        log.write(f"# {time.strftime('%Y-%m-%d %H:%M')} {' '.join(sys.argv[1:])}\n" + "\n".join(LINES) + "\n")
 
 
 if __name__ == "__main__":
