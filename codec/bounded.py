@@ -28,11 +28,20 @@ def encode_photo(image: np.ndarray, loaded, options: EncodeOptions) -> EncodeRes
     header = Header(loaded.model_id, loaded.sha256, img.width, img.height, img.channels, options.tile_size,
                     "max_error", float(e))
     blobs, entries, sse, samples = [], [], [], []
-    for x, y, w, h in header.boxes():
-        rgb = img.tile_rgb(x, y, w, h)
-        colour = rgb[..., :1] if img.channels == 1 else rgb
-        choice = toolchoice.choose_bounded(colour, tilecoders.TileContext(h, w, colour.shape[2], "uint8"), e)
-        alpha = np.ascontiguousarray(img.alpha[y : y + h, x : x + w]).tobytes() if img.alpha is not None else None
+
+    def tiles():
+        for x, y, w, h in header.boxes():
+            rgb = img.tile_rgb(x, y, w, h)
+            colour = np.ascontiguousarray(rgb[..., :1] if img.channels == 1 else rgb)
+            alpha = np.ascontiguousarray(img.alpha[y : y + h, x : x + w]).tobytes() if img.alpha is not None else None
+            yield colour, alpha
+
+    def search(tile):
+        colour, _ = tile
+        h, w, bands = colour.shape
+        return tile, toolchoice.choose_bounded(colour, tilecoders.TileContext(h, w, bands, "uint8"), e)
+
+    for (colour, alpha), choice in toolchoice.map_tiles(search, tiles(), toolchoice.tool_workers()):
         blobs.append(container.photo_coder_blob(choice.payload, alpha))
         entries.append(_entry(choice.coder, FLAG_ALPHA if alpha is not None else 0))
         sse.append(float(np.sum((choice.decoded.astype(np.int64) - colour.astype(np.int64)) ** 2)))
@@ -51,13 +60,20 @@ def encode_raster(img: np.ndarray, header: Header, valid: list, counts: np.ndarr
     peaks = info.band_peaks
     blobs, entries, tile_psnr = [], [], []
     total = np.zeros(info.bands)
-    for i, (x, y, bw, bh) in enumerate(header.boxes()):
-        block = np.asarray(img[y : y + bh, x : x + bw])
-        ctx = tilecoders.TileContext(bh, bw, info.bands, info.dtype, info.rule)
-        choice = toolchoice.choose_bounded(block, ctx, e)
+
+    def tiles():  # read in this thread (a windowed source), coded on the search threads
+        for i, (x, y, bw, bh) in enumerate(header.boxes()):
+            yield i, np.asarray(img[y : y + bh, x : x + bw])
+
+    def search(tile):
+        i, block = tile
+        choice = toolchoice.choose_bounded(block, tilecoders.TileContext(*block.shape[:2], info.bands, info.dtype,
+                                                                          info.rule), e)
+        return i, choice, band_sse(block, choice.decoded, valid[i])[0]
+
+    for i, choice, sse in toolchoice.map_tiles(search, tiles(), toolchoice.tool_workers()):
         blobs.append(choice.payload)
         entries.append(_entry(choice.coder))
-        sse, _ = band_sse(block, choice.decoded, valid[i])
         total += sse
         tile_psnr.append(worst_band_psnr(sse, counts[i], peaks))
     header.tiles = entries

@@ -5,13 +5,14 @@
                                  JPEG 2000, [AVIF 4:4:4, JPEG XL lossy], near-lossless at a searched E
         ─choose_tile─▶ the fewest bytes that meet the target; JPEG XL exact as the last resort
 
-The learned family codes every tile first (batched, on its device). The lossy tools — JPEG 2000 aimed at the
-target; at a thorough effort also AVIF 4:4:4 (8-bit tiles) and JPEG XL lossy, each searched to the
-target under the bytes of the best so far (:func:`tools_to_try` says which, and why) — are tried only
+The learned family codes every tile first (batched, on its device). The lossy tools — JPEG 2000 aimed at
+the target; AVIF 4:4:4 (8-bit tiles) at low targets, or up to 44 dB at a thorough effort, which adds JPEG
+XL lossy; each searched to the target under the bytes of the best so far (:func:`tools_to_try` says which, and why) — are tried only
 where they can win: where the learned tile missed the target, or met it at more than :data:`LOSSY_TRY_BPS`
 bits per sample (``bench/tile_tools.py --calibrate`` measures, on training data, what share of the possible
 savings a threshold keeps). Exact JPEG XL codes the tiles nothing else brings to the target, so under
-``target_psnr`` no tile misses it unless the caller excluded it.
+``target_psnr`` no tile misses it unless the caller excluded it. The searches of an image's tiles run on
+:func:`tool_workers` threads (:func:`map_tiles`); the bytes do not depend on how many.
 
 Under ``max_error`` (:func:`choose_bounded`) the candidates are the coders that bound every sample by E: the
 near-lossless coder (its smallest method, codec.tilecoders.nearlossless.methods_for: grid indices through
@@ -22,8 +23,11 @@ exact JPEG XL, tried only where no near-lossless payload keeps the bound (a vali
 
 from __future__ import annotations
 
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
@@ -34,7 +38,8 @@ from codec.tilecoders import TileContext, avif444, j2k, jxl_lossy, nearlossless
 TOOLS = ("j2k", "avif444", "jxl_lossy", "nearlossless", "jxl_exact")  # per-tile tools besides the learned family
 THOROUGH_EFFORT = 1  # the encode effort (EncodeOptions.effort) from which every lossy tool is tried
 AVIF_MAX_DB = 44.0  # AVIF 4:4:4 is tried below this target only (at 46 dB it lost every comparison measured)
-LOSSY_TRY_BPS = 1.0  # bits per sample of a passing learned tile above which the lossy tools are tried
+AVIF_FAST_MAX_DB = 36.0  # ... and at effort 0 below this one, where it beats JPEG 2000 by 5–10% (calibration)
+LOSSY_TRY_BPS = 0.25  # bits per sample of a passing learned tile above which the lossy tools are tried
 NEAR_MIN_DB = 42.0  # from this target the near-lossless coder is tried at effort 0 too (below, only when thorough)
 
 
@@ -82,18 +87,21 @@ def tools_to_try(learned: LearnedTile, allowed: tuple[str, ...], ctx: TileContex
     tile's samples and the target. Each lossy tool alone on 256² training tiles (``bench/tile_tools.py
     --per-tile``, its log): JPEG 2000's total bytes are within 1.5% of the best tool's at 34–46 dB, in a
     third of AVIF's CPU time; AVIF 4:4:4 wins up to two thirds of the tiles below 44 dB, by a few percent, and
-    loses by 20% at 46 dB; JPEG XL lossy is 13–23% larger at 34–38 dB and wins some tiles at 42–46 dB. So
-    JPEG 2000 always; the others only when ``thorough`` (the encode effort's call), AVIF below
-    :data:`AVIF_MAX_DB` and for 8-bit tiles. The near-lossless coder, its bound E searched to the target
+    loses by 20% at 46 dB; JPEG XL lossy is 13–23% larger at 34–38 dB and wins some tiles at 42–46 dB. On
+    tiles the model passes (``bench/tile_tools.py --calibrate``, training photos and aerial scenes) the two
+    save 8–20% of the learned bytes at 30–34 dB, AVIF most of it, and tiles under :data:`LOSSY_TRY_BPS` hold
+    under 5% of that saving. So JPEG 2000 always; AVIF 4:4:4 for 8-bit tiles below :data:`AVIF_FAST_MAX_DB`,
+    or below :data:`AVIF_MAX_DB` when ``thorough`` (the encode effort's call), which also adds JPEG XL
+    lossy. The near-lossless coder, its bound E searched to the target
     (:func:`near_to_psnr`), from :data:`NEAR_MIN_DB` at any effort: on whole satellite scenes
     (``bench/satellite_rd.py``) its ±4 file of a 4-band WorldView scene held 56.6 dB in 0.59× the bytes our
     50 dB file took without it."""
     if not (learned.missed or learned.bits_per_sample > LOSSY_TRY_BPS):
         return []
     wanted = ["j2k"]
+    if target_db < (AVIF_MAX_DB if thorough else AVIF_FAST_MAX_DB) and (ctx is None or avif444.accepts(ctx)):
+        wanted.append("avif444")
     if thorough:
-        if target_db < AVIF_MAX_DB and (ctx is None or avif444.accepts(ctx)):
-            wanted.append("avif444")
         wanted.append("jxl_lossy")
     if thorough or target_db >= NEAR_MIN_DB:
         wanted.append("nearlossless")
@@ -165,6 +173,38 @@ def choose_tile(block: np.ndarray, ctx: TileContext, learned: LearnedTile, targe
         if trial is not None and (best_bytes is None or len(trial.payload) < best_bytes):
             best, best_bytes = TileChoice(name, trial.payload, trial.psnr), len(trial.payload)
     return best
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def tool_workers() -> int:
+    """Threads for the per-tile searches: ``OMP_NUM_THREADS`` where set (Ray sets it to a replica's CPUs, and
+    torch's transforms use as many), else the CPUs this process may run on; at most 8."""
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", "0"))
+    except ValueError:
+        n = 0
+    return max(1, min(n if n > 0 else len(os.sched_getaffinity(0)), 8))
+
+
+def map_tiles(search: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """``search(item)`` for each item, in order, on ``workers`` threads. The tile coders (OpenJPEG, libavif,
+    libjxl, CharLS) release the GIL, so an image's per-tile searches run side by side: on 256² tiles two
+    threads code 2.0–2.6× as many as one. ``items`` is drawn in the calling thread (a lazy source's reads
+    stay there), at most 2·workers ahead; the results do not depend on ``workers``."""
+    if workers <= 1:
+        yield from map(search, items)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="tlic-tools") as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(search, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,8 @@ def test_other_tools_are_tried_only_where_they_can_win():
                                                                                "nearlossless"]
     assert toolchoice.tools_to_try(dear, allowed, u8, 46.0, thorough=True) == ["j2k", "jxl_lossy", "nearlossless"]
     assert toolchoice.tools_to_try(dear, allowed, u8, 46.0) == ["j2k", "nearlossless"]  # from NEAR_MIN_DB at effort 0
+    assert toolchoice.tools_to_try(dear, allowed, u8, 30.0) == ["j2k", "avif444"]  # AVIF at effort 0 at low targets
+    assert toolchoice.tools_to_try(dear, allowed, u16, 30.0) == ["j2k"]  # ... for 8-bit tiles
     assert toolchoice.tools_to_try(missed, allowed, u8) == ["j2k", "jxl_exact"]
     assert toolchoice.tools_to_try(missed, allowed, u16, thorough=True) == ["j2k", "jxl_lossy", "nearlossless",
                                                                             "jxl_exact"]
@@ -197,3 +199,33 @@ def test_near_lossless_aimed_at_a_psnr_takes_the_largest_bound_that_meets_it(dty
     assert psnr_of(looser.decoded) < target
     assert toolchoice.near_to_psnr(block, ctx, target, psnr_of, max_bytes=len(trial.payload)) is None
     assert toolchoice.near_to_psnr(block, ctx, 200.0, psnr_of) is None  # beyond any bound ≥ 1: lossless's job
+
+
+def test_tile_searches_on_threads_keep_order_and_bytes(monkeypatch):
+    """map_tiles returns results in input order, and an encode's bytes do not depend on the search threads."""
+    import threading
+    import time
+
+    seen = set()
+
+    def slow_first(k):
+        seen.add(threading.current_thread().name)
+        time.sleep(0.02 if k == 0 else 0.0)
+        return k * k
+
+    assert list(toolchoice.map_tiles(slow_first, range(9), workers=3)) == [k * k for k in range(9)]
+    assert len(seen) > 1
+    img = texture(160, 200, 3, 255, seed=7)
+    raster = texture(96, 130, 4, 4000, seed=8)
+    out = {}
+    for threads in ("1", "2"):
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)
+        assert toolchoice.tool_workers() == int(threads)
+        out[threads] = (codec.encode(img, None, target_psnr=44, tile_size=64).data,
+                        codec.encode(raster, None, target_psnr=44, tile_size=64).data,
+                        codec.encode(raster, None, max_error=3, tile_size=64).data)
+    assert out["1"] == out["2"]
+    from codec import tilecoders
+
+    coders = {tilecoders.coder(t.coder).name for t in container.read_header(out["2"][0]).tiles}
+    assert coders - {"learned"}  # tiles another tool coded went through the threads

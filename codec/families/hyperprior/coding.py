@@ -63,32 +63,43 @@ def _encode_pass(engine: Engine, img: PreparedImage, header: Header, boxes: list
     npix = np.array([w * h for _, _, w, h in boxes], dtype=np.float64)
     if options.target.mode == "target_psnr":
         allowed = toolchoice.allowed_tools(options.tools, options.lossless_fallback)
-        for i in range(len(boxes)) if allowed else ():
-            sse[i] = _choose_photo_tool(img, boxes[i], blobs, entries, i, sse[i] / (3 * npix[i]), options, allowed)
+        thorough = options.effort >= toolchoice.THOROUGH_EFFORT
+
+        def search(tile) -> toolchoice.TileChoice:
+            colour, learned, ctx = tile
+            return toolchoice.choose_tile(colour, ctx, learned, options.target.value, toolchoice.photo_psnr(colour),
+                                          allowed, thorough)
+
+        ids = range(len(boxes)) if allowed else range(0)
+        tiles = (_photo_tile(img, boxes[i], blobs[i], entries[i], sse[i] / (3 * npix[i])) for i in ids)  # read here
+        for i, choice in zip(ids, toolchoice.map_tiles(search, tiles, toolchoice.tool_workers())):
+            if choice.payload is not None:
+                sse[i] = _use_photo_tool(img, boxes[i], blobs, entries, i, choice)
     header.tiles = entries
     data = container.pack(header, blobs)
     psnr = None if np.isnan(sse).any() else float(psnr_from_mse(np.array([sse.sum() / (3 * npix.sum())]))[0])
     return EncodeResult(data, header, psnr_from_mse(sse / (3 * npix)), psnr)
 
 
-def _choose_photo_tool(img: PreparedImage, box: Box, blobs: list, entries: list, i: int, mse: float,
-                       options: EncodeOptions, allowed: tuple[str, ...]) -> float:
-    """Tile ``i`` by the tool codec.toolchoice picks (its blob and entry replaced when not the learned one);
-    returns the tile's squared error over its colour samples (3 per pixel, as the learned tiles count it)."""
+def _photo_tile(img: PreparedImage, box: Box, blob: bytes, entry: TileEntry, mse: float):
+    """(colour samples, what the learned pass measured, tile context) of one tile: codec.toolchoice's input."""
     x, y, w, h = box
     colour = img.tile_rgb(x, y, w, h)[..., :1] if img.channels == 1 else img.tile_rgb(x, y, w, h)
-    entry = entries[i]
-    learned = toolchoice.LearnedTile(len(blobs[i]), float(psnr_from_mse(np.array([mse]))[0]), entry.missed_target,
+    colour = np.ascontiguousarray(colour)
+    learned = toolchoice.LearnedTile(len(blob), float(psnr_from_mse(np.array([mse]))[0]), entry.missed_target,
                                      w * h * colour.shape[2])
-    ctx = tilecoders.TileContext(h, w, colour.shape[2], "uint8")
-    choice = toolchoice.choose_tile(colour, ctx, learned, options.target.value, toolchoice.photo_psnr(colour), allowed,
-                                    thorough=options.effort >= toolchoice.THOROUGH_EFFORT)
-    if choice.payload is None:
-        return mse * 3 * w * h
+    return colour, learned, tilecoders.TileContext(h, w, colour.shape[2], "uint8")
+
+
+def _use_photo_tool(img: PreparedImage, box: Box, blobs: list, entries: list, i: int,
+                    choice: toolchoice.TileChoice) -> float:
+    """Tile ``i`` coded by the tool codec.toolchoice picked (its blob and entry replaced); returns the tile's
+    squared error over its colour samples (3 per pixel, as the learned tiles count it)."""
+    x, y, w, h = box
     coder = tilecoders.by_name(choice.coder)
     alpha = np.ascontiguousarray(img.alpha[y : y + h, x : x + w]).tobytes() if img.alpha is not None else None
     blobs[i] = container.photo_coder_blob(choice.payload, alpha)
-    entries[i] = TileEntry(0, 0, container.LOSSLESS_CODE if coder.exact else 0, entry.flags & FLAG_ALPHA, 0, coder.id)
+    entries[i] = TileEntry(0, 0, container.LOSSLESS_CODE if coder.exact else 0, entries[i].flags & FLAG_ALPHA, 0, coder.id)
     return 0.0 if coder.exact else float(10 ** (-choice.psnr / 10) * 255.0**2 * 3 * w * h)
 
 

@@ -74,16 +74,27 @@ def _raster_pass(engine: Engine, img: np.ndarray, header: Header, valid: list, c
     info, boxes = header.raster, header.boxes()
     parts, missed, band_sse = _code_groups(engine, img, header, valid, strategy, options)
     blobs, entries = [], []
-    for i, (x, y, bw, bh) in enumerate(boxes):
-        mask = raster.pack_mask(valid[i], info.mask_bands) if valid[i] is not None else None
-        blob = container.raster_tile_blob(parts[i], mask)
-        choice = _tool_for(img[y : y + bh, x : x + bw], valid[i], info, blob, band_sse[i], counts[i], missed[i],
-                           options, allowed)
+
+    def tiles():  # drawn in this thread: a windowed source is read here, never from the search threads
+        for i, (x, y, bw, bh) in enumerate(boxes):
+            mask = raster.pack_mask(valid[i], info.mask_bands) if valid[i] is not None else None
+            block = np.asarray(img[y : y + bh, x : x + bw]) if allowed else None  # no tool: nothing to read
+            yield i, block, container.raster_tile_blob(parts[i], mask), mask
+
+    def search(tile):
+        i, block, blob, _ = tile
+        choice = _tool_for(block, valid[i], info, blob, band_sse[i], counts[i], missed[i], options, allowed)
+        sse = None if choice.payload is None else _band_sse_of(tilecoders.by_name(choice.coder), choice.payload,
+                                                                 block, valid[i], info)
+        return tile, choice, sse
+
+    for (i, _, blob, mask), choice, sse in toolchoice.map_tiles(search, tiles(),
+                                                                          toolchoice.tool_workers() if allowed else 1):
         if choice.payload is not None:
             coder = tilecoders.by_name(choice.coder)
             blobs.append(choice.payload)
             entries.append(TileEntry(0, 0, container.LOSSLESS_CODE if coder.exact else 0, 0, 0, coder.id))
-            band_sse[i] = _band_sse_of(coder, choice.payload, img[y : y + bh, x : x + bw], valid[i], info)
+            band_sse[i] = sse
             continue
         blobs.append(blob)
         flags = (FLAG_MISSED_TARGET if missed[i] else 0) | (FLAG_NODATA if mask is not None else 0)
