@@ -101,6 +101,16 @@ def test_j2k_tiles_reach_a_target_for_any_samples_with_nodata_exact(bands, top, 
             j2k.decode(bad, ctx)
 
 
+def test_j2k_parts_are_bare_codestreams_and_older_jp2_parts_still_decode(monkeypatch):
+    block = texture(48, 64, 4, 4000, seed=3)
+    ctx = TileContext(48, 64, 4, "uint16")
+    bare = j2k.encode_at(block, ctx, 50.0)
+    monkeypatch.setattr(j2k, "CODESTREAM", "JP2")  # how streams before the bare codestream wrote a part
+    boxed = j2k.encode_at(block, ctx, 50.0)
+    assert b"jP  " not in bare and b"jP  " in boxed and len(bare) < len(boxed)
+    assert np.array_equal(j2k.decode(bare, ctx), j2k.decode(boxed, ctx))
+
+
 def test_a_damaged_avif_payload_is_corrupt():
     block = texture(32, 32, 3, 255)
     ctx = TileContext(32, 32, 3, "uint8")

@@ -10,7 +10,8 @@ costs one or two encodes.
 Bands go in the parts JPEG XL lossy uses (codec.tilecoders.parts: triplets with the colour transform, the
 rest one by one), each shifted to its tile minimum and told the bits its range needs, so a 16-bit band valued
 0–97 is coded as the 7-bit band it is. Nodata pixels are filled with their band's valid mean and put back
-from the tile's valid mask. Tile payload: codec.tilecoders.parts' shifted layout with kind 5.
+from the tile's valid mask. Tile payload: codec.tilecoders.parts' shifted layout with kind 5, each part a bare
+J2K codestream (streams written before that hold JP2 files, which decode the same way).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from codec.tilecoders.jxl_lossy import Trial
 
 KIND = 5
 MAX_TRIES = 4  # encodes per tile: the first at the target, then corrected by the measured shortfall
+CODESTREAM = "J2K"  # the bare codestream: the JP2 boxes add 85 bytes a part and nothing the tile needs
 MAX_LEVEL_DB = 90.0  # above this OpenJPEG's fixed quality is as good as lossless; exact JPEG XL does that
 
 
@@ -32,7 +34,7 @@ def encode_at(block: np.ndarray, ctx, level_db: float) -> bytes:
     import imagecodecs
 
     return encode_shifted(block, ctx, KIND, lambda img, bits: imagecodecs.jpeg2k_encode(
-        img, level=float(level_db), reversible=False, bitspersample=bits, numthreads=1))
+        img, level=float(level_db), reversible=False, bitspersample=bits, numthreads=1, codecformat=CODESTREAM))
 
 
 def decode(payload: bytes, ctx) -> np.ndarray:
