@@ -9,7 +9,9 @@ the rest one by one as monochrome images. 8-bit tiles only (:func:`accepts`). No
 their band's valid mean before coding and put back from the tile's valid mask, so they stay exact.
 
 Tile payload: ``kind u8 (3) | parts u16 | per part: bands u8 | length u32 | AVIF file`` then, when the tile has
-nodata, its packed valid mask (codec.format.raster.pack_mask).
+nodata, its packed valid mask (codec.format.raster.pack_mask). A part whose AVIF header is a known template
+leaves it out (codec.tilecoders.avif_headers, ~270 bytes a part): its bands byte is then ``0x80 | template id``
+and its bytes the file's mdat data.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from codec.errors import CorruptStreamError
+from codec.tilecoders.avif_headers import TEMPLATES, rebuild, strip
 from codec.tilecoders.jxl_lossy import Trial
 from codec.tilecoders.parts import encode_parts, parts_of, restore_mask
 
@@ -28,6 +31,7 @@ SPEED = 8  # libavif speed: ~40–80 ms a 256² RGB tile here; within ~2% of spe
 MIN_LEVEL, MAX_LEVEL = 20, 99  # 100 is lossless (JPEG XL exact does that better)
 MAX_TRIES = 5  # encodes per tile of the level search
 DB_PER_LEVEL = 0.3  # PSNR gained per quality level around 34–42 dB, the search's first slope
+HEADER_LEFT_OUT = 0x80  # a part's bands byte with this bit: ``0x80 | template id`` (codec.tilecoders.avif_headers)
 _HEAD = struct.Struct("<BH")
 _PART = struct.Struct("<BI")
 
@@ -48,6 +52,10 @@ def _encode_part(part: np.ndarray, level: int) -> bytes:
     img = np.ascontiguousarray(part[..., 0] if part.shape[2] == 1 else part)
     kw = {"pixelformat": "yuv444"} if part.shape[2] == 3 else {}
     data = imagecodecs.avif_encode(img, level=int(level), speed=SPEED, numthreads=1, **kw)
+    stripped = strip(data, part.shape[2], part.shape[0], part.shape[1])
+    if stripped is not None:
+        tid, data = stripped
+        return _PART.pack(HEADER_LEFT_OUT | tid, len(data)) + data
     return _PART.pack(part.shape[2], len(data)) + data
 
 
@@ -74,10 +82,16 @@ def decode(payload: bytes, ctx) -> np.ndarray:
             raise CorruptStreamError(f"AVIF tile truncated before part {k}")
         nb, n = _PART.unpack_from(payload, pos)
         pos += _PART.size
+        tid = nb & ~HEADER_LEFT_OUT if nb & HEADER_LEFT_OUT else None
+        if tid is not None and tid < len(TEMPLATES):
+            nb = TEMPLATES[tid][0]
         if nb != len(g) or pos + n > len(payload):
             raise CorruptStreamError(f"AVIF part {k}: {nb} bands, {n} bytes is not this tile's")
+        data = payload[pos : pos + n]
+        if tid is not None:
+            data = rebuild(tid, data, ctx.height, ctx.width)
         try:
-            img = np.asarray(imagecodecs.avif_decode(payload[pos : pos + n], numthreads=1))
+            img = np.asarray(imagecodecs.avif_decode(data, numthreads=1))
         except Exception as exc:
             raise CorruptStreamError(f"AVIF part {k} does not decode ({exc})") from exc
         img = img[..., None] if img.ndim == 2 else img
