@@ -24,17 +24,19 @@ from codec.tilecoders.parts import decode_shifted, encode_shifted
 from codec.tilecoders.jxl_lossy import Trial
 
 KIND = 5
-MAX_TRIES = 4  # encodes per tile: the first at the target, then corrected by the measured shortfall
+MAX_TRIES = 4  # encodes per tile and wavelet: the first at the target, then corrected by the measured shortfall
 CODESTREAM = "J2K"  # the bare codestream: the JP2 boxes add 85 bytes a part and nothing the tile needs
+REVERSIBLE_FROM_DB = 46.0  # from this target a tile the 9/7 cannot bring to it is tried with the 5/3
 MAX_LEVEL_DB = 90.0  # above this OpenJPEG's fixed quality is as good as lossless; exact JPEG XL does that
 
 
-def encode_at(block: np.ndarray, ctx, level_db: float) -> bytes:
-    """The payload of a (h, w, B) tile with OpenJPEG aiming each part at ``level_db`` dB."""
+def encode_at(block: np.ndarray, ctx, level_db: float, reversible: bool = False) -> bytes:
+    """The payload of a (h, w, B) tile with OpenJPEG aiming each part at ``level_db`` dB (9/7, or with
+    ``reversible`` the 5/3 wavelet, whose layers reach up to lossless)."""
     import imagecodecs
 
     return encode_shifted(block, ctx, KIND, lambda img, bits: imagecodecs.jpeg2k_encode(
-        img, level=float(level_db), reversible=False, bitspersample=bits, numthreads=1, codecformat=CODESTREAM))
+        img, level=float(level_db), reversible=reversible, bitspersample=bits, numthreads=1, codecformat=CODESTREAM))
 
 
 def decode(payload: bytes, ctx) -> np.ndarray:
@@ -50,20 +52,27 @@ def encode_to_psnr(block: np.ndarray, ctx, target_db: float, psnr_of: Callable[[
     aimed at the target, then re-aimed by the measured miss either way (its PSNR is per part against the part's
     own bit depth, which need not be the caller's peak), at most :data:`MAX_TRIES` encodes. None when nothing
     found reaches the target below :data:`MAX_LEVEL_DB`, or only in more than ``max_bytes``."""
-    level, best = target_db + 0.2, None
-    for _ in range(MAX_TRIES):
-        payload = encode_at(block, ctx, level)
-        psnr = psnr_of(decode(payload, ctx))
-        if psnr >= target_db:
-            if best is None or len(payload) < len(best.payload):
-                best = Trial(payload, psnr)
-            if psnr - target_db < 0.3:
-                break
-        elif max_bytes is not None and len(payload) > max_bytes:
-            break  # aiming higher only costs more
-        level += min(target_db - psnr, 20.0) + 0.15
-        if level > MAX_LEVEL_DB:
+    best = None
+    for reversible in (False, True):  # the 9/7 levels off near 50 dB on 8-bit tiles; the 5/3 goes on to lossless
+        if reversible and (best is not None or target_db < REVERSIBLE_FROM_DB):
             break
+        level, last = target_db + 0.2, None
+        for _ in range(MAX_TRIES):
+            payload = encode_at(block, ctx, level, reversible)
+            psnr = psnr_of(decode(payload, ctx))
+            if psnr >= target_db:
+                if best is None or len(payload) < len(best.payload):
+                    best = Trial(payload, psnr)
+                if psnr - target_db < 0.3:
+                    break
+            elif max_bytes is not None and len(payload) > max_bytes:
+                break  # aiming higher only costs more
+            # re-aim by the miss over the measured dB per level (OpenJPEG's PSNR gains less than asked at the top)
+            slope = 1.0 if last is None or level == last[0] else float(np.clip((psnr - last[1]) / (level - last[0]), 0.2, 1.0))
+            last = (level, psnr)
+            level += min((target_db - psnr) / slope, 20.0) + 0.15
+            if level > MAX_LEVEL_DB:
+                break
     if best is None or (max_bytes is not None and len(best.payload) > max_bytes):
         return None
     return best
