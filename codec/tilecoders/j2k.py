@@ -24,7 +24,7 @@ from codec.tilecoders.parts import decode_shifted, encode_shifted
 from codec.tilecoders.jxl_lossy import Trial
 
 KIND = 5
-MAX_TRIES = 4  # encodes per tile and wavelet: the first at the target, then corrected by the measured shortfall
+MAX_TRIES = 6  # encodes per tile and wavelet: the first at the target, then corrected by the measured shortfall
 CODESTREAM = "J2K"  # the bare codestream: the JP2 boxes add 85 bytes a part and nothing the tile needs
 REVERSIBLE_FROM_DB = 46.0  # from this target a tile the 9/7 cannot bring to it is tried with the 5/3
 MAX_LEVEL_DB = 90.0  # above this OpenJPEG's fixed quality is as good as lossless; exact JPEG XL does that
