@@ -7,10 +7,10 @@
 
 The learned family codes every tile first (batched, on its device). The lossy tools — JPEG 2000 aimed at
 the target; AVIF 4:4:4 (8-bit tiles) at low targets, or up to 44 dB at a thorough effort, which adds JPEG
-XL lossy; each searched to the target under the bytes of the best so far (:func:`tools_to_try` says which, and why) — are tried only
-where they can win: where the learned tile missed the target, or met it at more than :data:`LOSSY_TRY_BPS`
-bits per sample (``bench/tile_tools.py --calibrate`` measures, on training data, what share of the possible
-savings a threshold keeps). Exact JPEG XL codes the tiles nothing else brings to the target, so under
+XL lossy; each searched to the target under the bytes of the best so far (:func:`tools_to_try` says which,
+and why) — are tried only where they can win: where the learned tile missed the target, or met it at more
+than :data:`LOSSY_TRY_BPS` bits per sample (``bench/tile_tools.py --calibrate`` measures, on training data,
+what share of the possible savings a threshold keeps). Exact JPEG XL codes the tiles nothing else brings to the target, so under
 ``target_psnr`` no tile misses it unless the caller excluded it. The searches of an image's tiles run on
 :func:`tool_workers` threads (:func:`map_tiles`); the bytes do not depend on how many.
 

@@ -118,7 +118,8 @@ def test_avif_parts_leave_out_a_known_header_and_decode_the_same(monkeypatch, h,
     block = texture(h, w, bands, 255, seed=h)
     ctx = TileContext(h, w, bands, "uint8")
     short = avif444.encode_at(block, ctx, 70)
-    monkeypatch.setattr(avif_headers, "TEMPLATES", ())  # strip() reads its module's table  # a libavif whose headers match no template: files kept whole
+    # a libavif whose headers match no template (strip() reads its module's table): files kept whole
+    monkeypatch.setattr(avif_headers, "TEMPLATES", ())
     whole = avif444.encode_at(block, ctx, 70)
     monkeypatch.undo()
     parts = len(codec.tilecoders.parts.parts_of(bands))

@@ -7,7 +7,8 @@ template's number and the ``mdat`` data only; :func:`rebuild` puts back byte for
 so any AVIF decoder reads it. A header that matches no template (another libavif, another level) is kept
 whole: a new libavif costs bytes, never a stream.
 
-    AVIF file ─normalised(header) ∈ TEMPLATES?─▶ (template id, mdat data) ─rebuild(id, data, h, w)─▶ AVIF file
+    AVIF file ─normalised(header) ∈ TEMPLATES?─▶ (template id, mdat data)
+              ─rebuild(id, data, h, w)─▶ the same AVIF file
 """
 
 from __future__ import annotations

@@ -50,7 +50,8 @@ def encode_to_psnr(block: np.ndarray, ctx, target_db: float, psnr_of: Callable[[
                    max_bytes: int | None = None) -> Trial | None:
     """The fewest-bytes payload found whose decoded tile reaches ``target_db`` (``psnr_of(decoded)``): OpenJPEG
     aimed at the target, then re-aimed by the measured miss either way (its PSNR is per part against the part's
-    own bit depth, which need not be the caller's peak), at most :data:`MAX_TRIES` encodes. None when nothing
+    own bit depth, which need not be the caller's peak), at most :data:`MAX_TRIES` encodes with the 9/7 and,
+    from :data:`REVERSIBLE_FROM_DB` where those found nothing, as many with the 5/3. None when nothing
     found reaches the target below :data:`MAX_LEVEL_DB`, or only in more than ``max_bytes``."""
     best = None
     for reversible in (False, True):  # the 9/7 levels off near 50 dB on 8-bit tiles; the 5/3 goes on to lossless
@@ -68,7 +69,8 @@ def encode_to_psnr(block: np.ndarray, ctx, target_db: float, psnr_of: Callable[[
             elif max_bytes is not None and len(payload) > max_bytes:
                 break  # aiming higher only costs more
             # re-aim by the miss over the measured dB per level (OpenJPEG's PSNR gains less than asked at the top)
-            slope = 1.0 if last is None or level == last[0] else float(np.clip((psnr - last[1]) / (level - last[0]), 0.2, 1.0))
+            slope = 1.0 if last is None or level == last[0] else float(
+                np.clip((psnr - last[1]) / (level - last[0]), 0.2, 1.0))
             last = (level, psnr)
             level += min((target_db - psnr) / slope, 20.0) + 0.15
             if level > MAX_LEVEL_DB:
