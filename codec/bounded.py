@@ -31,10 +31,7 @@ def encode_photo(image: np.ndarray, loaded, options: EncodeOptions) -> EncodeRes
 
     def tiles():
         for x, y, w, h in header.boxes():
-            rgb = img.tile_rgb(x, y, w, h)
-            colour = np.ascontiguousarray(rgb[..., :1] if img.channels == 1 else rgb)
-            alpha = np.ascontiguousarray(img.alpha[y : y + h, x : x + w]).tobytes() if img.alpha is not None else None
-            yield colour, alpha
+            yield img.tile_colour(x, y, w, h), img.tile_alpha(x, y, w, h)
 
     def search(tile):
         colour, _ = tile

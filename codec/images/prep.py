@@ -30,8 +30,19 @@ class PreparedImage:
         return self.rgb.shape[1]
 
     def tile_rgb(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """The tile as the model codes it: 3 channels (gray repeated)."""
         t = np.asarray(self.rgb[y : y + h, x : x + w])
         return np.repeat(t[..., :1], 3, axis=2) if self.channels == 1 else t[..., :3]
+
+    def tile_colour(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        """The tile's own colour samples, contiguous (H, W, 1) for gray, (H, W, 3) otherwise: what a
+        classical tile coder codes and what its error is judged on."""
+        t = np.asarray(self.rgb[y : y + h, x : x + w])
+        return np.ascontiguousarray(t[..., :1] if self.channels == 1 else t[..., :3])
+
+    def tile_alpha(self, x: int, y: int, w: int, h: int) -> bytes | None:
+        """The tile's alpha plane as the container stores it (row-major bytes), None without alpha."""
+        return None if self.alpha is None else np.ascontiguousarray(self.alpha[y : y + h, x : x + w]).tobytes()
 
 
 def prepare(image: np.ndarray, name: str = "image") -> PreparedImage:

@@ -55,7 +55,7 @@ def _encode_pass(engine: Engine, img: PreparedImage, header: Header, boxes: list
             sse[ids] = choice.sse
         for k, i in enumerate(ids):
             x, y, w, h = boxes[i]
-            alpha = np.ascontiguousarray(img.alpha[y : y + h, x : x + w]).tobytes() if img.alpha is not None else None
+            alpha = img.tile_alpha(x, y, w, h)
             blobs[i] = container.tile_blob(z_streams[k], y_streams[k], alpha)
             missed = choice.missed is not None and choice.missed[k]
             flags = (FLAG_MISSED_TARGET if missed else 0) | (FLAG_ALPHA if alpha is not None else 0)
@@ -84,8 +84,7 @@ def _encode_pass(engine: Engine, img: PreparedImage, header: Header, boxes: list
 def _photo_tile(img: PreparedImage, box: Box, blob: bytes, entry: TileEntry, mse: float):
     """(colour samples, what the learned pass measured, tile context) of one tile: codec.toolchoice's input."""
     x, y, w, h = box
-    colour = img.tile_rgb(x, y, w, h)[..., :1] if img.channels == 1 else img.tile_rgb(x, y, w, h)
-    colour = np.ascontiguousarray(colour)
+    colour = img.tile_colour(x, y, w, h)
     learned = toolchoice.LearnedTile(len(blob), float(psnr_from_mse(np.array([mse]))[0]), entry.missed_target,
                                      w * h * colour.shape[2])
     return colour, learned, tilecoders.TileContext(h, w, colour.shape[2], "uint8")
@@ -97,7 +96,7 @@ def _use_photo_tool(img: PreparedImage, box: Box, blobs: list, entries: list, i:
     squared error over its colour samples (3 per pixel, as the learned tiles count it)."""
     x, y, w, h = box
     coder = tilecoders.by_name(choice.coder)
-    alpha = np.ascontiguousarray(img.alpha[y : y + h, x : x + w]).tobytes() if img.alpha is not None else None
+    alpha = img.tile_alpha(x, y, w, h)
     blobs[i] = container.photo_coder_blob(choice.payload, alpha)
     entries[i] = TileEntry(0, 0, container.LOSSLESS_CODE if coder.exact else 0, entries[i].flags & FLAG_ALPHA, 0, coder.id)
     return 0.0 if coder.exact else float(10 ** (-choice.psnr / 10) * 255.0**2 * 3 * w * h)

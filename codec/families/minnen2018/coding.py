@@ -268,7 +268,7 @@ def _pack_stream(loaded, img, coded: Coded, target: RateTarget, tile_size: int) 
     for box in header.boxes():
         cells = subtiles_of(box)
         x, y, w, h = box
-        alpha = np.ascontiguousarray(img.alpha[y : y + h, x : x + w]).tobytes() if img.alpha is not None else None
+        alpha = img.tile_alpha(x, y, w, h)
         blobs.append(bitstream.symbols_blob(pack_symbols(net, cells, coded.codes), alpha))
         missed = any(coded.missed[rc] for rc in cells)
         flags = (FLAG_MISSED_TARGET if missed else 0) | (FLAG_ALPHA if alpha is not None else 0)
