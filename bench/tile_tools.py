@@ -197,11 +197,14 @@ def calibration_sources(quick: bool) -> dict[str, list[Path]]:
     return {k: v[:2] if quick else v for k, v in out.items() if v}
 
 
-def calibration_images(quick: bool) -> list[Path]:
+def per_tile_sources(quick: bool) -> dict[str, list[Path]]:
+    """Training images by kind for ``--per-tile``, denser than :func:`calibration_sources` (whole tiles, no
+    learned pass): every 6th train-natural photo, every 3rd even CIL tile, every USC-SIPI 2.2.* scene."""
     nat = sorted((DATA / "train-natural").rglob("*.png")) + sorted((DATA / "train-natural").rglob("*.jpg"))
     cil = sorted((DATA / "aerial" / "train" / "cil_roads").glob("*.png"))[0::2]  # even: never evaluated
-    files = nat[::4] + cil[::2]
-    return files[:6] if quick else files
+    usc = sorted((DATA / "aerial" / "train" / "usc_sipi").glob("2.2.*.png"))
+    out = {"natural": nat[::6], "cil": cil[::3], "usc_2.2": usc}
+    return {k: v[:1] if quick else v for k, v in out.items() if v}
 
 
 def centre_crop(img: np.ndarray, size: int = 512) -> np.ndarray:
@@ -256,23 +259,30 @@ def calibrate(quick: bool, targets=(30.0, 34.0, 38.0)) -> dict:
     return out
 
 
-def per_tile_tools(quick: bool, targets=(34.0, 38.0, 42.0, 46.0)) -> dict:
-    """On whole 256² tiles of TRAINING photos and aerial tiles: each lossy tool searched to the target alone;
-    its bytes, the tiles it wins, its CPU ms per tile (what codec.toolchoice.tools_to_try rests on)."""
+def per_tile_tools(quick: bool, targets=(34.0, 36.0, 38.0, 40.0, 42.0, 46.0), per_source: int = 120) -> dict:
+    """On whole 256² tiles of TRAINING photos and aerial scenes (at most ``per_source`` per kind): each lossy
+    tool searched to the target alone; its bytes, the tiles it wins, its CPU ms per tile; and AVIF 4:4:4 on
+    top of JPEG 2000: the share of JPEG 2000's bytes it saves, and how much of that the tiles JPEG 2000 codes
+    over codec.toolchoice.AVIF_DENSE_BPS bits per sample hold (what tools_to_try and avif_worth_trying rest on)."""
     from PIL import Image
 
     tools = {"avif444": lambda b, c, t, p: avif444.encode_to_psnr(b, c, t, p),
              "j2k": lambda b, c, t, p: j2k.encode_to_psnr(b, c, t, p),
              "jxl_lossy": lambda b, c, t, p: jxl_lossy.encode_to_psnr(b, c, t, p, None, 10 ** ((36 - t) / 10))}
-    tiles = []
-    for path in calibration_images(quick):
-        img = np.asarray(Image.open(path).convert("RGB"))
-        tiles += [np.ascontiguousarray(img[y : y + TILE, x : x + TILE]) for y in range(0, img.shape[0] - TILE + 1, TILE)
-                  for x in range(0, img.shape[1] - TILE + 1, TILE)]
+    tiles: list[tuple[str, np.ndarray]] = []
+    for source, files in per_tile_sources(quick).items():
+        mine = []
+        for path in files:
+            img = np.asarray(Image.open(path).convert("RGB"))
+            mine += [np.ascontiguousarray(img[y : y + TILE, x : x + TILE]) for y in range(0, img.shape[0] - TILE + 1, TILE)
+                     for x in range(0, img.shape[1] - TILE + 1, TILE)]
+        tiles += [(source, t) for t in mine[: 2 if quick else per_source]]
+    dense = toolchoice.AVIF_DENSE_BPS
     out = {}
     for target in targets:
         row = {n: {"bytes": 0, "wins": 0, "unreached": 0, "ms_per_tile": 0.0} for n in tools}
-        for block in tiles:
+        pairs = []  # (source, j2k bytes, avif bytes) where both reach the target
+        for source, block in tiles:
             ctx, psnr_of = TileContext(TILE, TILE, 3, "uint8"), toolchoice.photo_psnr(block)
             sizes = {}
             for name, search in tools.items():
@@ -286,11 +296,32 @@ def per_tile_tools(quick: bool, targets=(34.0, 38.0, 42.0, 46.0)) -> dict:
                 row[min(reached, key=reached.get)]["wins"] += 1
             for name, v in reached.items():
                 row[name]["bytes"] += v
-        out[f"{target:g}"] = {"tiles": len(tiles), **row}
+            if sizes["j2k"] is not None and sizes["avif444"] is not None:
+                pairs.append((source, sizes["j2k"], sizes["avif444"]))
+        avif = {}
+        for source in ["all"] + sorted({s for s, _, _ in pairs}):
+            sel = [(j, a) for s, j, a in pairs if source in ("all", s)]
+            j2k_bytes = max(sum(j for j, _ in sel), 1)
+            is_dense = [8 * j / (TILE * TILE * 3) > dense for j, _ in sel]
+            avif[source] = {"tiles": len(sel), "saving": sum(max(j - a, 0) for j, a in sel) / j2k_bytes,
+                            "dense_share": float(np.mean(is_dense)) if sel else 0.0,
+                            "dense_saving": sum(max(j - a, 0) for (j, a), d in zip(sel, is_dense) if d) / j2k_bytes}
+        out[f"{target:g}"] = {"tiles": len(tiles), **row, "avif_over_j2k": avif}
         say(f"per-tile tools {target:g} dB over {len(tiles)} tiles: " + "  ".join(
             f"{n} {r['bytes']} B, wins {r['wins']}, unreached {r['unreached']}, {r['ms_per_tile']:.0f} ms"
             for n, r in row.items()))
+        say(f"  AVIF on top of JPEG 2000 at {target:g} dB: " + "  ".join(
+            f"{k} ({v['tiles']} tiles) saves {v['saving']:.1%}, the {v['dense_share']:.0%} over {dense:g} bits/sample "
+            f"{v['dense_saving']:.1%}" for k, v in avif.items()))
     return out
+
+
+def store(path: Path, update: Callable[[dict], None]) -> None:
+    """``update`` applied to the results file as it is now: runs of other modes or sets, side by side, keep
+    each other's rows (the file is re-read before each write)."""
+    result = json.loads(path.read_text()) if path.exists() else {}
+    update(result)
+    path.write_text(json.dumps(result, indent=1) + "\n")
 
 
 def main() -> None:
@@ -310,23 +341,22 @@ def main() -> None:
     LOG.append(a.out / "tile_tools.log")
     with open(LOG[0], "a") as log:  # one block per run
         log.write(f"# {time.strftime('%Y-%m-%d %H:%M')} {' '.join(sys.argv[1:])}\n")
-    result = json.loads(path.read_text()) if path.exists() else {}
     if a.per_tile:
-        result["per_tile_tools"] = per_tile_tools(a.quick)
+        store(path, lambda r: r.update(per_tile_tools=per_tile_tools(a.quick)))
     elif a.calibrate:
-        result["calibration"] = calibrate(a.quick)
+        store(path, lambda r: r.update(calibration=calibrate(a.quick)))
     else:
         from PIL import Image
 
-        # a run of some sets keeps the other sets' rows of an earlier run of the same kind (quick or full)
-        earlier = result.get("evaluation", {})
-        keep = earlier.get("sets", {}) if earlier.get("quick") == a.quick else {}
-        evaluation = result["evaluation"] = {"quick": a.quick, "sets": {k: v for k, v in keep.items() if k not in a.sets}}
-
         def saver(name: str) -> Callable[[dict], None]:
-            def save(rows: dict) -> None:
-                evaluation["sets"][name] = {**rows, "date": time.strftime("%Y-%m-%d %H:%M")}
-                path.write_text(json.dumps(result, indent=1) + "\n")
+            def save(rows: dict) -> None:  # this set's targets, dated; other sets' and targets' rows are kept
+                def put(result: dict) -> None:
+                    earlier = result.get("evaluation", {})
+                    sets = earlier.get("sets", {}) if earlier.get("quick") == a.quick else {}
+                    dated = {t: {**r, "date": time.strftime("%Y-%m-%d %H:%M")} for t, r in rows.items()}
+                    sets[name] = {**sets.get(name, {}), **dated}
+                    result["evaluation"] = {"quick": a.quick, "sets": sets}
+                store(path, put)
             return save
 
         for name, files in photo_sets(a.quick).items():
@@ -339,7 +369,6 @@ def main() -> None:
             evaluate_set("satellite", images, a.targets, RASTER_CODECS, saver("satellite"))
         elif "satellite" in a.sets:
             say("satellite: no rasters under ../shared/data/satellite/train, skipped")
-    path.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

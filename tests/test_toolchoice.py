@@ -139,6 +139,28 @@ def test_a_damaged_avif_payload_is_corrupt():
         avif444.decode(payload, TileContext(32, 32, 3, "uint16"))
 
 
+def test_avif_is_searched_at_mid_targets_only_on_dense_tiles(monkeypatch):
+    samples = 64 * 64 * 3
+    dense_bytes = int(toolchoice.AVIF_DENSE_BPS * samples / 8) + 1
+    assert toolchoice.avif_worth_trying(38.0, False, dense_bytes, samples)
+    assert not toolchoice.avif_worth_trying(38.0, False, dense_bytes - 2, samples)
+    assert toolchoice.avif_worth_trying(38.0, False, None, samples)  # nothing reached the target yet
+    assert toolchoice.avif_worth_trying(34.0, False, 10, samples)  # below AVIF_FAST_MAX_DB: always
+    assert toolchoice.avif_worth_trying(40.0, True, 10, samples)  # a thorough effort: always
+
+    rng = np.random.default_rng(3)
+    smooth = np.repeat(np.linspace(40, 200, 64, dtype=np.uint8)[None, :, None], 64, 0).repeat(3, 2)
+    busy = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    ctx, tried = TileContext(64, 64, 3, "uint8"), []
+    real = avif444.encode_to_psnr
+    monkeypatch.setattr(avif444, "encode_to_psnr", lambda *a, **k: tried.append(a[0]) or real(*a, **k))
+    missed = toolchoice.LearnedTile(bytes=20000, psnr=30.0, missed=True, samples=samples)
+    for block in (smooth, busy):
+        choice = toolchoice.choose_tile(block, ctx, missed, 38.0, toolchoice.photo_psnr(block), toolchoice.TOOLS)
+        assert choice.psnr >= 38.0 and not choice.missed
+    assert len(tried) == 1 and tried[0] is busy  # JPEG 2000 codes the smooth tile in few bits: AVIF not searched
+
+
 def test_other_tools_are_tried_only_where_they_can_win():
     allowed = toolchoice.TOOLS
     cheap = toolchoice.LearnedTile(bytes=100, psnr=40.0, missed=False, samples=64 * 64 * 3)
@@ -146,14 +168,15 @@ def test_other_tools_are_tried_only_where_they_can_win():
     missed = toolchoice.LearnedTile(bytes=20000, psnr=35.0, missed=True, samples=64 * 64 * 3)
     u8, u16 = TileContext(64, 64, 3, "uint8"), TileContext(64, 64, 3, "uint16")
     assert toolchoice.tools_to_try(cheap, allowed, u8) == []
-    assert toolchoice.tools_to_try(dear, allowed, u8) == ["j2k"]
+    assert toolchoice.tools_to_try(dear, allowed, u8) == ["j2k", "avif444"]  # at 38 dB: on dense tiles only
+    assert toolchoice.tools_to_try(dear, allowed, u8, 42.0) == ["j2k", "nearlossless"]
     assert toolchoice.tools_to_try(dear, allowed, u8, 38.0, thorough=True) == ["j2k", "avif444", "jxl_lossy",
                                                                                "nearlossless"]
     assert toolchoice.tools_to_try(dear, allowed, u8, 46.0, thorough=True) == ["j2k", "jxl_lossy", "nearlossless"]
     assert toolchoice.tools_to_try(dear, allowed, u8, 46.0) == ["j2k", "nearlossless"]  # from NEAR_MIN_DB at effort 0
     assert toolchoice.tools_to_try(dear, allowed, u8, 30.0) == ["j2k", "avif444"]  # AVIF at effort 0 at low targets
     assert toolchoice.tools_to_try(dear, allowed, u16, 30.0) == ["j2k"]  # ... for 8-bit tiles
-    assert toolchoice.tools_to_try(missed, allowed, u8) == ["j2k", "jxl_exact"]
+    assert toolchoice.tools_to_try(missed, allowed, u8) == ["j2k", "avif444", "jxl_exact"]
     assert toolchoice.tools_to_try(missed, allowed, u16, thorough=True) == ["j2k", "jxl_lossy", "nearlossless",
                                                                             "jxl_exact"]
     assert toolchoice.tools_to_try(missed, ("jxl_exact",), u8) == ["jxl_exact"]
