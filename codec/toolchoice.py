@@ -87,15 +87,16 @@ def allowed_tools(tools: tuple[str, ...] | None, lossless_fallback: bool = True)
 def tools_to_try(learned: LearnedTile, allowed: tuple[str, ...], ctx: TileContext | None = None,
                  target_db: float = 38.0, thorough: bool = False) -> list[str]:
     """The tools worth trying on a tile, in the order tried: pure, from what the learned pass measured, the
-    tile's samples and the target. Each lossy tool alone on 256² training tiles (``bench/tile_tools.py
-    --per-tile``, its log): JPEG 2000's total bytes are within 1.5% of the best tool's at 34–46 dB, in a
-    third of AVIF's CPU time; AVIF 4:4:4 wins up to two thirds of the tiles below 44 dB, by a few percent, and
-    loses by 20% at 46 dB; JPEG XL lossy is 13–23% larger at 34–38 dB and wins some tiles at 42–46 dB. On
-    tiles the model passes (``bench/tile_tools.py --calibrate``, training photos and aerial scenes) the two
-    save 8–20% of the learned bytes at 30–34 dB, AVIF most of it, and tiles under :data:`LOSSY_TRY_BPS` hold
-    under 5% of that saving. So JPEG 2000 always; AVIF 4:4:4 for 8-bit tiles below :data:`AVIF_FAST_MAX_DB`,
-    below :data:`AVIF_DENSE_MAX_DB` on dense tiles (:func:`avif_worth_trying`, after JPEG 2000), or below
-    :data:`AVIF_MAX_DB` when ``thorough`` (the encode effort's call), which also adds JPEG XL lossy. The near-lossless coder, its bound E searched to the target
+    tile's samples and the target. Each lossy tool alone on 257 whole 256² training tiles (``bench/tile_tools.py
+    --per-tile``, its log): AVIF 4:4:4's total bytes are 19% / 1.8% under JPEG 2000's at 34 / 38 dB, even at
+    40 dB and 8% over at 42 dB, in 3–4× its CPU time; it reaches 46 dB on a third of the tiles only; JPEG XL
+    lossy is 27–37% larger at 34–42 dB and wins a few tiles from 40 dB. On tiles the model passes
+    (``bench/tile_tools.py --calibrate``, training photos and aerial scenes) the two save 8–20% of the
+    learned bytes at 30–34 dB, AVIF most of it, and tiles under :data:`LOSSY_TRY_BPS` hold under 5% of that
+    saving. So JPEG 2000 always; AVIF 4:4:4 for 8-bit tiles below :data:`AVIF_FAST_MAX_DB`, below
+    :data:`AVIF_DENSE_MAX_DB` on dense tiles (:func:`avif_worth_trying`, after JPEG 2000), or below
+    :data:`AVIF_MAX_DB` when ``thorough`` (the encode effort's call), which also adds JPEG XL lossy. The
+    near-lossless coder, its bound E searched to the target
     (:func:`near_to_psnr`), from :data:`NEAR_MIN_DB` at any effort: on whole satellite scenes
     (``bench/satellite_rd.py``) its ±4 file of a 4-band WorldView scene held 56.6 dB in 0.59× the bytes our
     50 dB file took without it."""
@@ -117,10 +118,10 @@ def avif_worth_trying(target_db: float, thorough: bool, best_bytes: int | None, 
     """Whether AVIF 4:4:4 is searched on a tile once the tools before it have run: always below
     :data:`AVIF_FAST_MAX_DB` or when ``thorough``; else only on a dense tile, whose best payload so far is over
     :data:`AVIF_DENSE_BPS` bits per sample (or none reached the target). On 257 whole 256² training tiles
-    (train-natural, even CIL tiles, USC-SIPI 2.2; ``bench/tile_tools.py --per-tile``) AVIF saves 8.2% / 4.3% /
-    1.0% of JPEG 2000's bytes at 38 / 40 / 42 dB for 2–4× its CPU time; the tiles over 1.5 bits per sample,
-    23% / 45% of them, hold 6.0% / 3.4% / 0.4%. So the default's 38 dB keeps most of AVIF's saving on
-    detailed aerial tiles at a quarter of its time, and skips it on smooth photo tiles where it gains little."""
+    (train-natural, even CIL tiles, USC-SIPI 2.2; ``bench/tile_tools.py --per-tile``) AVIF saves 14.8% / 8.2%
+    / 4.3% / 1.0% of JPEG 2000's bytes at 36 / 38 / 40 / 42 dB for 3–4× its CPU time; at 38 / 40 dB the 23% /
+    45% of tiles over 1.5 bits per sample hold 6.0% / 3.3% of it (smooth photo tiles gain little). So at the
+    default 38 dB it runs on detailed aerial tiles, where it pays, and not on the rest."""
     if thorough or target_db < AVIF_FAST_MAX_DB:
         return True
     return best_bytes is None or 8.0 * best_bytes / max(samples, 1) > AVIF_DENSE_BPS
