@@ -302,7 +302,7 @@ def per_tile_tools(quick: bool, targets=(34.0, 36.0, 38.0, 40.0, 42.0, 46.0), pe
         for source in ["all"] + sorted({s for s, _, _ in pairs}):
             sel = [(j, a) for s, j, a in pairs if source in ("all", s)]
             j2k_bytes = max(sum(j for j, _ in sel), 1)
-            is_dense = [8 * j / (TILE * TILE * 3) > dense for j, _ in sel]
+            is_dense = [toolchoice.is_dense(j, TILE * TILE * 3) for j, _ in sel]
             avif[source] = {"tiles": len(sel), "saving": sum(max(j - a, 0) for j, a in sel) / j2k_bytes,
                             "dense_share": float(np.mean(is_dense)) if sel else 0.0,
                             "dense_saving": sum(max(j - a, 0) for (j, a), d in zip(sel, is_dense) if d) / j2k_bytes}

@@ -124,7 +124,13 @@ def avif_worth_trying(target_db: float, thorough: bool, best_bytes: int | None, 
     default 38 dB it runs on detailed aerial tiles, where it pays, and not on the rest."""
     if thorough or target_db < AVIF_FAST_MAX_DB:
         return True
-    return best_bytes is None or 8.0 * best_bytes / max(samples, 1) > AVIF_DENSE_BPS
+    return best_bytes is None or is_dense(best_bytes, samples)
+
+
+def is_dense(payload_bytes: int, samples: int) -> bool:
+    """Whether a tile coded in ``payload_bytes`` over ``samples`` (pixels × bands) is dense: over
+    :data:`AVIF_DENSE_BPS` bits per sample."""
+    return 8.0 * payload_bytes / max(samples, 1) > AVIF_DENSE_BPS
 
 
 @dataclass(frozen=True)
