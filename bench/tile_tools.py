@@ -5,6 +5,7 @@ encode/decode MP/s.
     python bench/tile_tools.py [--quick] [--targets 30 34 38 42 46 50] [--sets kodak aerial satellite]
     python bench/tile_tools.py --calibrate [--quick]     # what codec.toolchoice.LOSSY_TRY_BPS rests on
     python bench/tile_tools.py --per-tile [--quick]      # each lossy tool alone per tile: what tools_to_try rests on
+    python bench/tile_tools.py --j2k-tolerance [--quick] # JPEG 2000's search stopped closer to the target
 
 Per image and target: our file (``codec.encode(target_psnr=T)``, the default model for its kind) checked by
 decoding that its worst tile reaches T; the same with the learned tool alone (the "missed before" figure);
@@ -259,6 +260,49 @@ def calibrate(quick: bool, targets=(30.0, 34.0, 38.0)) -> dict:
     return out
 
 
+def per_tile_blocks(quick: bool, per_source: int = 120) -> list[tuple[str, np.ndarray]]:
+    """(kind, whole 256² tile) of the :func:`per_tile_sources` images, at most ``per_source`` per kind."""
+    from PIL import Image
+
+    tiles: list[tuple[str, np.ndarray]] = []
+    for source, files in per_tile_sources(quick).items():
+        mine = []
+        for path in files:
+            img = np.asarray(Image.open(path).convert("RGB"))
+            mine += [np.ascontiguousarray(img[y : y + TILE, x : x + TILE]) for y in range(0, img.shape[0] - TILE + 1, TILE)
+                     for x in range(0, img.shape[1] - TILE + 1, TILE)]
+        tiles += [(source, t) for t in mine[: 2 if quick else per_source]]
+    return tiles
+
+
+def j2k_tolerance(quick: bool, targets=(38.0, 42.0, 46.0), tolerances=(0.3, 0.15, 0.05), max_tries: int = 10,
+                  per_source: int = 40) -> dict:
+    """JPEG 2000 alone on whole 256² training tiles, its search stopped at each tolerance above the target
+    (codec.tilecoders.j2k.TOLERANCE_DB is the first): total bytes against the first, mean PSNR over the target,
+    CPU ms per tile (what the thorough effort's tighter search rests on)."""
+    tiles = per_tile_blocks(quick, per_source)
+    out = {}
+    for target in targets:
+        rows = {}
+        for tol in tolerances:
+            total, over, t0 = 0, [], time.process_time()
+            for _, block in tiles:
+                ctx, psnr_of = TileContext(TILE, TILE, 3, "uint8"), toolchoice.photo_psnr(block)
+                trial = j2k.encode_to_psnr(block, ctx, target, psnr_of, None, tol, max_tries if tol < j2k.TOLERANCE_DB
+                                           else j2k.MAX_TRIES)
+                if trial is not None:
+                    total += len(trial.payload)
+                    over.append(trial.psnr - target)
+            rows[f"{tol:g}"] = {"bytes": total, "mean_db_over": float(np.mean(over)),
+                                "ms_per_tile": (time.process_time() - t0) * 1000 / len(tiles), "reached": len(over)}
+        base = rows[f"{tolerances[0]:g}"]["bytes"]
+        out[f"{target:g}"] = {"tiles": len(tiles), **rows}
+        say(f"JPEG 2000 tolerance at {target:g} dB over {len(tiles)} tiles: " + "  ".join(
+            f"{k} dB: {r['bytes']} B ({r['bytes'] / base - 1:+.2%}), +{r['mean_db_over']:.3f} dB, {r['ms_per_tile']:.0f} ms"
+            for k, r in rows.items()))
+    return out
+
+
 def per_tile_tools(quick: bool, targets=(34.0, 36.0, 38.0, 40.0, 42.0, 46.0), per_source: int = 120) -> dict:
     """On whole 256² tiles of TRAINING photos and aerial scenes (at most ``per_source`` per kind): each lossy
     tool searched to the target alone; its bytes, the tiles it wins, its CPU ms per tile; and AVIF 4:4:4 on
@@ -269,14 +313,7 @@ def per_tile_tools(quick: bool, targets=(34.0, 36.0, 38.0, 40.0, 42.0, 46.0), pe
     tools = {"avif444": lambda b, c, t, p: avif444.encode_to_psnr(b, c, t, p),
              "j2k": lambda b, c, t, p: j2k.encode_to_psnr(b, c, t, p),
              "jxl_lossy": lambda b, c, t, p: jxl_lossy.encode_to_psnr(b, c, t, p, None, 10 ** ((36 - t) / 10))}
-    tiles: list[tuple[str, np.ndarray]] = []
-    for source, files in per_tile_sources(quick).items():
-        mine = []
-        for path in files:
-            img = np.asarray(Image.open(path).convert("RGB"))
-            mine += [np.ascontiguousarray(img[y : y + TILE, x : x + TILE]) for y in range(0, img.shape[0] - TILE + 1, TILE)
-                     for x in range(0, img.shape[1] - TILE + 1, TILE)]
-        tiles += [(source, t) for t in mine[: 2 if quick else per_source]]
+    tiles = per_tile_blocks(quick, per_source)
     dense = toolchoice.AVIF_DENSE_BPS
     out = {}
     for target in targets:
@@ -328,6 +365,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--calibrate", action="store_true")
     ap.add_argument("--per-tile", action="store_true", help="each lossy tool alone on training tiles")
+    ap.add_argument("--j2k-tolerance", action="store_true", help="JPEG 2000's search tolerance on training tiles")
     ap.add_argument("--quick", action="store_true", help="3 images per set")
     ap.add_argument("--targets", type=float, nargs="+", default=list(TARGETS))
     ap.add_argument("--sets", nargs="+", default=["kodak", "aerial", "satellite"])
@@ -341,7 +379,9 @@ def main() -> None:
     LOG.append(a.out / "tile_tools.log")
     with open(LOG[0], "a") as log:  # one block per run
         log.write(f"# {time.strftime('%Y-%m-%d %H:%M')} {' '.join(sys.argv[1:])}\n")
-    if a.per_tile:
+    if a.j2k_tolerance:
+        store(path, lambda r: r.update(j2k_tolerance=j2k_tolerance(a.quick)))
+    elif a.per_tile:
         store(path, lambda r: r.update(per_tile_tools=per_tile_tools(a.quick)))
     elif a.calibrate:
         store(path, lambda r: r.update(calibration=calibrate(a.quick)))

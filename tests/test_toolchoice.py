@@ -288,3 +288,20 @@ def test_j2k_reaches_high_targets_on_8bit_tiles_past_where_the_9_7_levels_off():
     for target in (50.0, 53.0):
         trial = j2k.encode_to_psnr(block, ctx, target, psnr_of)
         assert trial is not None and psnr_of(j2k.decode(trial.payload, ctx)) >= target
+
+
+def test_a_thorough_effort_stops_the_j2k_search_closer_to_the_target():
+    """Effort ≥ 1 searches JPEG 2000 to within THOROUGH_J2K_TOLERANCE_DB of the target: never more bytes than
+    effort 0's search, still at or above the target, and closer to it where effort 0 stopped further off."""
+    closer = 0
+    for seed in range(6):
+        block = texture(96, 96, 3, 255, seed=20 + seed)
+        ctx, psnr_of = TileContext(96, 96, 3, "uint8"), toolchoice.photo_psnr(block)
+        learned = toolchoice.LearnedTile(bytes=10**6, psnr=0.0, missed=True, samples=block.size)
+        fast = toolchoice.choose_tile(block, ctx, learned, 38.0, psnr_of, ("j2k", "jxl_exact"))
+        slow = toolchoice.choose_tile(block, ctx, learned, 38.0, psnr_of, ("j2k", "jxl_exact"), thorough=True)
+        assert fast.coder == slow.coder == "j2k" and slow.psnr >= 38.0
+        assert len(slow.payload) <= len(fast.payload)
+        if fast.psnr - 38.0 >= toolchoice.THOROUGH_J2K_TOLERANCE_DB:
+            closer += slow.psnr < fast.psnr
+    assert closer >= 2

@@ -25,6 +25,7 @@ from codec.tilecoders.jxl_lossy import Trial
 
 KIND = 5
 MAX_TRIES = 6  # encodes per tile and wavelet: the first at the target, then corrected by the measured shortfall
+TOLERANCE_DB = 0.3  # a payload this close above the target ends the search
 CODESTREAM = "J2K"  # the bare codestream: the JP2 boxes add 85 bytes a part and nothing the tile needs
 REVERSIBLE_FROM_DB = 46.0  # from this target a tile the 9/7 cannot bring to it is tried with the 5/3
 MAX_LEVEL_DB = 90.0  # above this OpenJPEG's fixed quality is as good as lossless; exact JPEG XL does that
@@ -47,24 +48,26 @@ def decode(payload: bytes, ctx) -> np.ndarray:
 
 
 def encode_to_psnr(block: np.ndarray, ctx, target_db: float, psnr_of: Callable[[np.ndarray], float],
-                   max_bytes: int | None = None) -> Trial | None:
+                   max_bytes: int | None = None, tolerance_db: float = TOLERANCE_DB,
+                   max_tries: int = MAX_TRIES) -> Trial | None:
     """The fewest-bytes payload found whose decoded tile reaches ``target_db`` (``psnr_of(decoded)``): OpenJPEG
     aimed at the target, then re-aimed by the measured miss either way (its PSNR is per part against the part's
-    own bit depth, which need not be the caller's peak), at most :data:`MAX_TRIES` encodes with the 9/7 and,
-    from :data:`REVERSIBLE_FROM_DB` where those found nothing, as many with the 5/3. None when nothing
+    own bit depth, which need not be the caller's peak), until one lands within ``tolerance_db`` above it or
+    after ``max_tries`` encodes with the 9/7 and, from :data:`REVERSIBLE_FROM_DB` where those found nothing,
+    as many with the 5/3. None when nothing
     found reaches the target below :data:`MAX_LEVEL_DB`, or only in more than ``max_bytes``."""
     best = None
     for reversible in (False, True):  # the 9/7 levels off near 50 dB on 8-bit tiles; the 5/3 goes on to lossless
         if reversible and (best is not None or target_db < REVERSIBLE_FROM_DB):
             break
         level, last = target_db + 0.2, None
-        for _ in range(MAX_TRIES):
+        for _ in range(max_tries):
             payload = encode_at(block, ctx, level, reversible)
             psnr = psnr_of(decode(payload, ctx))
             if psnr >= target_db:
                 if best is None or len(payload) < len(best.payload):
                     best = Trial(payload, psnr)
-                if psnr - target_db < 0.3:
+                if psnr - target_db < tolerance_db:
                     break
             elif max_bytes is not None and len(payload) > max_bytes:
                 break  # aiming higher only costs more
@@ -72,7 +75,7 @@ def encode_to_psnr(block: np.ndarray, ctx, target_db: float, psnr_of: Callable[[
             slope = 1.0 if last is None or level == last[0] else float(
                 np.clip((psnr - last[1]) / (level - last[0]), 0.2, 1.0))
             last = (level, psnr)
-            level += min((target_db - psnr) / slope, 20.0) + 0.15
+            level += min((target_db - psnr) / slope, 20.0) + tolerance_db / 2  # aim inside the tolerance
             if level > MAX_LEVEL_DB:
                 break
     if best is None or (max_bytes is not None and len(best.payload) > max_bytes):

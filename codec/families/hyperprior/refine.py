@@ -71,6 +71,13 @@ def ste_round(v: torch.Tensor, tau: float, generator: torch.Generator | None) ->
 
 
 RELAXATIONS = {"sga": sga_round, "ste": ste_round}
+# the learning rate at a step, as a fraction of ``lr``: constant, or a cosine decay to 0 over the last half
+# (large steps while the temperature is high, small ones once rounding is nearly hard)
+LR_SCHEDULES = {
+    "constant": lambda step, n: 1.0,
+    "cosine": lambda step, n: 1.0 if step < n // 2 else 0.5 * (1 + math.cos(math.pi * (step - n // 2) / max(n - n // 2, 1))),
+}
+LR_SCHEDULE = "constant"
 
 
 def rd_objective(model, y_s, z, x, weight, q, lmbda, tau, generator, relax=sga_round) -> torch.Tensor:
@@ -89,14 +96,17 @@ def rd_objective(model, y_s, z, x, weight, q, lmbda, tau, generator, relax=sga_r
 
 def refine(model, y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, q: torch.Tensor, lmbda: torch.Tensor,
            iterations: int, seed: int = 0, relax: str = "sga", lr: float = LEARNING_RATE,
-           refine_z: bool = True) -> Refined:
+           refine_z: bool = True, lr_schedule: str = LR_SCHEDULE) -> Refined:
     """``iterations`` Adam steps on a batch of tiles (all at once): ``y`` (B, M, h, w) from g_a, targets ``x``
     (B, 3, H, W) in [0, 1], ``weight`` (B, 3, H, W) 1 where a sample counts, per-tile ``q`` and ``lmbda`` (B,).
-    ``relax``, ``lr``, ``refine_z``: the method's settings (the defaults are the measured choice)."""
+    ``relax``, ``lr``, ``refine_z``, ``lr_schedule``: the method's settings (the defaults are the measured
+    choice)."""
     if iterations < 1:
         raise ValueError(f"refine: iterations must be positive, got {iterations}")
     if relax not in RELAXATIONS:
         raise ValueError(f"refine: unknown relaxation {relax!r} (one of {', '.join(RELAXATIONS)})")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"refine: unknown lr_schedule {lr_schedule!r} (one of {', '.join(LR_SCHEDULES)})")
     rounding = RELAXATIONS[relax]
     generator = torch.Generator(device=y.device).manual_seed(seed)
     with torch.no_grad():
@@ -109,6 +119,8 @@ def refine(model, y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, q: tor
     decay = math.log(TAU_END / TAU_START) / max(iterations - 1, 1)
     for step in range(iterations):
         tau = TAU_START * math.exp(decay * step)
+        for group in opt.param_groups:
+            group["lr"] = lr * LR_SCHEDULES[lr_schedule](step, iterations)
         loss = rd_objective(model, y_s, z, x, weight, q, lmbda, tau, generator, rounding).sum()
         leaves = [y_s, z] if refine_z else [y_s]
         for leaf, grad in zip(leaves, torch.autograd.grad(loss, leaves)):  # the latents' only: weights untouched
