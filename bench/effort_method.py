@@ -1,11 +1,11 @@
 """Encode effort (issue 24): which refinement settings lower the real rate-distortion objective most.
 
     python bench/effort_method.py [--iterations 1000] [--crops 4] [--qualities 0.3 0.8]
-                                  [--settings 0.02:constant 0.02:cosine 0.05:cosine] [--out bench/results]
+                                  [--settings 0.02:constant 0.02:cosine:0.05] [--out bench/results]
 
 Training photos only (``train-natural``; never Kodak, which is for evaluation): the central 128² of a few
 images, at each quality, refined as one batch by ``codec.families.hyperprior.refine.refine`` with each
-setting (learning rate : schedule). Per setting: the change of the real objective (estimated code length
+setting (learning rate : schedule [: final SGA temperature]). Per setting: the change of the real objective (estimated code length
 per pixel + λ·MSE, the quantity ``refine_batch`` compares), of the estimated bits and of PSNR against the
 unrefined latents, and the seconds. Results: ``effort_method.json`` / ``effort_method.log`` under ``--out``,
 merged per (iterations, quality, setting).
@@ -42,7 +42,7 @@ def crops(n: int) -> tuple[list[str], np.ndarray]:
     return [str(p.relative_to(DATA)) for p in picked], np.stack(out).transpose(0, 3, 1, 2).copy()
 
 
-def run(iterations: int, n_crops: int, qualities: list[float], settings: list[tuple[float, str]]) -> list[dict]:
+def run(iterations: int, n_crops: int, qualities: list[float], settings: list[tuple[float, str, float]]) -> list[dict]:
     import torch
 
     import codec
@@ -70,28 +70,31 @@ def run(iterations: int, n_crops: int, qualities: list[float], settings: list[tu
         obj0 = refine.objective(engine, plain, batch, lam_np)
         bits0 = engine.estimate_bits(plain.latents) / npix
         print(f"q={quality} plain obj={obj0.mean():.4f} bpp={bits0.mean():.4f} psnr={plain.psnr.mean():.2f}", flush=True)
-        for lr, schedule in settings:
+        for lr, schedule, tau_end in settings:
             t0 = time.perf_counter()
-            r = refine.refine(engine.model, batch.y, x, weight, q, lam, iterations, lr=lr, lr_schedule=schedule)
+            r = refine.refine(engine.model, batch.y, x, weight, q, lam, iterations, lr=lr, lr_schedule=schedule,
+                              tau_end=tau_end)
             seconds = time.perf_counter() - t0
             m = engine.measure(r.y, codes, batch.originals, batch.masks, z_hat=r.z_hat)
             obj = refine.objective(engine, m, batch, lam_np)
             bits = engine.estimate_bits(m.latents) / npix
-            row = {"iterations": iterations, "quality": quality, "lr": lr, "schedule": schedule,
+            row = {"iterations": iterations, "quality": quality, "lr": lr, "schedule": schedule, "tau_end": tau_end,
                    "objective_change": float(obj.mean() / obj0.mean() - 1),
                    "objective_change_per_crop": [float(v) for v in obj / obj0 - 1],
                    "bits_change": float(bits.mean() / bits0.mean() - 1),
                    "psnr_change_db": float(m.psnr.mean() - plain.psnr.mean()), "seconds": seconds}
             rows.append(row)
-            print(f"  lr={lr} {schedule:8s} its={iterations}: obj {100 * row['objective_change']:+.2f}%  "
+            print(f"  lr={lr} {schedule:8s} tau_end={tau_end:g} its={iterations}: obj {100 * row['objective_change']:+.2f}%  "
                   f"bpp {100 * row['bits_change']:+.2f}%  dpsnr {row['psnr_change_db']:+.2f}  {seconds:.1f}s", flush=True)
     return rows
 
 
 def store(out: Path, rows: list[dict]) -> None:
-    """Merge ``rows`` into ``effort_method.json`` (one row per iterations, quality, lr, schedule)."""
+    """Merge ``rows`` into ``effort_method.json`` (one row per iterations, quality, lr, schedule, tau_end)."""
+    from codec.families.hyperprior.refine import TAU_END
+
     path = out / "effort_method.json"
-    key = lambda r: (r["iterations"], r["quality"], r["lr"], r["schedule"])  # noqa: E731
+    key = lambda r: (r["iterations"], r["quality"], r["lr"], r["schedule"], r.get("tau_end", TAU_END))  # noqa: E731
     old = {key(r): r for r in (json.loads(path.read_text()) if path.exists() else [])}
     old.update({key(r): r for r in rows})
     path.write_text(json.dumps(sorted(old.values(), key=key), indent=1))
@@ -103,13 +106,16 @@ def main(argv=None) -> int:
     ap.add_argument("--crops", type=int, default=4)
     ap.add_argument("--qualities", type=float, nargs="+", default=[0.3, 0.8])
     ap.add_argument("--settings", nargs="+", default=["0.02:constant", "0.02:cosine", "0.05:cosine"],
-                    help="learning rate:schedule (constant or cosine)")
+                    help="learning rate:schedule (constant or cosine)[:final SGA temperature]")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = ap.parse_args(argv)
     if not DATA.is_dir():
         print(f"skipped: {DATA} is missing")
         return 0
-    settings = [(float(s.split(":")[0]), s.split(":")[1]) for s in args.settings]
+    from codec.families.hyperprior.refine import TAU_END
+
+    parts = [s.split(":") for s in args.settings]
+    settings = [(float(p[0]), p[1], float(p[2]) if len(p) > 2 else TAU_END) for p in parts]
     print(f"# bench/effort_method.py: {args.iterations} SGA steps, qualities {args.qualities}, settings "
           f"{args.settings}, CPU {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
     rows = run(args.iterations, args.crops, args.qualities, settings)

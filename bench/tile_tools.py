@@ -6,6 +6,7 @@ encode/decode MP/s.
     python bench/tile_tools.py --calibrate [--quick]     # what codec.toolchoice.LOSSY_TRY_BPS rests on
     python bench/tile_tools.py --per-tile [--quick]      # each lossy tool alone per tile: what tools_to_try rests on
     python bench/tile_tools.py --j2k-tolerance [--quick] # JPEG 2000's search stopped closer to the target
+    python bench/tile_tools.py --avif-speed [--quick]    # AVIF 4:4:4 at slower libavif speeds
 
 Per image and target: our file (``codec.encode(target_psnr=T)``, the default model for its kind) checked by
 decoding that its worst tile reaches T; the same with the learned tool alone (the "missed before" figure);
@@ -303,6 +304,31 @@ def j2k_tolerance(quick: bool, targets=(38.0, 42.0, 46.0), tolerances=(0.3, 0.15
     return out
 
 
+def avif_speed(quick: bool, targets=(34.0, 38.0, 42.0), speeds=(8, 6, 4), per_source: int = 40) -> dict:
+    """AVIF 4:4:4 alone on whole 256² training tiles at each libavif speed, each searched to the target: total
+    bytes against the first speed's, CPU ms per tile (what codec.tilecoders.avif444.SPEED and the thorough
+    effort's slower AVIF rest on)."""
+    tiles = per_tile_blocks(quick, per_source)
+    out = {}
+    for target in targets:
+        rows = {}
+        for speed in speeds:
+            total, reached, t0 = 0, 0, time.process_time()
+            for _, block in tiles:
+                ctx, psnr_of = TileContext(TILE, TILE, 3, "uint8"), toolchoice.photo_psnr(block)
+                trial = avif444.encode_to_psnr(block, ctx, target, psnr_of, speed=speed)
+                if trial is not None:
+                    total, reached = total + len(trial.payload), reached + 1
+            rows[str(speed)] = {"bytes": total, "reached": reached,
+                                "ms_per_tile": (time.process_time() - t0) * 1000 / len(tiles)}
+        base = rows[str(speeds[0])]["bytes"]
+        out[f"{target:g}"] = {"tiles": len(tiles), **rows}
+        say(f"AVIF 4:4:4 speed at {target:g} dB over {len(tiles)} tiles: " + "  ".join(
+            f"speed {k}: {r['bytes']} B ({r['bytes'] / base - 1:+.2%}), reached {r['reached']}, {r['ms_per_tile']:.0f} ms"
+            for k, r in rows.items()))
+    return out
+
+
 def per_tile_tools(quick: bool, targets=(34.0, 36.0, 38.0, 40.0, 42.0, 46.0), per_source: int = 120) -> dict:
     """On whole 256² tiles of TRAINING photos and aerial scenes (at most ``per_source`` per kind): each lossy
     tool searched to the target alone; its bytes, the tiles it wins, its CPU ms per tile; and AVIF 4:4:4 on
@@ -366,6 +392,7 @@ def main() -> None:
     ap.add_argument("--calibrate", action="store_true")
     ap.add_argument("--per-tile", action="store_true", help="each lossy tool alone on training tiles")
     ap.add_argument("--j2k-tolerance", action="store_true", help="JPEG 2000's search tolerance on training tiles")
+    ap.add_argument("--avif-speed", action="store_true", help="AVIF 4:4:4 at slower libavif speeds on training tiles")
     ap.add_argument("--quick", action="store_true", help="3 images per set")
     ap.add_argument("--targets", type=float, nargs="+", default=list(TARGETS))
     ap.add_argument("--sets", nargs="+", default=["kodak", "aerial", "satellite"])
@@ -379,7 +406,9 @@ def main() -> None:
     LOG.append(a.out / "tile_tools.log")
     with open(LOG[0], "a") as log:  # one block per run
         log.write(f"# {time.strftime('%Y-%m-%d %H:%M')} {' '.join(sys.argv[1:])}\n")
-    if a.j2k_tolerance:
+    if a.avif_speed:
+        store(path, lambda r: r.update(avif_speed=avif_speed(a.quick)))
+    elif a.j2k_tolerance:
         store(path, lambda r: r.update(j2k_tolerance=j2k_tolerance(a.quick)))
     elif a.per_tile:
         store(path, lambda r: r.update(per_tile_tools=per_tile_tools(a.quick)))

@@ -7,7 +7,8 @@
 
 The learned family codes every tile first (batched, on its device). The lossy tools — JPEG 2000 aimed at
 the target; AVIF 4:4:4 (8-bit tiles) at low targets, on dense tiles up to 42 dB, or up to 44 dB at a
-thorough effort, which adds JPEG XL lossy and stops JPEG 2000's search closer to the target; each searched to the target under the bytes of the best so far
+thorough effort, which adds JPEG XL lossy, runs AVIF at a slower speed and stops JPEG 2000's search
+closer to the target; each searched to the target under the bytes of the best so far
 (:func:`tools_to_try` says which, and why) — are tried only where they can win: where the learned tile
 missed the target, or met it at more than :data:`LOSSY_TRY_BPS` bits per sample (``bench/tile_tools.py
 --calibrate`` measures, on training data, what share of the possible savings a threshold keeps). Exact
@@ -49,6 +50,8 @@ NEAR_MIN_DB = 42.0  # from this target the near-lossless coder is tried at effor
 # for 3.7× / 2.6× / 2× its CPU time (bench/tile_tools.py --j2k-tolerance)
 THOROUGH_J2K_TOLERANCE_DB = 0.05
 THOROUGH_J2K_TRIES = 10
+THOROUGH_AVIF_SPEED = 4  # libavif speed at a thorough effort (effort 0: avif444.SPEED, 6): 5.2% / 3.2% / 0.4%
+#                          fewer AVIF bytes at 34 / 38 / 42 dB for 5–8× its CPU time (bench/tile_tools.py --avif-speed)
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,8 @@ def _search(name: str, block: np.ndarray, ctx: TileContext, target_db: float, ps
     if name == "nearlossless":
         return near_to_psnr(block, ctx, target_db, psnr_of, max_bytes)
     if name == "avif444":
-        return avif444.encode_to_psnr(block, ctx, target_db, psnr_of, max_bytes)
+        return avif444.encode_to_psnr(block, ctx, target_db, psnr_of, max_bytes,
+                                      speed=THOROUGH_AVIF_SPEED if thorough else avif444.SPEED)
     if name == "j2k":
         if thorough:
             return j2k.encode_to_psnr(block, ctx, target_db, psnr_of, max_bytes, THOROUGH_J2K_TOLERANCE_DB,

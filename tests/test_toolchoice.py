@@ -305,3 +305,22 @@ def test_a_thorough_effort_stops_the_j2k_search_closer_to_the_target():
         if fast.psnr - 38.0 >= toolchoice.THOROUGH_J2K_TOLERANCE_DB:
             closer += slow.psnr < fast.psnr
     assert closer >= 2
+
+
+def test_a_thorough_effort_searches_avif_at_the_slower_speed(monkeypatch):
+    """Effort 0 codes AVIF at avif444.SPEED, a thorough effort at THOROUGH_AVIF_SPEED; both decode alike."""
+    speeds = []
+    search = avif444.encode_to_psnr
+
+    def spy(*args, speed=avif444.SPEED, **kw):
+        speeds.append(speed)
+        return search(*args, speed=speed, **kw)
+
+    monkeypatch.setattr(avif444, "encode_to_psnr", spy)
+    block = texture(64, 64, 3, 255, seed=5)
+    ctx, psnr_of = TileContext(64, 64, 3, "uint8"), toolchoice.photo_psnr(block)
+    learned = toolchoice.LearnedTile(bytes=10**6, psnr=0.0, missed=True, samples=block.size)
+    for thorough in (False, True):
+        choice = toolchoice.choose_tile(block, ctx, learned, 34.0, psnr_of, ("avif444", "jxl_exact"), thorough)
+        assert choice.coder == "avif444" and psnr_of(avif444.decode(choice.payload, ctx)) >= 34.0
+    assert speeds == [avif444.SPEED, toolchoice.THOROUGH_AVIF_SPEED] and avif444.SPEED != toolchoice.THOROUGH_AVIF_SPEED

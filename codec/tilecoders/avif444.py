@@ -27,7 +27,10 @@ from codec.tilecoders.jxl_lossy import Trial
 from codec.tilecoders.parts import encode_parts, parts_of, restore_mask
 
 KIND = 3
-SPEED = 8  # libavif speed: ~40–80 ms a 256² RGB tile here; within ~2% of speed 6's bytes at half its time
+SPEED = 6  # libavif speed: on 97 training tiles, searched to 34 / 38 / 42 dB, 6.6% / 11.6% / 5.3% fewer bytes
+#            than speed 8 at 2.1–2.5× its CPU time (~180–320 ms a 256² RGB tile); speed 4 saves 5.2% / 3.2% /
+#            0.4% more at 5–8× again (bench/tile_tools.py --avif-speed); the thorough effort uses that
+#            (codec.toolchoice.THOROUGH_AVIF_SPEED)
 MIN_LEVEL, MAX_LEVEL = 20, 99  # 100 is lossless (JPEG XL exact does that better)
 MAX_TRIES = 5  # encodes per tile of the level search
 DB_PER_LEVEL = 0.3  # PSNR gained per quality level around 34–42 dB, the search's first slope
@@ -46,12 +49,12 @@ def start_level(target_db: float) -> int:
     return int(np.clip(round(2.4 * target_db - 8), 40, MAX_LEVEL))
 
 
-def _encode_part(part: np.ndarray, level: int) -> bytes:
+def _encode_part(part: np.ndarray, level: int, speed: int = SPEED) -> bytes:
     import imagecodecs
 
     img = np.ascontiguousarray(part[..., 0] if part.shape[2] == 1 else part)
     kw = {"pixelformat": "yuv444"} if part.shape[2] == 3 else {}
-    data = imagecodecs.avif_encode(img, level=int(level), speed=SPEED, numthreads=1, **kw)
+    data = imagecodecs.avif_encode(img, level=int(level), speed=int(speed), numthreads=1, **kw)
     stripped = strip(data, part.shape[2], part.shape[0], part.shape[1])
     if stripped is not None:
         tid, data = stripped
@@ -59,11 +62,11 @@ def _encode_part(part: np.ndarray, level: int) -> bytes:
     return _PART.pack(part.shape[2], len(data)) + data
 
 
-def encode_at(block: np.ndarray, ctx, level: int) -> bytes:
-    """The payload of an 8-bit (h, w, B) tile at AVIF quality ``level`` (0–99)."""
+def encode_at(block: np.ndarray, ctx, level: int, speed: int = SPEED) -> bytes:
+    """The payload of an 8-bit (h, w, B) tile at AVIF quality ``level`` (0–99) and libavif ``speed`` (0–10)."""
     if not accepts(ctx):
         raise ValueError(f"avif444 codes 8-bit tiles, not {ctx.dtype}")
-    return encode_parts(block, ctx, KIND, lambda part: _encode_part(part, level))
+    return encode_parts(block, ctx, KIND, lambda part: _encode_part(part, level, speed))
 
 
 def decode(payload: bytes, ctx) -> np.ndarray:
@@ -103,14 +106,14 @@ def decode(payload: bytes, ctx) -> np.ndarray:
 
 
 def encode_to_psnr(block: np.ndarray, ctx, target_db: float, psnr_of: Callable[[np.ndarray], float],
-                   max_bytes: int | None = None, start: int | None = None) -> Trial | None:
+                   max_bytes: int | None = None, start: int | None = None, speed: int = SPEED) -> Trial | None:
     """The fewest-bytes payload found whose decoded tile reaches ``target_db``: a bracketed secant search of the
-    integer level, at most :data:`MAX_TRIES` encodes. None when even :data:`MAX_LEVEL` misses, or every passing
-    payload is over ``max_bytes``."""
+    integer level, at most :data:`MAX_TRIES` encodes at libavif ``speed``. None when even :data:`MAX_LEVEL`
+    misses, or every passing payload is over ``max_bytes``."""
     failing, passing = MIN_LEVEL - 1, MAX_LEVEL + 1  # bracket: largest level known to fail, smallest to pass
     best, level, last = None, start_level(target_db) if start is None else start, None
     for _ in range(MAX_TRIES):
-        payload = encode_at(block, ctx, level)
+        payload = encode_at(block, ctx, level, speed)
         psnr = psnr_of(decode(payload, ctx))
         if psnr >= target_db:
             passing = level

@@ -96,10 +96,10 @@ def rd_objective(model, y_s, z, x, weight, q, lmbda, tau, generator, relax=sga_r
 
 def refine(model, y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, q: torch.Tensor, lmbda: torch.Tensor,
            iterations: int, seed: int = 0, relax: str = "sga", lr: float = LEARNING_RATE,
-           refine_z: bool = True, lr_schedule: str = LR_SCHEDULE) -> Refined:
+           refine_z: bool = True, lr_schedule: str = LR_SCHEDULE, tau_end: float = TAU_END) -> Refined:
     """``iterations`` Adam steps on a batch of tiles (all at once): ``y`` (B, M, h, w) from g_a, targets ``x``
     (B, 3, H, W) in [0, 1], ``weight`` (B, 3, H, W) 1 where a sample counts, per-tile ``q`` and ``lmbda`` (B,).
-    ``relax``, ``lr``, ``refine_z``, ``lr_schedule``: the method's settings (the defaults are the measured
+    ``relax``, ``lr``, ``refine_z``, ``lr_schedule``, ``tau_end``: the method's settings (the defaults are the measured
     choice)."""
     if iterations < 1:
         raise ValueError(f"refine: iterations must be positive, got {iterations}")
@@ -116,7 +116,7 @@ def refine(model, y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, q: tor
     y_s = y_s0.clone().requires_grad_(True)
     z = z0.clone().requires_grad_(refine_z)
     opt = torch.optim.Adam([y_s, z] if refine_z else [y_s], lr=lr)
-    decay = math.log(TAU_END / TAU_START) / max(iterations - 1, 1)
+    decay = math.log(tau_end / TAU_START) / max(iterations - 1, 1)
     for step in range(iterations):
         tau = TAU_START * math.exp(decay * step)
         for group in opt.param_groups:
