@@ -50,6 +50,8 @@ NEAR_MIN_DB = 42.0  # from this target the near-lossless coder is tried at effor
 # for 3.7× / 2.6× / 2× its CPU time (bench/tile_tools.py --j2k-tolerance)
 THOROUGH_J2K_TOLERANCE_DB = 0.05
 THOROUGH_J2K_TRIES = 10
+AVIF_DENSE_SPEED = 8  # libavif speed on dense tiles from AVIF_FAST_MAX_DB (effort 0): speed 6 there cost the USC
+#                       aerial mosaic at 38 dB 25% of its encode speed for 1.4% of its bytes (bench/speed.py)
 THOROUGH_AVIF_SPEED = 4  # libavif speed at a thorough effort (effort 0: avif444.SPEED, 6): 5.2% / 3.2% / 0.4%
 #                          fewer AVIF bytes at 34 / 38 / 42 dB for 5–8× its CPU time (bench/tile_tools.py --avif-speed)
 
@@ -122,6 +124,14 @@ def tools_to_try(learned: LearnedTile, allowed: tuple[str, ...], ctx: TileContex
     return [t for t in wanted if t in allowed]
 
 
+def avif_speed(target_db: float, thorough: bool) -> int:
+    """libavif's speed for a tile's AVIF search: slowest at a thorough effort; at effort 0 avif444.SPEED below
+    :data:`AVIF_FAST_MAX_DB`, where AVIF wins most tiles, and the faster :data:`AVIF_DENSE_SPEED` above it."""
+    if thorough:
+        return THOROUGH_AVIF_SPEED
+    return avif444.SPEED if target_db < AVIF_FAST_MAX_DB else AVIF_DENSE_SPEED
+
+
 def avif_worth_trying(target_db: float, thorough: bool, best_bytes: int | None, samples: int) -> bool:
     """Whether AVIF 4:4:4 is searched on a tile once the tools before it have run: always below
     :data:`AVIF_FAST_MAX_DB` or when ``thorough``; else only on a dense tile, whose best payload so far is over
@@ -185,7 +195,7 @@ def _search(name: str, block: np.ndarray, ctx: TileContext, target_db: float, ps
         return near_to_psnr(block, ctx, target_db, psnr_of, max_bytes)
     if name == "avif444":
         return avif444.encode_to_psnr(block, ctx, target_db, psnr_of, max_bytes,
-                                      speed=THOROUGH_AVIF_SPEED if thorough else avif444.SPEED)
+                                      speed=avif_speed(target_db, thorough))
     if name == "j2k":
         if thorough:
             return j2k.encode_to_psnr(block, ctx, target_db, psnr_of, max_bytes, THOROUGH_J2K_TOLERANCE_DB,

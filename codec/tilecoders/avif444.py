@@ -29,8 +29,8 @@ from codec.tilecoders.parts import encode_parts, parts_of, restore_mask
 KIND = 3
 SPEED = 6  # libavif speed: on 97 training tiles, searched to 34 / 38 / 42 dB, 6.6% / 11.6% / 5.3% fewer bytes
 #            than speed 8 at 2.1–2.5× its CPU time (~180–320 ms a 256² RGB tile); speed 4 saves 5.2% / 3.2% /
-#            0.4% more at 5–8× again (bench/tile_tools.py --avif-speed); the thorough effort uses that
-#            (codec.toolchoice.THOROUGH_AVIF_SPEED)
+#            0.4% more at 5–8× again (bench/tile_tools.py --avif-speed). codec.toolchoice.avif_speed picks
+#            the speed per search (8 on dense tiles from 37 dB, 4 at a thorough effort)
 MIN_LEVEL, MAX_LEVEL = 20, 99  # 100 is lossless (JPEG XL exact does that better)
 MAX_TRIES = 5  # encodes per tile of the level search
 DB_PER_LEVEL = 0.3  # PSNR gained per quality level around 34–42 dB, the search's first slope
