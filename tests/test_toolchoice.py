@@ -291,8 +291,8 @@ def test_j2k_reaches_high_targets_on_8bit_tiles_past_where_the_9_7_levels_off():
 
 
 def test_a_thorough_effort_stops_the_j2k_search_closer_to_the_target():
-    """Effort ≥ 1 searches JPEG 2000 to within THOROUGH_J2K_TOLERANCE_DB of the target: never more bytes than
-    effort 0's search, still at or above the target, and closer to it where effort 0 stopped further off."""
+    """Effort ≥ 1 searches JPEG 2000 to within THOROUGH_J2K_TOLERANCE_DB of the target: on these tiles no more
+    bytes than effort 0's search, still at or above the target, and closer to it where effort 0 stopped off."""
     closer = 0
     for seed in range(6):
         block = texture(96, 96, 3, 255, seed=20 + seed)

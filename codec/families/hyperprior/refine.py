@@ -8,9 +8,10 @@ scaled latent y_s = g_a(x)·gain(q) and the hyper-latent z (Adam, weights frozen
 with λ = the model's training trade-off λ(q) (``HyperpriorCodec.lmbda``) unless the caller passes its own
 (target_bpp: its Lagrangian's). Rounding is relaxed by stochastic Gumbel annealing (SGA, Yang, Bamler &
 Mandt 2020): each value is a Gumbel-softmax mix of its floor and ceiling whose temperature anneals from 0.5
-to :data:`TAU_END` (annealing nearer hard rounding lowered the objective less: bench/effort_method.py). The rate uses the float h_s (μ, σ) and the factorised
-prior; afterwards the refined y and round(z) go through ``HyperpriorCodec.compress`` like any other latents
-(integer h_s, same rounding), so the range coder and decoder see ordinary symbols.
+to :data:`TAU_END` (annealing nearer hard rounding lowered the objective less: bench/effort_method.py). The
+rate uses the float h_s (μ, σ) and the factorised prior; afterwards the refined y and round(z) go through
+``HyperpriorCodec.compress`` like any other latents (integer h_s, same rounding), so the range coder and
+decoder see ordinary symbols.
 
 :func:`refine_batch` keeps, per tile, whichever of the refined and the unrefined latents has the lower
 real objective (estimated code length + λ·measured 8-bit error): effort never makes a tile worse by the
@@ -74,7 +75,7 @@ def ste_round(v: torch.Tensor, tau: float, generator: torch.Generator | None) ->
 
 RELAXATIONS = {"sga": sga_round, "ste": ste_round}
 # the learning rate at a step, as a fraction of ``lr``: constant, or a cosine decay to 0 over the last half
-# (large steps while the temperature is high, small ones once rounding is nearly hard)
+# (measured no better at 1000 steps: bench/results/effort_method_1000.log; kept for the sweep)
 LR_SCHEDULES = {
     "constant": lambda step, n: 1.0,
     "cosine": lambda step, n: 1.0 if step < n // 2 else 0.5 * (1 + math.cos(math.pi * (step - n // 2) / max(n - n // 2, 1))),
