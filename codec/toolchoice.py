@@ -43,7 +43,10 @@ AVIF_MAX_DB = 44.0  # AVIF 4:4:4 is tried below this target only (at 46 dB it lo
 AVIF_FAST_MAX_DB = 37.0  # ... and at effort 0 below this one (36 dB included), where it saves 15–20% of JPEG 2000's bytes
 AVIF_DENSE_MAX_DB = 42.0  # ... and from there to below this one on dense tiles only (:func:`avif_worth_trying`)
 AVIF_DENSE_BPS = 1.5  # a dense tile: its best payload so far (JPEG 2000's, usually) is over this many bits/sample
-LOSSY_TRY_BPS = 0.25  # bits per sample of a passing learned tile above which the lossy tools are tried
+LOSSY_TRY_BPS = 0.25  # bits per sample of a passing learned tile above which the lossy tools are tried (from
+#                      AVIF_FAST_MAX_DB, and on tiles AVIF cannot code; below it 8-bit tiles always try them:
+#                      with AVIF at speed 6 it won 31 / 28 / 8 of the 45 / 28 / 11 passing natural / CIL / USC 2.2
+#                      training tiles at 30 dB, and 0.25 kept 89 / 97 / 0% of its saving: bench/tile_tools.py --calibrate)
 NEAR_MIN_DB = 42.0  # from this target the near-lossless coder is tried at effort 0 too (below, only when thorough)
 # JPEG 2000's search at a thorough effort: stopped within this much above the target (effort 0: j2k.TOLERANCE_DB,
 # 0.3), with up to THOROUGH_J2K_TRIES encodes; on 97 training tiles 1.5% / 0.6% / 0.4% fewer bytes at 38 / 42 / 46 dB
@@ -110,7 +113,8 @@ def tools_to_try(learned: LearnedTile, allowed: tuple[str, ...], ctx: TileContex
     (:func:`near_to_psnr`), from :data:`NEAR_MIN_DB` at any effort: on whole satellite scenes
     (``bench/satellite_rd.py``) its ±4 file of a 4-band WorldView scene held 56.6 dB in 0.59× the bytes our
     50 dB file took without it."""
-    if not (learned.missed or learned.bits_per_sample > LOSSY_TRY_BPS):
+    low_avif = target_db < AVIF_FAST_MAX_DB and (ctx is None or avif444.accepts(ctx))
+    if not (learned.missed or low_avif or learned.bits_per_sample > LOSSY_TRY_BPS):
         return []
     wanted = ["j2k"]
     if target_db < (AVIF_MAX_DB if thorough else AVIF_DENSE_MAX_DB) and (ctx is None or avif444.accepts(ctx)):

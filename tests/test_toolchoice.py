@@ -168,6 +168,8 @@ def test_other_tools_are_tried_only_where_they_can_win():
     missed = toolchoice.LearnedTile(bytes=20000, psnr=35.0, missed=True, samples=64 * 64 * 3)
     u8, u16 = TileContext(64, 64, 3, "uint8"), TileContext(64, 64, 3, "uint16")
     assert toolchoice.tools_to_try(cheap, allowed, u8) == []
+    assert toolchoice.tools_to_try(cheap, allowed, u8, 34.0) == ["j2k", "avif444"]  # below 37 dB AVIF wins cheap tiles
+    assert toolchoice.tools_to_try(cheap, allowed, u16, 34.0) == []  # ... where it can code them
     assert toolchoice.tools_to_try(dear, allowed, u8) == ["j2k", "avif444"]  # at 38 dB: on dense tiles only
     assert toolchoice.tools_to_try(dear, allowed, u8, 42.0) == ["j2k", "nearlossless"]
     assert toolchoice.tools_to_try(dear, allowed, u8, 38.0, thorough=True) == ["j2k", "avif444", "jxl_lossy",
