@@ -5,10 +5,11 @@
 
 Training photos only (``train-natural``; never Kodak, which is for evaluation): the central 128² of a few
 images, at each quality, refined as one batch by ``codec.families.hyperprior.refine.refine`` with each
-setting (learning rate : schedule [: final SGA temperature]). Per setting: the change of the real objective (estimated code length
-per pixel + λ·MSE, the quantity ``refine_batch`` compares), of the estimated bits and of PSNR against the
-unrefined latents, and the seconds. Results: ``effort_method.json`` / ``effort_method.log`` under ``--out``,
-merged per (iterations, quality, setting).
+setting (learning rate : schedule [: final SGA temperature]). Per setting: the change of the real objective
+(estimated code length per pixel + λ·MSE, the quantity ``refine_batch`` compares), of the estimated bits
+and of PSNR against the unrefined latents, and the seconds, printed as they come. Results:
+``effort_method.json`` under ``--out``, merged per (iterations, quality, setting); the printed lines are
+kept by redirecting them (bench/results/effort_method_*.log).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def crops(n: int) -> tuple[list[str], np.ndarray]:
     """The central 128² of ``n`` training photos spread over the set's folders, (n, 3, 128, 128) uint8."""
     from PIL import Image
 
-    paths = sorted(p for p in DATA.rglob("*.png"))
+    paths = sorted(DATA.rglob("*.png"))
     picked = paths[:: max(1, len(paths) // n)][:n]
     out = []
     for p in picked:

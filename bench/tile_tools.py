@@ -276,26 +276,29 @@ def per_tile_blocks(quick: bool, per_source: int = 120) -> list[tuple[str, np.nd
     return tiles
 
 
-def j2k_tolerance(quick: bool, targets=(38.0, 42.0, 46.0), tolerances=(0.3, 0.15, 0.05), max_tries: int = 10,
-                  per_source: int = 40) -> dict:
+def search_totals(tiles: list[tuple[str, np.ndarray]], target: float, search) -> dict:
+    """``search(block, ctx, target, psnr_of)`` on every 8-bit tile: the bytes of those that reach the target,
+    how many do, their mean dB over it, and CPU ms per tile."""
+    total, over, t0 = 0, [], time.process_time()
+    for _, block in tiles:
+        trial = search(block, TileContext(TILE, TILE, 3, "uint8"), target, toolchoice.photo_psnr(block))
+        if trial is not None:
+            total += len(trial.payload)
+            over.append(trial.psnr - target)
+    return {"bytes": total, "reached": len(over), "mean_db_over": float(np.mean(over)) if over else None,
+            "ms_per_tile": (time.process_time() - t0) * 1000 / len(tiles)}
+
+
+def j2k_tolerance(quick: bool, targets=(38.0, 42.0, 46.0), tolerances=(0.3, 0.15, 0.05),
+                  max_tries: int = toolchoice.THOROUGH_J2K_TRIES, per_source: int = 40) -> dict:
     """JPEG 2000 alone on whole 256² training tiles, its search stopped at each tolerance above the target
     (codec.tilecoders.j2k.TOLERANCE_DB is the first): total bytes against the first, mean PSNR over the target,
     CPU ms per tile (what the thorough effort's tighter search rests on)."""
     tiles = per_tile_blocks(quick, per_source)
     out = {}
     for target in targets:
-        rows = {}
-        for tol in tolerances:
-            total, over, t0 = 0, [], time.process_time()
-            for _, block in tiles:
-                ctx, psnr_of = TileContext(TILE, TILE, 3, "uint8"), toolchoice.photo_psnr(block)
-                trial = j2k.encode_to_psnr(block, ctx, target, psnr_of, None, tol, max_tries if tol < j2k.TOLERANCE_DB
-                                           else j2k.MAX_TRIES)
-                if trial is not None:
-                    total += len(trial.payload)
-                    over.append(trial.psnr - target)
-            rows[f"{tol:g}"] = {"bytes": total, "mean_db_over": float(np.mean(over)),
-                                "ms_per_tile": (time.process_time() - t0) * 1000 / len(tiles), "reached": len(over)}
+        rows = {f"{tol:g}": search_totals(tiles, target, lambda b, c, t, p, tol=tol: j2k.encode_to_psnr(
+            b, c, t, p, None, tol, max_tries if tol < j2k.TOLERANCE_DB else j2k.MAX_TRIES)) for tol in tolerances}
         base = rows[f"{tolerances[0]:g}"]["bytes"]
         out[f"{target:g}"] = {"tiles": len(tiles), **rows}
         say(f"JPEG 2000 tolerance at {target:g} dB over {len(tiles)} tiles: " + "  ".join(
@@ -311,16 +314,8 @@ def avif_speed(quick: bool, targets=(34.0, 38.0, 42.0), speeds=(8, 6, 4), per_so
     tiles = per_tile_blocks(quick, per_source)
     out = {}
     for target in targets:
-        rows = {}
-        for speed in speeds:
-            total, reached, t0 = 0, 0, time.process_time()
-            for _, block in tiles:
-                ctx, psnr_of = TileContext(TILE, TILE, 3, "uint8"), toolchoice.photo_psnr(block)
-                trial = avif444.encode_to_psnr(block, ctx, target, psnr_of, speed=speed)
-                if trial is not None:
-                    total, reached = total + len(trial.payload), reached + 1
-            rows[str(speed)] = {"bytes": total, "reached": reached,
-                                "ms_per_tile": (time.process_time() - t0) * 1000 / len(tiles)}
+        rows = {str(speed): search_totals(tiles, target, lambda b, c, t, p, speed=speed: avif444.encode_to_psnr(
+            b, c, t, p, speed=speed)) for speed in speeds}
         base = rows[str(speeds[0])]["bytes"]
         out[f"{target:g}"] = {"tiles": len(tiles), **rows}
         say(f"AVIF 4:4:4 speed at {target:g} dB over {len(tiles)} tiles: " + "  ".join(
@@ -334,8 +329,6 @@ def per_tile_tools(quick: bool, targets=(34.0, 36.0, 38.0, 40.0, 42.0, 46.0), pe
     tool searched to the target alone; its bytes, the tiles it wins, its CPU ms per tile; and AVIF 4:4:4 on
     top of JPEG 2000: the share of JPEG 2000's bytes it saves, and how much of that the tiles JPEG 2000 codes
     over codec.toolchoice.AVIF_DENSE_BPS bits per sample hold (what tools_to_try and avif_worth_trying rest on)."""
-    from PIL import Image
-
     tools = {"avif444": lambda b, c, t, p: avif444.encode_to_psnr(b, c, t, p),
              "j2k": lambda b, c, t, p: j2k.encode_to_psnr(b, c, t, p),
              "jxl_lossy": lambda b, c, t, p: jxl_lossy.encode_to_psnr(b, c, t, p, None, 10 ** ((36 - t) / 10))}

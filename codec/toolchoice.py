@@ -113,11 +113,11 @@ def tools_to_try(learned: LearnedTile, allowed: tuple[str, ...], ctx: TileContex
     (:func:`near_to_psnr`), from :data:`NEAR_MIN_DB` at any effort: on whole satellite scenes
     (``bench/satellite_rd.py``) its ±4 file of a 4-band WorldView scene held 56.6 dB in 0.59× the bytes our
     50 dB file took without it."""
-    low_avif = target_db < AVIF_FAST_MAX_DB and (ctx is None or avif444.accepts(ctx))
-    if not (learned.missed or low_avif or learned.bits_per_sample > LOSSY_TRY_BPS):
+    avif_codes = ctx is None or avif444.accepts(ctx)
+    if not (learned.missed or (avif_codes and target_db < AVIF_FAST_MAX_DB) or learned.bits_per_sample > LOSSY_TRY_BPS):
         return []
     wanted = ["j2k"]
-    if target_db < (AVIF_MAX_DB if thorough else AVIF_DENSE_MAX_DB) and (ctx is None or avif444.accepts(ctx)):
+    if target_db < (AVIF_MAX_DB if thorough else AVIF_DENSE_MAX_DB) and avif_codes:
         wanted.append("avif444")  # between AVIF_FAST_MAX_DB and AVIF_DENSE_MAX_DB only if avif_worth_trying
     if thorough:
         wanted.append("jxl_lossy")

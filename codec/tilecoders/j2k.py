@@ -54,8 +54,8 @@ def encode_to_psnr(block: np.ndarray, ctx, target_db: float, psnr_of: Callable[[
     aimed at the target, then re-aimed by the measured miss either way (its PSNR is per part against the part's
     own bit depth, which need not be the caller's peak), until one lands within ``tolerance_db`` above it or
     after ``max_tries`` encodes with the 9/7 and, from :data:`REVERSIBLE_FROM_DB` where those found nothing,
-    as many with the 5/3. None when nothing
-    found reaches the target below :data:`MAX_LEVEL_DB`, or only in more than ``max_bytes``."""
+    as many with the 5/3. None when nothing found reaches the target below :data:`MAX_LEVEL_DB`, or only in
+    more than ``max_bytes``."""
     best = None
     for reversible in (False, True):  # the 9/7 levels off near 50 dB on 8-bit tiles; the 5/3 goes on to lossless
         if reversible and (best is not None or target_db < REVERSIBLE_FROM_DB):
